@@ -1,0 +1,208 @@
+"""Protocol-neutral requests and replies.
+
+Every wire protocol decodes its bytes into these and encodes these into its bytes; the service
+sees nothing else. They are plain frozen data: no I/O, no behaviour.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from dataclasses import dataclass
+
+from memlease.errors import ErrorCode
+
+LeaseId = int | uuid.UUID
+"""An int id (native and network protocols) or a UUID (uuid protocol): separate id spaces."""
+
+
+class IdKind(enum.Enum):
+    """The kind of lease id a protocol carries; each kind is its own id space."""
+
+    INT = "int"
+    UUID = "uuid"
+
+
+class Op(enum.Enum):
+    """The operation a request asks for, echoed by its reply."""
+
+    LEASE = "lease"
+    GET = "get"
+    SET = "set"
+    READ = "read"
+    WRITE = "write"
+    RENEW = "renew"
+    RELEASE = "release"
+    STAT = "stat"
+    STATS = "stats"
+
+
+# ---------------------------------------------------------------- requests
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRequest:
+    """Lease ``size`` bytes for ``ttl_ms`` milliseconds, with an id of ``id_kind``."""
+
+    size: int
+    ttl_ms: int
+    id_kind: IdKind = IdKind.INT
+    op = Op.LEASE
+
+
+@dataclass(frozen=True, slots=True)
+class GetRequest:
+    """Return the whole leased region."""
+
+    lease_id: LeaseId
+    op = Op.GET
+
+
+@dataclass(frozen=True, slots=True)
+class SetRequest:
+    """Write ``data`` at offset 0 (a prefix; the rest of the region is left as it was)."""
+
+    lease_id: LeaseId
+    data: bytes
+    op = Op.SET
+
+
+@dataclass(frozen=True, slots=True)
+class ReadRequest:
+    """Return ``length`` bytes from ``offset``."""
+
+    lease_id: LeaseId
+    offset: int
+    length: int
+    op = Op.READ
+
+
+@dataclass(frozen=True, slots=True)
+class WriteRequest:
+    """Write ``data`` at ``offset``."""
+
+    lease_id: LeaseId
+    offset: int
+    data: bytes
+    op = Op.WRITE
+
+
+@dataclass(frozen=True, slots=True)
+class RenewRequest:
+    """Set the lease's deadline to now + ``ttl_ms``."""
+
+    lease_id: LeaseId
+    ttl_ms: int
+    op = Op.RENEW
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseRequest:
+    """Free the lease at once."""
+
+    lease_id: LeaseId
+    op = Op.RELEASE
+
+
+@dataclass(frozen=True, slots=True)
+class StatRequest:
+    """Return the lease's size and remaining ttl."""
+
+    lease_id: LeaseId
+    op = Op.STAT
+
+
+@dataclass(frozen=True, slots=True)
+class StatsRequest:
+    """Return the server's figures."""
+
+    op = Op.STATS
+
+
+Request = (
+    LeaseRequest
+    | GetRequest
+    | SetRequest
+    | ReadRequest
+    | WriteRequest
+    | RenewRequest
+    | ReleaseRequest
+    | StatRequest
+    | StatsRequest
+)
+
+# ---------------------------------------------------------------- replies
+
+
+@dataclass(frozen=True, slots=True)
+class Granted:
+    """A lease was granted. ``size`` and ``ttl_ms`` are 0 where the protocol does not carry them
+    (native); the client then fills them in from its request."""
+
+    lease_id: LeaseId
+    size: int
+    ttl_ms: int
+    op = Op.LEASE
+
+
+@dataclass(frozen=True, slots=True)
+class Data:
+    """Bytes from a lease: the whole region (``op`` GET) or a part of it (``op`` READ)."""
+
+    op: Op
+    lease_id: LeaseId
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """A set, write, renew or release succeeded."""
+
+    op: Op
+    lease_id: LeaseId
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseInfo:
+    """The answer to a stat: the lease's size and its remaining ttl in milliseconds."""
+
+    lease_id: LeaseId
+    size: int
+    ttl_ms: int
+    op = Op.STAT
+
+
+@dataclass(frozen=True, slots=True)
+class ServerStats:
+    """The server's figures, as of the request."""
+
+    arena_size: int
+    used: int
+    free: int
+    largest_free: int
+    internal_fragmentation: int
+    external_fragmentation: float
+    live_leases: int
+    granted: int
+    expired: int
+    released: int
+    refused: int
+    connections: int
+    op = Op.STATS
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorReply:
+    """A refusal. ``op`` and ``lease_id`` name the request refused where they are known (they
+    are not for bytes that could not be parsed), so protocols without error replies (native)
+    can give the original's own refusal form."""
+
+    code: ErrorCode
+    message: str
+    op: Op | None = None
+    lease_id: LeaseId | None = None
+
+
+Reply = Granted | Data | Done | LeaseInfo | ServerStats | ErrorReply
+
+Message = Request | Reply

@@ -1,0 +1,198 @@
+"""The protocol plugin interface, its pluggy hook specification, and the plugin manager.
+
+A protocol is a wire format: a name, the kind of lease id it carries, a default port, and
+sans-IO codecs for both ends of a connection. Built-in and third-party protocols alike are
+found through the ``memlease.protocols`` entry-point group; memlease's core imports none of
+them by name.
+
+A third-party package provides one like this::
+
+    # my_protocol/__init__.py
+    from memlease.protocol import hookimpl, ProtocolSpec
+
+    @hookimpl
+    def memlease_protocols() -> list[ProtocolSpec]:
+        return [ProtocolSpec(name="mine", ...)]
+
+    # its pyproject.toml
+    [project.entry-points."memlease.protocols"]
+    mine = "my_protocol"
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Protocol as TypingProtocol
+from typing import cast
+
+import pluggy
+
+from memlease.messages import IdKind, Reply, Request
+
+ENTRY_POINT_GROUP = "memlease.protocols"
+PROJECT_NAME = "memlease"
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+DEFAULT_MAX_MESSAGE = 64 * 1024 * 1024 + 4096
+"""Largest message a decoder accepts unless told otherwise: a 64 MiB payload plus headers."""
+
+
+class ServerCodec(TypingProtocol):
+    """The server's end of one connection: bytes in, requests out; replies in, bytes out.
+
+    One object per connection; it keeps the bytes of a message not yet whole.
+    """
+
+    def feed(self, data: bytes) -> None:
+        """Append received bytes, in any chunking."""
+
+    def next_request(self) -> Request | None:
+        """The next whole request, or None until more bytes arrive.
+
+        Raises ProtocolError when the buffered bytes cannot be a valid request (bad type,
+        a length above the decoder's max message size, a short or inconsistent payload).
+        After a ProtocolError the codec is unusable: the connection should be closed.
+        """
+
+    def encode_reply(self, reply: Reply) -> bytes:
+        """The bytes of ``reply``. An ErrorReply without ``op`` answers bytes that could not
+        be parsed; a protocol with no way to say so returns b""."""
+
+
+class ClientCodec(TypingProtocol):
+    """The client's end of one connection: requests in, bytes out; bytes in, replies out.
+
+    Replies come back in request order; the codec may use the order of encoded requests to
+    interpret replies whose form depends on the request (as the native format's do).
+    """
+
+    def encode_request(self, request: Request) -> bytes:
+        """The bytes of ``request``. Raises ProtocolError for a request the format cannot
+        carry (e.g. a UUID id on an int-id protocol)."""
+
+    def feed(self, data: bytes) -> None:
+        """Append received bytes, in any chunking."""
+
+    def next_reply(self) -> Reply | None:
+        """The next whole reply, or None until more bytes arrive. Raises ProtocolError."""
+
+
+@dataclass(frozen=True)
+class ProtocolSpec:
+    """What a protocol plugin provides.
+
+    ``server_codec(max_message)`` and ``client_codec(max_message)`` make a fresh codec for one
+    connection; ``max_message`` bounds every length field, checked before any buffer of that
+    size exists.
+    """
+
+    name: str
+    id_kind: IdKind
+    default_port: int
+    description: str
+    server_codec: Callable[[int], ServerCodec]
+    client_codec: Callable[[int], ClientCodec]
+
+
+class ProtocolHookSpecs:
+    """The hooks a protocol plugin may implement."""
+
+    @hookspec
+    def memlease_protocols(self) -> list[ProtocolSpec]:  # type: ignore[empty-body]
+        """Return the protocols this plugin provides.
+
+        Called once, when the registry is built. Each plugin returns a list (possibly empty)
+        of :class:`ProtocolSpec`; the registry collects the lists of all plugins. Names must
+        be unique across plugins: a later duplicate is reported and ignored.
+        """
+
+
+@dataclass(frozen=True)
+class ProtocolEntry:
+    """A loaded protocol and the distribution that provides it."""
+
+    spec: ProtocolSpec
+    distribution: str
+
+
+@dataclass
+class ProtocolRegistry:
+    """The protocols found, and the problems met finding them (one line each, by name)."""
+
+    protocols: dict[str, ProtocolEntry] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    def get(self, name: str) -> ProtocolSpec:
+        """The protocol called ``name``; KeyError with the known names if there is none."""
+        try:
+            return self.protocols[name].spec
+        except KeyError:
+            known = ", ".join(sorted(self.protocols)) or "none"
+            raise KeyError(f"unknown protocol {name!r} (known: {known})") from None
+
+    def names(self) -> list[str]:
+        return sorted(self.protocols)
+
+
+def _distribution_name(ep: importlib.metadata.EntryPoint) -> str:
+    dist = ep.dist
+    return dist.name if dist is not None else "?"
+
+
+def load_protocols(
+    entry_points: Iterable[importlib.metadata.EntryPoint] | None = None,
+    *,
+    warn: bool = True,
+) -> ProtocolRegistry:
+    """Load every plugin of the ``memlease.protocols`` entry-point group.
+
+    A plugin that fails to import, fails in its hook, or registers a name already taken is
+    recorded in ``problems`` (and warned about on stderr when ``warn``); the others load.
+    """
+    if entry_points is None:
+        entry_points = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+    manager = pluggy.PluginManager(PROJECT_NAME)
+    manager.add_hookspecs(ProtocolHookSpecs)
+    registry = ProtocolRegistry()
+    for ep in sorted(entry_points, key=lambda e: e.name):
+        dist = _distribution_name(ep)
+        try:
+            module = ep.load()
+            if not manager.is_registered(module):
+                manager.register(module, name=f"{ep.name} ({dist})")
+        except Exception as exc:
+            registry.problems.append(
+                f"protocol plugin {ep.name!r} from {dist} failed to load: "
+                f"{type(exc).__name__}: {exc}"
+            )
+    # Each implementation is called on its own so that a failure is pinned on its plugin
+    # and the others still load; pluggy calls the last registered first, so reverse.
+    for impl in reversed(manager.hook.memlease_protocols.get_hookimpls()):
+        plugin_name = manager.get_name(impl.plugin) or "?"
+        try:
+            specs = list(cast(Iterable[ProtocolSpec], impl.function()))
+        except Exception as exc:
+            registry.problems.append(
+                f"protocol plugin {plugin_name} failed in memlease_protocols: "
+                f"{type(exc).__name__}: {exc}"
+            )
+            continue
+        dist = plugin_name.rsplit(" (", 1)[-1].rstrip(")")
+        for spec in specs:
+            if spec.name in registry.protocols:
+                other = registry.protocols[spec.name].distribution
+                registry.problems.append(
+                    f"protocol plugin {plugin_name} registers {spec.name!r}, "
+                    f"already provided by {other}; ignored"
+                )
+                continue
+            registry.protocols[spec.name] = ProtocolEntry(spec, dist)
+    if warn:
+        for problem in registry.problems:
+            print(f"memlease: warning: {problem}", file=sys.stderr)
+    return registry
