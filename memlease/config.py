@@ -1,0 +1,447 @@
+"""The server's configuration: a TOML file plus command-line overrides, validated into one
+frozen :class:`Config`.
+
+``load_config()`` with no path reads the packaged ``memlease/default.toml``, a byte-for-byte
+copy of ``conf/server.toml``. Every mistake raises :class:`~memlease.errors.ConfigError` with
+one line naming the key (or flag) and the value, so ``memlease serve`` can print it and exit 2.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from memlease.errors import ConfigError
+from memlease.protocol import ProtocolRegistry, load_protocols
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+_SIZE_UNITS = {"b": 1, "kib": 1024, "mib": 1024**2, "gib": 1024**3}
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_NUMBER_WITH_UNIT = re.compile(r"\s*([+-]?\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*")
+
+
+@dataclass(frozen=True)
+class Listener:
+    """A protocol served on a port of the configured host."""
+
+    protocol: str
+    port: int  # 0: any free port (tests)
+
+
+DEFAULT_LISTENERS = (Listener("native", 7411), Listener("network", 7412), Listener("uuid", 7413))
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything ``serve`` needs. Construct with keywords: fields may be added later."""
+
+    host: str = "127.0.0.1"
+    listeners: tuple[Listener, ...] = DEFAULT_LISTENERS
+    arena_size: int = 64 * 1024 * 1024
+    min_block: int = 32
+    max_lease_size: int | None = None  # None: the whole arena
+    max_ttl_ms: int = 24 * 3600 * 1000
+    max_connections: int = 1024
+    max_message: int = 64 * 1024 * 1024 + 4096
+    request_timeout: float = 10.0
+    idle_timeout: float = 300.0
+    expiry_batch: int = 1000
+    log_level: str = "info"
+
+
+# ---------------------------------------------------------------- units
+
+
+def parse_size(text: str) -> int:
+    """Bytes in ``text``: "4096", "32B", "512 KiB", "64MiB", "1GiB" (binary units only).
+
+    Raises ValueError saying what is wrong; callers add the key.
+    """
+    match = _NUMBER_WITH_UNIT.fullmatch(text)
+    if match is None:
+        raise ValueError("not a size (use a byte count or B, KiB, MiB, GiB, e.g. 64MiB)")
+    number, unit = match.groups()
+    if unit.lower() not in _SIZE_UNITS and unit != "":
+        raise ValueError(f"bad size unit {unit!r} (use B, KiB, MiB or GiB)")
+    value = float(number) * _SIZE_UNITS.get(unit.lower(), 1)
+    if value < 0:
+        raise ValueError("a size cannot be negative")
+    if value != math.floor(value):
+        raise ValueError("not a whole number of bytes")
+    return int(value)
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``text``: "500ms", "5s", "1.5s", "2m", "1h". A unit is required, because a
+    bare number is ambiguous (the original MemoryLease counted milliseconds).
+
+    Raises ValueError saying what is wrong; callers add the key.
+    """
+    match = _NUMBER_WITH_UNIT.fullmatch(text)
+    if match is None:
+        raise ValueError("not a duration (use a number with ms, s, m or h, e.g. 500ms)")
+    number, unit = match.groups()
+    if unit == "":
+        raise ValueError(f"a duration needs a unit: {number}ms or {number}s")
+    if unit.lower() not in _DURATION_UNITS:
+        raise ValueError(f"bad duration unit {unit!r} (use ms, s, m or h)")
+    seconds = float(number) * _DURATION_UNITS[unit.lower()]
+    if seconds < 0:
+        raise ValueError("a duration cannot be negative")
+    return seconds
+
+
+def parse_listener(text: str) -> Listener:
+    """A ``PROTOCOL=PORT`` pair, as ``--listen`` takes it. Raises ValueError."""
+    protocol, sep, port = text.partition("=")
+    if not sep or not protocol.strip():
+        raise ValueError("expected PROTOCOL=PORT, e.g. native=7411")
+    try:
+        number = int(port)
+    except ValueError:
+        raise ValueError(f"port {port.strip()!r} is not a number") from None
+    return Listener(protocol.strip(), number)
+
+
+def format_size(n: int) -> str:
+    """``n`` bytes in the largest binary unit that divides it exactly, e.g. "64 MiB"."""
+    for unit, factor in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if n >= factor and n % factor == 0:
+            return f"{n // factor} {unit}"
+    return f"{n} B"
+
+
+# ---------------------------------------------------------------- values by kind
+
+# Each converter turns a TOML value or a flag's text into the Config field's type; ValueError
+# says what is wrong with it.
+
+
+def _to_size(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError("expected a byte count or a size string such as '64MiB'")
+    if isinstance(value, str):
+        return parse_size(value)
+    if value < 0:
+        raise ValueError("a size cannot be negative")
+    return value
+
+
+def _to_seconds(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError("expected a duration string such as '10s'")
+    if isinstance(value, str):
+        return parse_duration(value)
+    # Bare numbers only come from Python callers (overrides), which pass seconds.
+    if value < 0:
+        raise ValueError("a duration cannot be negative")
+    return float(value)
+
+
+def _to_ms(value: object) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value  # overrides from Python pass max_ttl_ms in milliseconds
+    return round(_to_seconds(value) * 1000)
+
+
+def _to_count(value: object) -> int:
+    if isinstance(value, str):
+        try:
+            value = int(value)
+        except ValueError:
+            raise ValueError("expected a whole number") from None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError("expected a whole number")
+    if value < 0:
+        raise ValueError("cannot be negative")
+    return value
+
+
+def _to_text(value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("expected a non-empty string")
+    return value.strip()
+
+
+def _to_log_level(value: object) -> str:
+    level = _to_text(value).lower()
+    if level not in LOG_LEVELS:
+        raise ValueError(f"unknown log level (use {', '.join(LOG_LEVELS)})")
+    return level
+
+
+def _to_optional_size(value: object) -> int | None:
+    return None if value is None else _to_size(value)
+
+
+def _to_listeners(value: object) -> tuple[Listener, ...]:
+    if isinstance(value, str) or not isinstance(value, list | tuple):
+        raise ValueError("expected a list of listeners")
+    listeners: list[Listener] = []
+    for item in value:
+        if isinstance(item, Listener):
+            listeners.append(item)
+        elif isinstance(item, str):
+            listeners.append(parse_listener(item))
+        else:
+            raise ValueError(f"listener {item!r} is not PROTOCOL=PORT")
+    return tuple(listeners)
+
+
+_CONVERTERS: dict[str, Callable[[object], Any]] = {
+    "host": _to_text,
+    "listeners": _to_listeners,
+    "arena_size": _to_size,
+    "min_block": _to_size,
+    "max_lease_size": _to_optional_size,
+    "max_ttl_ms": _to_ms,
+    "max_connections": _to_count,
+    "max_message": _to_size,
+    "request_timeout": _to_seconds,
+    "idle_timeout": _to_seconds,
+    "expiry_batch": _to_count,
+    "log_level": _to_log_level,
+}
+
+# Where each field lives in the TOML file and which flag overrides it: error messages name the
+# one the user actually wrote.
+FILE_KEYS: dict[str, str] = {
+    "host": "host",
+    "log_level": "log_level",
+    "listeners": "listener",
+    "arena_size": "arena.size",
+    "min_block": "arena.min_block",
+    "max_lease_size": "arena.max_lease_size",
+    "max_connections": "limits.max_connections",
+    "max_message": "limits.max_message",
+    "max_ttl_ms": "limits.max_ttl",
+    "request_timeout": "limits.request_timeout",
+    "idle_timeout": "limits.idle_timeout",
+    "expiry_batch": "limits.expiry_batch",
+}
+FLAGS: dict[str, str] = {
+    "host": "--host",
+    "listeners": "--listen",
+    "arena_size": "--arena",
+    "max_connections": "--max-connections",
+    "request_timeout": "--request-timeout",
+    "idle_timeout": "--idle-timeout",
+    "max_ttl_ms": "--max-ttl",
+    "max_message": "--max-message",
+    "log_level": "--log-level",
+}
+_FIELD_FOR_FILE_KEY = {key: name for name, key in FILE_KEYS.items()}
+_DURATION_FIELDS = ("max_ttl_ms", "request_timeout", "idle_timeout")
+
+
+# ---------------------------------------------------------------- loading
+
+
+def packaged_default_text() -> str:
+    """The text of the packaged default configuration (a copy of conf/server.toml)."""
+    return resources.files("memlease").joinpath("default.toml").read_text(encoding="utf-8")
+
+
+def load_config(
+    path: Path | str | None = None,
+    overrides: Mapping[str, object] | None = None,
+    *,
+    registry: ProtocolRegistry | None = None,
+) -> Config:
+    """The validated configuration from ``path`` (None: the packaged default), with
+    ``overrides`` applied on top.
+
+    ``overrides`` maps :class:`Config` field names to values: strings as a flag takes them
+    ("64MiB", "10s", ["native=7411"]) or values of the field's own type. ``registry`` names
+    the protocols a listener may use (default: the installed plugins).
+    Raises ConfigError with one line naming the key and the value.
+    """
+    if path is None:
+        source = "packaged default config"
+        text = packaged_default_text()
+    else:
+        source = f"config {path}"
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise ConfigError(f"{source}: cannot read it: {reason}") from None
+    values = _file_values(text, source)
+    labels = {name: f"{source}: {FILE_KEYS[name]}" for name in values}
+    for name, value in (overrides or {}).items():
+        if name not in _CONVERTERS:
+            raise ConfigError(f"unknown override {name!r} (known: {', '.join(_CONVERTERS)})")
+        labels[name] = FLAGS.get(name, name)
+        values[name] = _convert(name, value, labels[name])
+    config = replace(Config(), **values)
+    validate(config, registry=registry, labels=labels)
+    return config
+
+
+def _convert(name: str, value: object, label: str) -> Any:
+    try:
+        return _CONVERTERS[name](value)
+    except ValueError as exc:
+        raise ConfigError(f"{label} = {_show(value)}: {exc}") from None
+
+
+def _show(value: object) -> str:
+    if isinstance(value, tuple | list):
+        return " ".join(_show(_listener_text(v) if isinstance(v, Listener) else v) for v in value)
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def _listener_text(listener: Listener) -> str:
+    return f"{listener.protocol}={listener.port}"
+
+
+def _file_values(text: str, source: str) -> dict[str, Any]:
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+    values: dict[str, Any] = {}
+    for key, value in document.items():
+        if key in ("arena", "limits"):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{source}: [{key}] must be a table, not {_show(value)}")
+            for sub, sub_value in value.items():
+                _file_value(f"{key}.{sub}", sub_value, source, values)
+        elif key == "listener":
+            values["listeners"] = _file_listeners(value, source)
+        else:
+            _file_value(key, value, source, values)
+    return values
+
+
+def _file_value(key: str, value: object, source: str, values: dict[str, Any]) -> None:
+    name = _FIELD_FOR_FILE_KEY.get(key)
+    if name is None or name == "listeners":
+        known = ", ".join(k for k in FILE_KEYS.values() if k != "listener")
+        raise ConfigError(f"{source}: unknown key {key} = {_show(value)} (known: {known})")
+    if name in _DURATION_FIELDS and not isinstance(value, str):
+        raise ConfigError(f"{source}: {key} = {_show(value)}: give a unit, e.g. '{value}s'")
+    values[name] = _convert(name, value, f"{source}: {key}")
+
+
+def _file_listeners(value: object, source: str) -> tuple[Listener, ...]:
+    if not isinstance(value, list):
+        raise ConfigError(f"{source}: listener must be [[listener]] tables, not {_show(value)}")
+    listeners = []
+    for i, table in enumerate(value):
+        where = f"{source}: listener[{i}]"
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where} must be a table with protocol and port")
+        unknown = sorted(set(table) - {"protocol", "port"})
+        if unknown:
+            raise ConfigError(
+                f"{where}: unknown key {unknown[0]} = {_show(table[unknown[0]])} "
+                "(known: protocol, port)"
+            )
+        protocol, port = table.get("protocol"), table.get("port")
+        if not isinstance(protocol, str) or not protocol:
+            raise ConfigError(f"{where}.protocol = {_show(protocol)}: expected a protocol name")
+        if isinstance(port, bool) or not isinstance(port, int):
+            raise ConfigError(f"{where}.port = {_show(port)}: expected a port number")
+        listeners.append(Listener(protocol, port))
+    return tuple(listeners)
+
+
+# ---------------------------------------------------------------- validation
+
+
+def validate(
+    config: Config,
+    *,
+    registry: ProtocolRegistry | None = None,
+    labels: Mapping[str, str] | None = None,
+) -> None:
+    """Check the values together. Raises ConfigError naming the key and the value.
+
+    ``labels`` names where a field's value came from (a flag, a file's key); by default the
+    file key.
+    """
+
+    def fail(name: str, value: object, reason: str) -> ConfigError:
+        label = (labels or {}).get(name, FILE_KEYS[name])
+        return ConfigError(f"{label} = {_show(value)}: {reason}")
+
+    if not config.listeners:
+        raise fail("listeners", "[]", "at least one listener is needed")
+    if registry is None:
+        registry = load_protocols(warn=False)
+    seen: set[int] = set()
+    for listener in config.listeners:
+        text = _listener_text(listener)
+        if listener.protocol not in registry.protocols:
+            known = ", ".join(registry.names()) or "none installed"
+            raise fail("listeners", text, f"unknown protocol (known: {known})")
+        if not 0 <= listener.port <= 65535:
+            raise fail("listeners", text, "a port is a number from 0 to 65535")
+        if listener.port in seen and listener.port != 0:
+            raise fail("listeners", text, "the port is used by another listener")
+        seen.add(listener.port)
+    if config.min_block < 8 or config.min_block & (config.min_block - 1):
+        raise fail("min_block", config.min_block, "must be a power of two, at least 8 B")
+    if config.arena_size < config.min_block or config.arena_size % config.min_block:
+        raise fail(
+            "arena_size",
+            config.arena_size,
+            f"must be a positive multiple of arena.min_block ({config.min_block} B)",
+        )
+    memory = _physical_memory()
+    if memory is not None and config.arena_size > memory:
+        raise fail(
+            "arena_size",
+            config.arena_size,
+            f"{format_size(config.arena_size)} is more than this machine's memory "
+            f"({format_size(memory)})",
+        )
+    if config.max_lease_size is not None and not 0 < config.max_lease_size <= config.arena_size:
+        raise fail("max_lease_size", config.max_lease_size, "must be from 1 B to the arena size")
+    positive: dict[str, float] = {
+        "max_ttl_ms": config.max_ttl_ms,
+        "max_connections": config.max_connections,
+        "max_message": config.max_message,
+        "request_timeout": config.request_timeout,
+        "idle_timeout": config.idle_timeout,
+        "expiry_batch": config.expiry_batch,
+    }
+    for name, value in positive.items():
+        if value <= 0:
+            raise fail(name, value, "must be more than zero")
+    if config.max_ttl_ms > 2**31 - 1:
+        # The native format carries a ttl as an int32 of milliseconds.
+        raise fail("max_ttl_ms", f"{config.max_ttl_ms}ms", "must be at most 2147483647ms")
+    if config.log_level not in LOG_LEVELS:
+        raise fail("log_level", config.log_level, f"use one of {', '.join(LOG_LEVELS)}")
+
+
+def _physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+__all__ = [
+    "FILE_KEYS",
+    "FLAGS",
+    "LOG_LEVELS",
+    "Config",
+    "Listener",
+    "format_size",
+    "load_config",
+    "parse_duration",
+    "parse_listener",
+    "parse_size",
+    "validate",
+]

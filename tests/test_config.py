@@ -1,0 +1,269 @@
+"""Configuration: the shipped file, units, overrides and a one-line error for every bad value."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from memlease.config import (
+    FILE_KEYS,
+    Config,
+    Listener,
+    load_config,
+    packaged_default_text,
+    parse_duration,
+    parse_listener,
+    parse_size,
+)
+from memlease.errors import ConfigError
+from memlease.messages import IdKind
+from memlease.protocol import ProtocolEntry, ProtocolRegistry, ProtocolSpec
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _never(max_message: int) -> object:
+    raise AssertionError("config never builds codecs")
+
+
+def fake_registry(*names: str) -> ProtocolRegistry:
+    """A registry naming protocols without codecs: config only checks names."""
+    registry = ProtocolRegistry()
+    for name in names:
+        spec = ProtocolSpec(name, IdKind.INT, 0, "test", _never, _never)  # type: ignore[arg-type]
+        registry.protocols[name] = ProtocolEntry(spec, "tests")
+    return registry
+
+
+REGISTRY = fake_registry("native", "network", "uuid")
+
+
+def load(text: str, tmp_path: Path, **overrides: object) -> Config:
+    path = tmp_path / "server.toml"
+    path.write_text(text)
+    return load_config(path, overrides, registry=REGISTRY)
+
+
+def error_of(text: str, tmp_path: Path, **overrides: object) -> str:
+    with pytest.raises(ConfigError) as info:
+        load(text, tmp_path, **overrides)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+# ---------------------------------------------------------------- the shipped file
+
+
+def test_packaged_default_is_byte_equal_to_conf_server_toml() -> None:
+    assert packaged_default_text() == (ROOT / "conf" / "server.toml").read_text()
+
+
+def test_shipped_config_is_the_issue_s_defaults() -> None:
+    config = load_config(ROOT / "conf" / "server.toml", registry=REGISTRY)
+    assert config == Config()
+    assert config.host == "127.0.0.1"
+    assert config.listeners == (
+        Listener("native", 7411),
+        Listener("network", 7412),
+        Listener("uuid", 7413),
+    )
+    assert config.arena_size == 64 * 1024 * 1024
+    assert load_config(registry=REGISTRY) == config
+
+
+def test_shipped_config_names_every_key_except_the_optional_lease_cap() -> None:
+    text = packaged_default_text()
+    for name, key in FILE_KEYS.items():
+        leaf = key.rsplit(".", 1)[-1]
+        if name == "max_lease_size":
+            assert f"# {leaf} =" in text
+        elif name == "listeners":
+            assert "[[listener]]" in text
+        else:
+            assert f"\n{leaf} = " in text, key
+
+
+def test_file_keys_cover_every_config_field() -> None:
+    assert set(FILE_KEYS) == {f.name for f in fields(Config)}
+
+
+def test_empty_file_gives_the_defaults(tmp_path: Path) -> None:
+    assert load("", tmp_path) == Config()
+
+
+# ---------------------------------------------------------------- units
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [
+        ("4096", 4096),
+        ("32B", 32),
+        ("512 KiB", 512 * 1024),
+        ("64MiB", 64 * 1024**2),
+        ("1GiB", 1024**3),
+        ("0.5KiB", 512),
+        ("2kib", 2048),
+    ],
+)
+def test_parse_size(text: str, size: int) -> None:
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("64MB", "bad size unit 'MB'"),
+        ("-1", "negative"),
+        ("1.5B", "whole number"),
+        ("lots", "not a size"),
+        ("", "not a size"),
+    ],
+)
+def test_parse_size_refuses(text: str, reason: str) -> None:
+    with pytest.raises(ValueError, match=reason):
+        parse_size(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("500ms", 0.5), ("5s", 5.0), ("1.5s", 1.5), ("2m", 120.0), ("1h", 3600.0)],
+)
+def test_parse_duration(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("5000", "needs a unit"),
+        ("5d", "bad duration unit 'd'"),
+        ("-1s", "negative"),
+        ("s", "not a duration"),
+    ],
+)
+def test_parse_duration_refuses(text: str, reason: str) -> None:
+    with pytest.raises(ValueError, match=reason):
+        parse_duration(text)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(0, 2**40), st.sampled_from(["B", "KiB", "MiB", "GiB"]))
+def test_parse_size_scales_by_binary_units(n: int, unit: str) -> None:
+    factor = {"B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}[unit]
+    assert parse_size(f"{n}{unit}") == n * factor
+
+
+def test_parse_listener() -> None:
+    assert parse_listener("uuid=0") == Listener("uuid", 0)
+    with pytest.raises(ValueError, match="PROTOCOL=PORT"):
+        parse_listener("native")
+    with pytest.raises(ValueError, match="not a number"):
+        parse_listener("native=http")
+
+
+# ---------------------------------------------------------------- overrides
+
+
+def test_flags_override_the_file(tmp_path: Path) -> None:
+    config = load(
+        'host = "127.0.0.1"\n[arena]\nsize = "1MiB"\n',
+        tmp_path,
+        host="::1",
+        arena_size="4096",
+        listeners=["uuid=0", "native=7500"],
+        max_connections="7",
+        request_timeout="250ms",
+        idle_timeout="2m",
+        max_ttl_ms="1h",
+        max_message="1MiB",
+        log_level="DEBUG",
+    )
+    assert config == Config(
+        host="::1",
+        arena_size=4096,
+        listeners=(Listener("uuid", 0), Listener("native", 7500)),
+        max_connections=7,
+        request_timeout=0.25,
+        idle_timeout=120.0,
+        max_ttl_ms=3_600_000,
+        max_message=1024 * 1024,
+        log_level="debug",
+    )
+
+
+def test_typed_overrides_from_python(tmp_path: Path) -> None:
+    config = load("", tmp_path, listeners=(Listener("native", 0),), max_ttl_ms=1500)
+    assert config.listeners == (Listener("native", 0),)
+    assert config.max_ttl_ms == 1500
+
+
+# ---------------------------------------------------------------- one-line errors
+
+
+@pytest.mark.parametrize(
+    ("text", "overrides", "expected"),
+    [
+        ("colour = 'blue'\n", {}, "unknown key colour = 'blue'"),
+        ("[limits]\nmax_conns = 5\n", {}, "unknown key limits.max_conns = 5"),
+        ("[arena]\nsize = '64MB'\n", {}, "arena.size = '64MB': bad size unit 'MB'"),
+        ("[limits]\nmax_ttl = '1d'\n", {}, "limits.max_ttl = '1d': bad duration unit 'd'"),
+        ("[limits]\nidle_timeout = 30\n", {}, "limits.idle_timeout = 30: give a unit"),
+        ("[arena]\nsize = 'big'\n", {}, "arena.size = 'big': not a size"),
+        ("[arena]\nsize = -4096\n", {}, "arena.size = -4096: a size cannot be negative"),
+        ("[limits]\nmax_connections = -1\n", {}, "max_connections = -1: cannot be negative"),
+        ("[limits]\nmax_connections = 0\n", {}, "max_connections = 0: must be more than zero"),
+        ("[[listener]]\nprotocol = 'http'\nport = 80\n", {}, "'http=80': unknown protocol"),
+        ("[[listener]]\nprotocol = 'native'\nport = 70000\n", {}, "'native=70000': a port"),
+        ("[[listener]]\nprotocol = 'native'\nport = 'x'\n", {}, "listener[0].port = 'x'"),
+        ("[[listener]]\nprotocol = 'native'\nport = 1\nhost = 'a'\n", {}, "unknown key host"),
+        ("log_level = 'loud'\n", {}, "log_level = 'loud': unknown log level"),
+        ("[arena]\nmin_block = 48\n", {}, "min_block = 48: must be a power of two"),
+        ("[arena]\nsize = 1000\n", {}, "arena.size = 1000: must be a positive multiple"),
+        ("[arena]\nmax_lease_size = '1GiB'\n", {}, "max_lease_size = 1073741824"),
+        ("[limits]\nmax_ttl = '30d'\n", {}, "bad duration unit 'd'"),
+        ("[limits]\nmax_ttl = '25d'\n", {}, "bad duration unit"),
+        ("[limits]\nmax_ttl = '600h'\n", {}, "at most 2147483647ms"),
+        ("host = 'a'\nhost = 'b'\n", {}, "not valid TOML"),
+        ("", {"arena_size": "64MB"}, "--arena = '64MB': bad size unit 'MB'"),
+        ("", {"arena_size": "-1"}, "--arena = '-1': a size cannot be negative"),
+        ("", {"max_message": "1.5B"}, "--max-message = '1.5B': not a whole number"),
+        ("", {"request_timeout": "5"}, "--request-timeout = '5': a duration needs a unit"),
+        ("", {"idle_timeout": "-2s"}, "--idle-timeout = '-2s': a duration cannot be negative"),
+        ("", {"max_connections": "many"}, "--max-connections = 'many': expected a whole"),
+        ("", {"listeners": ["gopher=70"]}, "--listen = 'gopher=70': unknown protocol"),
+        ("", {"listeners": ["native=-1"]}, "--listen = 'native=-1': a port is a number"),
+        ("", {"listeners": ["native"]}, "--listen = 'native': expected PROTOCOL=PORT"),
+        ("", {"listeners": ["native=1", "uuid=1"]}, "used by another listener"),
+        ("", {"log_level": "chatty"}, "--log-level = 'chatty': unknown log level"),
+        ("", {"arena_size": "1TiB"}, "bad size unit 'TiB'"),
+    ],
+)
+def test_bad_values_give_one_line_naming_key_and_value(
+    tmp_path: Path, text: str, overrides: dict[str, object], expected: str
+) -> None:
+    assert expected in error_of(text, tmp_path, **overrides)
+
+
+def test_arena_larger_than_the_machine_is_refused_before_allocating(tmp_path: Path) -> None:
+    message = error_of("", tmp_path, arena_size="1048576GiB")
+    assert "more than this machine's memory" in message
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"cannot read it: No such file"):
+        load_config(tmp_path / "absent.toml", registry=REGISTRY)
+
+
+def test_unknown_override_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="unknown override 'colour'"):
+        load_config(overrides={"colour": "blue"}, registry=REGISTRY)
+
+
+def test_error_names_the_file(tmp_path: Path) -> None:
+    assert str(tmp_path / "server.toml") in error_of("colour = 1\n", tmp_path)
