@@ -1,0 +1,168 @@
+"""The blocking client: ``memlease.Client(address, protocol=...)``, plain sockets, no trio.
+
+Same methods and errors as the trio client (memlease.client); what each method means lives in
+memlease.calls, shared by both. This module only moves bytes.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Sequence
+from types import TracebackType
+from typing import TypeVar
+
+from memlease import calls
+from memlease.calls import DEFAULT_TIMEOUT, RECEIVE_SIZE, Call
+from memlease.errors import ConnectionFailed, ProtocolError
+from memlease.messages import Granted, LeaseId, LeaseInfo, Reply, Request, ServerStats
+from memlease.protocol import DEFAULT_MAX_MESSAGE, ClientCodec, ProtocolRegistry
+
+T = TypeVar("T")
+
+
+class Client:
+    """A connection to a memlease server. Methods raise the typed errors of memlease.errors:
+    LeaseNotFound, NoRoom, LeaseTooSmall, BadSize, BadTtl, ... for refusals; ConnectionFailed
+    when the server cannot be reached or no reply comes within ``timeout`` seconds (the
+    connection is then closed); ProtocolError for bytes that do not follow the protocol.
+
+    Not for sharing between threads: give each thread its own client.
+    """
+
+    def __init__(
+        self,
+        address: tuple[str, int] | str,
+        protocol: str = "native",
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        max_message: int = DEFAULT_MAX_MESSAGE,
+        registry: ProtocolRegistry | None = None,
+    ) -> None:
+        self.protocol = calls.find_protocol(protocol, registry)
+        host, port = calls.parse_address(address)
+        self.peer = f"{host}:{port}"
+        self.timeout = timeout
+        self._codec: ClientCodec = self.protocol.client_codec(max_message)
+        self._broken: str | None = None
+        try:
+            self._socket = socket.create_connection((host, port), timeout=timeout)
+        except TimeoutError:
+            raise ConnectionFailed(
+                f"no connection to {self.peer} within {timeout:g} s; is the server up?"
+            ) from None
+        except OSError as exc:
+            raise ConnectionFailed(
+                f"cannot connect to {self.peer} ({exc.strerror or exc}); is memlease serving "
+                f"{protocol} there?"
+            ) from None
+        self._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection; later calls raise ConnectionFailed."""
+        self._broken = self._broken or "the client was closed"
+        self._socket.close()
+
+    def lease(self, size: int, ttl_ms: int) -> Granted:
+        """Lease ``size`` bytes for ``ttl_ms`` milliseconds. Raises NoRoom, BadSize, BadTtl."""
+        return self._run(calls.lease(size, ttl_ms, self.protocol.id_kind))
+
+    def get(self, lease_id: LeaseId) -> bytes:
+        """The whole leased region. Raises LeaseNotFound."""
+        return self._run(calls.get(lease_id))
+
+    def set(self, lease_id: LeaseId, data: bytes) -> None:
+        """Write ``data`` at offset 0. Raises LeaseNotFound, LeaseTooSmall (nothing written)."""
+        self._run(calls.set_(lease_id, data))
+
+    def read(self, lease_id: LeaseId, offset: int, length: int) -> bytes:
+        """``length`` bytes from ``offset``. Raises LeaseNotFound, LeaseTooSmall."""
+        return self._run(calls.read(lease_id, offset, length))
+
+    def write(self, lease_id: LeaseId, offset: int, data: bytes) -> None:
+        """Write ``data`` at ``offset``. Raises LeaseNotFound, LeaseTooSmall (nothing written)."""
+        self._run(calls.write(lease_id, offset, data))
+
+    def renew(self, lease_id: LeaseId, ttl_ms: int) -> None:
+        """Set the lease's deadline to now + ``ttl_ms``. Raises LeaseNotFound, BadTtl."""
+        self._run(calls.renew(lease_id, ttl_ms))
+
+    def release(self, lease_id: LeaseId) -> None:
+        """Free the lease at once. Raises LeaseNotFound."""
+        self._run(calls.release(lease_id))
+
+    def stat(self, lease_id: LeaseId) -> LeaseInfo:
+        """The lease's size and remaining ttl. Raises LeaseNotFound."""
+        return self._run(calls.stat(lease_id))
+
+    def stats(self) -> ServerStats:
+        """The server's figures."""
+        return self._run(calls.stats())
+
+    def pipeline(self, requests: Sequence[Request]) -> list[Reply]:
+        """Send every request in one write and return their replies in order. Refusals come
+        back as ErrorReply values, not exceptions; connection failures still raise."""
+        replies = self._exchange(requests)
+        return [
+            calls.complete(request, reply) for request, reply in zip(requests, replies, strict=True)
+        ]
+
+    def _run(self, call: Call[T]) -> T:
+        (reply,) = self._exchange((call.request,))
+        return call.result(call.request, reply)
+
+    def _exchange(self, requests: Sequence[Request]) -> list[Reply]:
+        if self._broken is not None:
+            raise ConnectionFailed(f"connection to {self.peer} unusable: {self._broken}")
+        if not requests:
+            return []
+        payload = b"".join([self._codec.encode_request(request) for request in requests])
+        try:
+            self._socket.settimeout(self.timeout)
+            self._socket.sendall(payload)
+            return self._receive(len(requests), time.monotonic() + self.timeout)
+        except TimeoutError:
+            raise self._break(f"no reply within {self.timeout:g} s") from None
+        except OSError as exc:
+            raise self._break(f"the connection broke ({exc.strerror or exc})") from None
+        except ProtocolError as exc:
+            self._break(f"a reply did not follow the protocol ({exc})")
+            raise
+        except BaseException:
+            # Interrupted mid-exchange: replies may still be on their way, and would answer
+            # the next request.
+            self._break("a request was interrupted before its reply came")
+            raise
+
+    def _receive(self, count: int, deadline: float) -> list[Reply]:
+        replies: list[Reply] = []
+        codec = self._codec
+        while True:
+            while (reply := codec.next_reply()) is not None:
+                replies.append(reply)
+                if len(replies) == count:
+                    return replies
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError
+            self._socket.settimeout(remaining)
+            data = self._socket.recv(RECEIVE_SIZE)
+            if not data:
+                raise ConnectionResetError(0, "the server closed the connection")
+            codec.feed(data)
+
+    def _break(self, reason: str) -> ConnectionFailed:
+        self._broken = reason
+        self._socket.close()
+        return ConnectionFailed(f"{self.peer}: {reason}")

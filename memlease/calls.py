@@ -1,0 +1,169 @@
+"""The clients' method set, sans-IO: the request each method sends and how its reply becomes a
+result or a typed exception.
+
+The trio client (memlease.client) and the blocking client (memlease.blocking) differ only in how
+bytes move; everything a method means lives here, once.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Generic, TypeVar
+
+from memlease.errors import ConfigError, ProtocolError, error_for_code
+from memlease.messages import (
+    Data,
+    Done,
+    ErrorReply,
+    GetRequest,
+    Granted,
+    IdKind,
+    LeaseId,
+    LeaseInfo,
+    LeaseRequest,
+    ReadRequest,
+    ReleaseRequest,
+    RenewRequest,
+    Reply,
+    Request,
+    ServerStats,
+    SetRequest,
+    StatRequest,
+    StatsRequest,
+    WriteRequest,
+)
+from memlease.protocol import ProtocolRegistry, ProtocolSpec, load_protocols
+
+T = TypeVar("T")
+
+DEFAULT_TIMEOUT = 10.0
+"""Seconds a client waits to connect, or for one reply, before giving up."""
+
+RECEIVE_SIZE = 65536
+"""Bytes asked of the socket per receive: below malloc's mmap threshold, so a short read does
+not pay for mapping and unmapping a large buffer."""
+
+
+@functools.cache
+def default_registry() -> ProtocolRegistry:
+    """The installed protocols, loaded once per process: entry-point discovery is slow."""
+    return load_protocols()
+
+
+def find_protocol(name: str, registry: ProtocolRegistry | None) -> ProtocolSpec:
+    """The protocol called ``name``; ConfigError naming the installed ones if there is none."""
+    try:
+        return (registry or default_registry()).get(name)
+    except KeyError as exc:
+        raise ConfigError(str(exc.args[0])) from None
+
+
+def parse_address(address: tuple[str, int] | str) -> tuple[str, int]:
+    """``("host", port)``, ``"host:port"`` or ``"[v6addr]:port"`` as a (host, port) pair."""
+    if isinstance(address, tuple):
+        return address
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ConfigError(f"server address {address!r} is not HOST:PORT (e.g. 127.0.0.1:7411)")
+    return host.strip("[]"), int(port)
+
+
+@dataclass(frozen=True, slots=True)
+class Call(Generic[T]):
+    """One method call: the request to send and how its reply becomes the method's result."""
+
+    request: Request
+    result: Callable[[Request, Reply], T]
+
+
+def complete(request: Request, reply: Reply) -> Reply:
+    """``reply`` with what the protocol left out filled in from ``request``: native Granted
+    replies carry only the id."""
+    if isinstance(reply, Granted):
+        return _filled(request, reply)
+    return reply
+
+
+def _filled(request: Request, granted: Granted) -> Granted:
+    if isinstance(request, LeaseRequest) and granted.size == 0 and granted.ttl_ms == 0:
+        return replace(granted, size=request.size, ttl_ms=request.ttl_ms)
+    return granted
+
+
+def _refusal(request: Request, reply: ErrorReply) -> Exception:
+    return error_for_code(reply.code, reply.message or f"{request.op.value} refused: {reply.code}")
+
+
+def _unexpected(request: Request, reply: Reply) -> ProtocolError:
+    return ProtocolError(
+        f"the server answered a {request.op.value} request with {type(reply).__name__}; "
+        "is the client speaking the protocol the server's port serves?"
+    )
+
+
+def _expect(kind: type[T]) -> Callable[[Request, Reply], T]:
+    def result(request: Request, reply: Reply) -> T:
+        if isinstance(reply, kind):
+            return reply
+        if isinstance(reply, ErrorReply):
+            raise _refusal(request, reply)
+        raise _unexpected(request, reply)
+
+    return result
+
+
+_expect_granted = _expect(Granted)
+_expect_data = _expect(Data)
+_expect_done = _expect(Done)
+_expect_lease_info = _expect(LeaseInfo)
+_expect_server_stats = _expect(ServerStats)
+
+
+def _granted(request: Request, reply: Reply) -> Granted:
+    return _filled(request, _expect_granted(request, reply))
+
+
+def _data(request: Request, reply: Reply) -> bytes:
+    return _expect_data(request, reply).data
+
+
+def _done(request: Request, reply: Reply) -> None:
+    _expect_done(request, reply)
+
+
+def lease(size: int, ttl_ms: int, id_kind: IdKind) -> Call[Granted]:
+    return Call(LeaseRequest(size, ttl_ms, id_kind), _granted)
+
+
+def get(lease_id: LeaseId) -> Call[bytes]:
+    return Call(GetRequest(lease_id), _data)
+
+
+def set_(lease_id: LeaseId, data: bytes) -> Call[None]:
+    return Call(SetRequest(lease_id, bytes(data)), _done)
+
+
+def read(lease_id: LeaseId, offset: int, length: int) -> Call[bytes]:
+    return Call(ReadRequest(lease_id, offset, length), _data)
+
+
+def write(lease_id: LeaseId, offset: int, data: bytes) -> Call[None]:
+    return Call(WriteRequest(lease_id, offset, bytes(data)), _done)
+
+
+def renew(lease_id: LeaseId, ttl_ms: int) -> Call[None]:
+    return Call(RenewRequest(lease_id, ttl_ms), _done)
+
+
+def release(lease_id: LeaseId) -> Call[None]:
+    return Call(ReleaseRequest(lease_id), _done)
+
+
+def stat(lease_id: LeaseId) -> Call[LeaseInfo]:
+    return Call(StatRequest(lease_id), _expect_lease_info)
+
+
+def stats() -> Call[ServerStats]:
+    return Call(StatsRequest(), _expect_server_stats)

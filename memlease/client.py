@@ -1,0 +1,185 @@
+"""The trio client: ``await memlease.connect(address, protocol=...)``.
+
+One connection, any number of requests on it, pipelined with :meth:`AsyncClient.pipeline`.
+What each method means lives in memlease.calls, shared with the blocking client
+(memlease.blocking); this module only moves bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from types import TracebackType
+from typing import TypeVar
+
+import trio
+
+from memlease import calls
+from memlease.calls import DEFAULT_TIMEOUT, RECEIVE_SIZE, Call
+from memlease.errors import ConnectionFailed, ProtocolError
+from memlease.messages import Granted, LeaseId, LeaseInfo, Reply, Request, ServerStats
+from memlease.protocol import DEFAULT_MAX_MESSAGE, ClientCodec, ProtocolRegistry, ProtocolSpec
+
+T = TypeVar("T")
+
+
+async def connect(
+    address: tuple[str, int] | str,
+    protocol: str = "native",
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    max_message: int = DEFAULT_MAX_MESSAGE,
+    registry: ProtocolRegistry | None = None,
+) -> AsyncClient:
+    """Connect to a memlease server speaking ``protocol`` at ``address`` (``(host, port)`` or
+    ``"host:port"``). ``timeout`` bounds the connect and each reply. Raises ConnectionFailed,
+    or ConfigError for an unknown protocol or a malformed address."""
+    spec = calls.find_protocol(protocol, registry)
+    host, port = calls.parse_address(address)
+    try:
+        with trio.fail_after(timeout):
+            stream = await trio.open_tcp_stream(host, port)
+    except trio.TooSlowError:
+        raise ConnectionFailed(
+            f"no connection to {host}:{port} within {timeout:g} s; is the server up?"
+        ) from None
+    except OSError as exc:
+        raise ConnectionFailed(
+            f"cannot connect to {host}:{port} ({exc.strerror or exc}); is memlease serving "
+            f"{protocol} there?"
+        ) from None
+    return AsyncClient(stream, spec, f"{host}:{port}", timeout=timeout, max_message=max_message)
+
+
+class AsyncClient:
+    """A connection to a memlease server. Methods raise the typed errors of memlease.errors:
+    LeaseNotFound, NoRoom, LeaseTooSmall, BadSize, BadTtl, ... for refusals; ConnectionFailed
+    when the server cannot be reached or no reply comes within the timeout (the connection is
+    then closed); ProtocolError for bytes that do not follow the protocol.
+
+    Tasks may share a client: requests are sent, and replies read, one call at a time.
+    """
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        spec: ProtocolSpec,
+        peer: str,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        max_message: int = DEFAULT_MAX_MESSAGE,
+    ) -> None:
+        self.protocol = spec
+        self.peer = peer
+        self.timeout = timeout
+        self._stream = stream
+        self._codec: ClientCodec = spec.client_codec(max_message)
+        self._lock = trio.StrictFIFOLock()
+        self._broken: str | None = None
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection; later calls raise ConnectionFailed."""
+        self._broken = self._broken or "the client was closed"
+        await self._stream.aclose()
+
+    async def lease(self, size: int, ttl_ms: int) -> Granted:
+        """Lease ``size`` bytes for ``ttl_ms`` milliseconds. Raises NoRoom, BadSize, BadTtl."""
+        return await self._run(calls.lease(size, ttl_ms, self.protocol.id_kind))
+
+    async def get(self, lease_id: LeaseId) -> bytes:
+        """The whole leased region. Raises LeaseNotFound."""
+        return await self._run(calls.get(lease_id))
+
+    async def set(self, lease_id: LeaseId, data: bytes) -> None:
+        """Write ``data`` at offset 0. Raises LeaseNotFound, LeaseTooSmall (nothing written)."""
+        await self._run(calls.set_(lease_id, data))
+
+    async def read(self, lease_id: LeaseId, offset: int, length: int) -> bytes:
+        """``length`` bytes from ``offset``. Raises LeaseNotFound, LeaseTooSmall."""
+        return await self._run(calls.read(lease_id, offset, length))
+
+    async def write(self, lease_id: LeaseId, offset: int, data: bytes) -> None:
+        """Write ``data`` at ``offset``. Raises LeaseNotFound, LeaseTooSmall (nothing written)."""
+        await self._run(calls.write(lease_id, offset, data))
+
+    async def renew(self, lease_id: LeaseId, ttl_ms: int) -> None:
+        """Set the lease's deadline to now + ``ttl_ms``. Raises LeaseNotFound, BadTtl."""
+        await self._run(calls.renew(lease_id, ttl_ms))
+
+    async def release(self, lease_id: LeaseId) -> None:
+        """Free the lease at once. Raises LeaseNotFound."""
+        await self._run(calls.release(lease_id))
+
+    async def stat(self, lease_id: LeaseId) -> LeaseInfo:
+        """The lease's size and remaining ttl. Raises LeaseNotFound."""
+        return await self._run(calls.stat(lease_id))
+
+    async def stats(self) -> ServerStats:
+        """The server's figures."""
+        return await self._run(calls.stats())
+
+    async def pipeline(self, requests: Sequence[Request]) -> list[Reply]:
+        """Send every request in one write and return their replies in order. Refusals come
+        back as ErrorReply values, not exceptions; connection failures still raise."""
+        replies = await self._exchange(requests)
+        return [
+            calls.complete(request, reply) for request, reply in zip(requests, replies, strict=True)
+        ]
+
+    async def _run(self, call: Call[T]) -> T:
+        (reply,) = await self._exchange((call.request,))
+        return call.result(call.request, reply)
+
+    async def _exchange(self, requests: Sequence[Request]) -> list[Reply]:
+        if self._broken is not None:
+            raise ConnectionFailed(f"connection to {self.peer} unusable: {self._broken}")
+        if not requests:
+            return []
+        payload = b"".join([self._codec.encode_request(request) for request in requests])
+        async with self._lock:
+            try:
+                with trio.fail_after(self.timeout):
+                    await self._stream.send_all(payload)
+                    return await self._receive(len(requests))
+            except trio.TooSlowError:
+                raise await self._break(f"no reply within {self.timeout:g} s") from None
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                reason = f"the connection broke ({exc or type(exc).__name__})"
+                raise await self._break(reason) from None
+            except ProtocolError as exc:
+                await self._break(f"a reply did not follow the protocol ({exc})")
+                raise
+            except BaseException:
+                # Cancelled mid-exchange: replies may still be on their way, and would answer
+                # the next request.
+                self._broken = "a request was cancelled before its reply came"
+                raise
+
+    async def _receive(self, count: int) -> list[Reply]:
+        replies: list[Reply] = []
+        codec = self._codec
+        while True:
+            while (reply := codec.next_reply()) is not None:
+                replies.append(reply)
+                if len(replies) == count:
+                    return replies
+            data = await self._stream.receive_some(RECEIVE_SIZE)
+            if not data:
+                raise trio.BrokenResourceError("the server closed the connection")
+            codec.feed(data if isinstance(data, bytes) else bytes(data))
+
+    async def _break(self, reason: str) -> ConnectionFailed:
+        self._broken = reason
+        with trio.CancelScope(shield=True):
+            await self._stream.aclose()
+        return ConnectionFailed(f"{self.peer}: {reason}")

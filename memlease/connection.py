@@ -1,0 +1,200 @@
+"""One client connection: bytes in through the protocol's codec, each request handled by the
+lease service, every reply of a batch out in one write.
+
+The hot path per receive: feed the codec, decode every whole message, handle each, join the
+replies, one send. Time limits are one cancel scope per connection whose deadline moves: idle
+timeout while waiting for a message, request timeout once a message's first byte came, and the
+same bound on a send so that a client that never reads cannot hold the server up.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import trio
+
+from memlease.calls import RECEIVE_SIZE
+from memlease.errors import ErrorCode, ProtocolError
+from memlease.messages import ErrorReply, Reply, Request
+from memlease.protocol import ProtocolSpec, ServerCodec
+
+log = logging.getLogger("memlease")
+
+
+class LeaseService(Protocol):
+    connections: int
+
+    def handle(self, request: Request, now: float) -> Reply: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The per-connection limits of the server's configuration."""
+
+    max_message: int
+    request_timeout: float
+    idle_timeout: float
+
+
+class Connection:
+    """What the server keeps of an open connection: enough to close it on shutdown."""
+
+    __slots__ = ("peer", "receiving", "scope")
+
+    def __init__(self, peer: str) -> None:
+        self.peer = peer
+        self.scope = trio.CancelScope()
+        self.receiving = False
+
+
+class ConnectionSet:
+    """The open connections, their limit, and the shutdown that closes them once idle."""
+
+    def __init__(self, service: LeaseService, max_connections: int) -> None:
+        self._service = service
+        self._open: set[Connection] = set()
+        self.max_connections = max_connections
+        self.closing = False
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def full(self) -> bool:
+        return len(self._open) >= self.max_connections
+
+    def add(self, connection: Connection) -> None:
+        self._open.add(connection)
+        self._service.connections = len(self._open)
+
+    def discard(self, connection: Connection) -> None:
+        self._open.discard(connection)
+        self._service.connections = len(self._open)
+
+    def shut_down(self) -> None:
+        """Close every connection waiting for a request; the others close once their replies
+        are sent."""
+        self.closing = True
+        for connection in self._open:
+            if connection.receiving:
+                connection.scope.cancel()
+
+
+def _buffered_reader(codec: ServerCodec) -> Callable[[], int] | None:
+    reader = getattr(codec, "buffered", None)
+    return reader if callable(reader) else None
+
+
+async def serve_connection(
+    stream: trio.abc.Stream,
+    spec: ProtocolSpec,
+    peer: str,
+    *,
+    service: LeaseService,
+    limits: Limits,
+    connections: ConnectionSet,
+    after_batch: Callable[[], None],
+) -> None:
+    """Serve one connection until the peer closes it, a limit cuts it off, it sends bytes that
+    do not follow the protocol, or the server shuts down. Never raises for the peer's doing."""
+    connection = Connection(peer)
+    connections.add(connection)
+    debug = log.isEnabledFor(logging.DEBUG)
+    if debug:
+        log.debug("%s: %s connection opened (%d open)", peer, spec.name, len(connections))
+    reason = "closed by the client"
+    try:
+        reason = await _serve(stream, spec, connection, service, limits, connections, after_batch)
+    except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+        reason = f"broken ({exc or type(exc).__name__})"
+    except Exception:
+        log.exception("%s: internal error serving a %s connection; closing it", peer, spec.name)
+        reason = "internal error"
+    finally:
+        connections.discard(connection)
+        with trio.CancelScope(shield=True):
+            await stream.aclose()
+    if debug:
+        log.debug("%s: connection closed: %s (%d open)", peer, reason, len(connections))
+
+
+async def _serve(
+    stream: trio.abc.Stream,
+    spec: ProtocolSpec,
+    connection: Connection,
+    service: LeaseService,
+    limits: Limits,
+    connections: ConnectionSet,
+    after_batch: Callable[[], None],
+) -> str:
+    codec = spec.server_codec(limits.max_message)
+    buffered = _buffered_reader(codec)
+    receive_some = stream.receive_some
+    feed = codec.feed
+    next_request = codec.next_request
+    encode_reply = codec.encode_reply
+    handle = service.handle
+    current_time = trio.current_time
+    request_timeout = limits.request_timeout
+    idle_timeout = limits.idle_timeout
+    replies: list[bytes] = []
+    # When the first byte of a message not yet whole arrived; None between messages.
+    partial_since: float | None = None
+    sending = False
+    scope = connection.scope
+    with scope:
+        scope.deadline = current_time() + idle_timeout
+        while not connections.closing:
+            connection.receiving = True
+            data = await receive_some(RECEIVE_SIZE)
+            connection.receiving = False
+            if not data:
+                return "closed by the client"
+            feed(data if isinstance(data, bytes) else bytes(data))
+            now = current_time()
+            decoded = False
+            try:
+                while (request := next_request()) is not None:
+                    replies.append(encode_reply(handle(request, now)))
+                    decoded = True
+            except ProtocolError as exc:
+                log.warning("%s: bad %s input, closing: %s", connection.peer, spec.name, exc)
+                replies.append(encode_reply(ErrorReply(ErrorCode.BAD_REQUEST, str(exc))))
+                scope.deadline = now + request_timeout
+                sending = True
+                await stream.send_all(b"".join(replies))
+                return "bad input"
+            if decoded:
+                scope.deadline = now + request_timeout
+                sending = True
+                await stream.send_all(replies[0] if len(replies) == 1 else b"".join(replies))
+                sending = False
+                replies.clear()
+                after_batch()
+            pending = (buffered() > 0) if buffered is not None else not decoded
+            if not pending:
+                partial_since = None
+                scope.deadline = now + idle_timeout
+            elif partial_since is None or decoded:
+                partial_since = now
+                scope.deadline = now + request_timeout
+        return "server shutting down"
+    if connections.closing and not sending:
+        return "server shutting down"
+    what = "send" if sending else "request" if partial_since is not None else "idle"
+    _log_timeout(connection.peer, spec.name, what, limits)
+    return f"{what} timeout"
+
+
+def _log_timeout(peer: str, protocol: str, what: str, limits: Limits) -> None:
+    if what == "idle":
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s: idle for %gs, closing", peer, limits.idle_timeout)
+        return
+    seconds = limits.request_timeout
+    if what == "send":
+        log.warning("%s: client took over %gs to take its replies; cut off", peer, seconds)
+    else:
+        log.warning("%s: a %s message took over %gs to arrive; cut off", peer, protocol, seconds)
