@@ -1,15 +1,250 @@
-"""The ``memlease`` command (commands arrive with the server issue)."""
+"""The ``memlease`` command: serve, the lease commands over the blocking client, protocols,
+bench.
+
+Exit status: 0 ok; 1 a refusal or failure from the server or the connection; 2 a usage or
+configuration error. Every failure is one line on stderr saying what happened.
+"""
 
 from __future__ import annotations
 
 import argparse
+import errno
+import importlib
+import json
+import socket
 import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from memlease.cli_client import (
+    EXIT_OK,
+    Handler,
+    UsageError,
+    add_client_commands,
+    add_global_options,
+)
+from memlease.config import FLAGS, Config, Listener, load_config
+from memlease.errors import ConfigError, LeaseNotFound, MemleaseError
+from memlease.protocol import ProtocolRegistry, load_protocols
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="memlease", description="Lease remote memory.")
-    parser.parse_args(argv)
-    return 0
+class _Parser(argparse.ArgumentParser):
+    """Reports a bad command line in one line (argparse's default adds the whole usage)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+# ---------------------------------------------------------------- the parser
+
+
+def build_parser() -> _Parser:
+    parser = _Parser(prog="memlease", description="Lease remote memory.")
+    add_global_options(parser, default=True)
+    client = _Parser(add_help=False)
+    add_global_options(client, default=False)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    serve = commands.add_parser("serve", help="run a server")
+    serve.add_argument(
+        "--config",
+        type=Path,
+        metavar="PATH",
+        help="a TOML config file (default: the packaged conf/server.toml)",
+    )
+    serve.add_argument("--host", help="the address to bind")
+    serve.add_argument("--arena", metavar="SIZE", help="bytes to lease out, e.g. 64MiB")
+    serve.add_argument(
+        "--listen",
+        action="append",
+        metavar="PROTOCOL=PORT",
+        help="serve PROTOCOL on PORT; repeatable; replaces the file's listeners",
+    )
+    serve.add_argument("--max-connections", metavar="N")
+    serve.add_argument(
+        "--request-timeout",
+        metavar="DURATION",
+        help="time to receive one whole message once its first byte came",
+    )
+    serve.add_argument("--idle-timeout", metavar="DURATION")
+    serve.add_argument("--max-ttl", metavar="DURATION")
+    serve.add_argument("--max-message", metavar="SIZE")
+    serve.add_argument("--log-level", metavar="LEVEL")
+    serve.set_defaults(handler=_serve)
+
+    add_client_commands(commands, client)
+    protocols = commands.add_parser("protocols", help="list the installed protocols")
+    protocols.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
+    protocols.set_defaults(handler=_protocols)
+    # memlease.bench is imported only when asked for, so a missing or broken bench package
+    # never slows or breaks the other commands; its own parser takes the remaining arguments.
+    bench = commands.add_parser(
+        "bench", help="run the benchmark (memlease bench --help)", add_help=False
+    )
+    bench.set_defaults(handler=_bench)
+    return parser
+
+
+# ---------------------------------------------------------------- main
+
+
+def main(argv: Sequence[str] | None = None, *, registry: ProtocolRegistry | None = None) -> int:
+    """Run the ``memlease`` command; returns its exit status. ``registry`` is for tests."""
+    parser = build_parser()
+    try:
+        try:
+            args, extra = parser.parse_known_args(argv)
+        except SystemExit as exit_:  # --help and --version print and exit
+            return exit_.code if isinstance(exit_.code, int) else EXIT_OK
+        if extra and args.command != "bench":
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.extra = extra
+        handler: Handler = args.handler
+        return handler(args, registry)
+    except UsageError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    except ConfigError as exc:
+        return _fail(f"memlease: {exc}", EXIT_USAGE)
+    except LeaseNotFound:
+        lease_id = getattr(args, "id", "?")
+        return _fail(f"memlease: lease {lease_id} not found (expired, released or never granted)")
+    except MemleaseError as exc:
+        return _fail(f"memlease: {_one_line(str(exc)) or type(exc).__doc__}")
+    except OSError as exc:
+        return _fail(f"memlease: {exc.strerror or exc}")
+    except KeyboardInterrupt:
+        return _fail("memlease: interrupted", 130)
+
+
+def _fail(message: str, status: int = EXIT_FAILED) -> int:
+    print(_one_line(message), file=sys.stderr)
+    return status
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+# ---------------------------------------------------------------- serve
+
+
+def _serve(args: argparse.Namespace, registry: ProtocolRegistry | None) -> int:
+    flag_values = {
+        "host": args.host,
+        "listeners": args.listen,
+        "arena_size": args.arena,
+        "max_connections": args.max_connections,
+        "request_timeout": args.request_timeout,
+        "idle_timeout": args.idle_timeout,
+        "max_ttl_ms": args.max_ttl,
+        "max_message": args.max_message,
+        "log_level": args.log_level,
+    }
+    assert set(flag_values) == set(FLAGS)
+    overrides = {name: value for name, value in flag_values.items() if value is not None}
+    config = load_config(args.config, overrides, registry=registry)
+    # The trio shell loads only when serving, so the client commands start fast.
+    server = importlib.import_module("memlease.server")
+    try:
+        return int(server.run(config))
+    except (OSError, BaseExceptionGroup) as exc:
+        bind_error = _find_os_error(exc)
+        if bind_error is None:
+            raise
+        return _fail(f"memlease serve: {_bind_failure(config, bind_error)}", EXIT_USAGE)
+
+
+def _find_os_error(exc: BaseException) -> OSError | None:
+    if isinstance(exc, OSError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _find_os_error(inner)
+            if found is not None:
+                return found
+    return None
+
+
+def _bind_failure(config: Config, error: OSError) -> str:
+    """Name the listener that could not bind: the OSError from deep in the server may not."""
+    reason = error.strerror or str(error)
+    for listener in config.listeners:
+        if listener.port and not _can_bind(config.host, listener):
+            return (
+                f"listener {listener.protocol}={listener.port}: cannot listen on "
+                f"{config.host}:{listener.port}: {reason}"
+            )
+    return f"cannot listen on {config.host}: {reason}"
+
+
+def _can_bind(host: str, listener: Listener) -> bool:
+    try:
+        infos = socket.getaddrinfo(host, listener.port, type=socket.SOCK_STREAM)
+    except OSError:
+        return False
+    for family, kind, proto, _, address in infos:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                return exc.errno not in (errno.EADDRINUSE, errno.EACCES)
+    return True
+
+
+# ---------------------------------------------------------------- protocols, bench
+
+
+def _protocols(args: argparse.Namespace, registry: ProtocolRegistry | None) -> int:
+    reg = registry or load_protocols(warn=False)
+    rows = [
+        {
+            "name": name,
+            "id_kind": entry.spec.id_kind.value,
+            "default_port": entry.spec.default_port,
+            "distribution": entry.distribution,
+            "description": entry.spec.description,
+        }
+        for name, entry in sorted(reg.protocols.items())
+    ]
+    if getattr(args, "json", False):
+        print(json.dumps({"protocols": rows, "problems": reg.problems}))
+    else:
+        headers = {
+            "name": "NAME",
+            "id_kind": "ID",
+            "default_port": "PORT",
+            "distribution": "DISTRIBUTION",
+            "description": "DESCRIPTION",
+        }
+        table = [headers, *({k: str(v) for k, v in row.items()} for row in rows)]
+        widths = {k: max(len(str(r[k])) for r in table) for k in headers}
+        for row in table:
+            print("  ".join(f"{row[k]:<{widths[k]}}" for k in headers).rstrip())
+        if not rows:
+            print("(no protocols installed)")
+        for problem in reg.problems:
+            print(f"problem: {problem}")
+    return EXIT_OK
+
+
+def _bench(args: argparse.Namespace, registry: ProtocolRegistry | None) -> int:
+    parser = _Parser(prog="memlease bench", description="Benchmark a memlease server.")
+    try:
+        bench = importlib.import_module("memlease.bench")
+        bench.add_arguments(parser)
+    except Exception as exc:
+        reason = f"{type(exc).__name__}: {exc}"
+        return _fail(f"memlease bench: the benchmark is not available ({reason})", EXIT_USAGE)
+    try:
+        bench_args = parser.parse_args(args.extra)
+    except SystemExit as exit_:
+        return exit_.code if isinstance(exit_.code, int) else EXIT_OK
+    return int(bench.run(bench_args))
 
 
 if __name__ == "__main__":

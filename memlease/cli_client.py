@@ -1,0 +1,327 @@
+"""The ``memlease`` lease commands over the blocking client: lease, set, get, read, write,
+renew, release, stat, stats. memlease.cli registers them and turns their errors into exit
+statuses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import sys
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from memlease.config import parse_duration, parse_size
+from memlease.messages import IdKind, LeaseId
+from memlease.protocol import ProtocolRegistry, ProtocolSpec, load_protocols
+
+if TYPE_CHECKING:
+    from memlease.blocking import Client
+
+EXIT_OK = 0
+DEFAULT_TTL = "5s"
+DEFAULT_TIMEOUT_MS = 10_000
+
+
+class UsageError(Exception):
+    """A bad command line: one line, exit 2."""
+
+
+Handler = Callable[[argparse.Namespace, ProtocolRegistry | None], int]
+
+
+# ---------------------------------------------------------------- values
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
+
+
+def _ttl_ms(text: str) -> int:
+    try:
+        ms = round(parse_duration(text) * 1000)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
+    if ms < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: a ttl is at least 1ms")
+    return ms
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} cannot be negative")
+    return value
+
+
+def parse_lease_id(text: str, spec: ProtocolSpec) -> LeaseId:
+    """``text`` as a lease id of ``spec``'s kind; UsageError saying what an id looks like."""
+    if spec.id_kind is IdKind.UUID:
+        try:
+            return uuid.UUID(text)
+        except ValueError:
+            raise UsageError(
+                f"bad lease id {text!r}: protocol {spec.name} ids are UUIDs "
+                "(e.g. 1b4e28ba-2fa1-11d2-883f-0016d3cca427)"
+            ) from None
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 < value < 2**31:
+        raise UsageError(
+            f"bad lease id {text!r}: protocol {spec.name} ids are positive integers below 2^31"
+        )
+    return value
+
+
+def parse_server(text: str | None, default_port: int) -> tuple[str, int]:
+    """``HOST``, ``HOST:PORT``, ``[V6ADDR]`` or ``[V6ADDR]:PORT``; the port defaults."""
+    if text is None:
+        return "127.0.0.1", default_port
+    host, port = text, ""
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest.removeprefix(":")
+    elif text.count(":") == 1:
+        host, _, port = text.partition(":")
+    if not host or (port and not port.isdigit()) or (port and not 0 < int(port) < 65536):
+        raise UsageError(f"--server {text!r}: expected HOST or HOST:PORT, e.g. 127.0.0.1:7411")
+    return host, int(port) if port else default_port
+
+
+# ---------------------------------------------------------------- the parser
+
+
+def add_global_options(parser: argparse.ArgumentParser, *, default: bool) -> None:
+    """The client options, on the main parser (with defaults) and on each command (without, so
+    they may come before or after the command)."""
+
+    def value(v: object) -> object:
+        return v if default else argparse.SUPPRESS
+
+    parser.add_argument(
+        "--server",
+        metavar="HOST:PORT",
+        default=value(None),
+        help="the server (default 127.0.0.1 and the protocol's default port)",
+    )
+    parser.add_argument(
+        "--protocol",
+        metavar="NAME",
+        default=value("native"),
+        help="the wire protocol (default native; see `memlease protocols`)",
+    )
+    parser.add_argument(
+        "--json", action="store_true", default=value(False), help="print one JSON object"
+    )
+    parser.add_argument(
+        "--timeout",
+        type=_ttl_ms,
+        metavar="DURATION",
+        default=value(DEFAULT_TIMEOUT_MS),
+        help="give up on a connection or a reply after this long (default 10s)",
+    )
+
+
+def add_client_commands(commands: Any, parent: argparse.ArgumentParser) -> None:
+    """Register the lease commands on ``commands`` (an argparse subparsers action);
+    ``parent`` carries the client options."""
+
+    def command(name: str, help: str, handler: Handler) -> argparse.ArgumentParser:
+        sub: argparse.ArgumentParser = commands.add_parser(name, help=help, parents=[parent])
+        sub.set_defaults(handler=handler)
+        return sub
+
+    lease = command("lease", "lease SIZE bytes; prints the lease id", _lease)
+    lease.add_argument("size", type=_size, metavar="SIZE", help="e.g. 1024 or 64KiB")
+    lease.add_argument(
+        "--ttl",
+        type=_ttl_ms,
+        default=DEFAULT_TTL,
+        metavar="DURATION",
+        help=f"how long the lease lives (default {DEFAULT_TTL})",
+    )
+    set_ = command("set", "write DATA at the start of a lease", _set)
+    set_.add_argument("id", metavar="ID")
+    _data_arguments(set_)
+    get = command("get", "print a lease's whole region", _get)
+    get.add_argument("id", metavar="ID")
+    get.add_argument("--output", type=Path, metavar="PATH", help="write the bytes to PATH")
+    read = command("read", "print LENGTH bytes from OFFSET", _read)
+    read.add_argument("id", metavar="ID")
+    read.add_argument("offset", type=_count, metavar="OFFSET")
+    read.add_argument("length", type=_count, metavar="LENGTH")
+    read.add_argument("--output", type=Path, metavar="PATH", help="write the bytes to PATH")
+    write = command("write", "write DATA at OFFSET", _write)
+    write.add_argument("id", metavar="ID")
+    write.add_argument("offset", type=_count, metavar="OFFSET")
+    _data_arguments(write)
+    renew = command("renew", "give a lease a new ttl from now", _renew)
+    renew.add_argument("id", metavar="ID")
+    renew.add_argument("--ttl", type=_ttl_ms, required=True, metavar="DURATION")
+    command("release", "free a lease at once", _release).add_argument("id", metavar="ID")
+    command("stat", "a lease's size and remaining ttl", _stat).add_argument("id", metavar="ID")
+    command("stats", "the server's figures", _stats)
+
+
+def _data_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("data", nargs="?", metavar="DATA", help="the bytes as text; - for stdin")
+    parser.add_argument("--file", type=Path, metavar="PATH", help="the bytes of a file")
+
+
+# ---------------------------------------------------------------- the commands
+
+
+def _connect(args: argparse.Namespace, registry: ProtocolRegistry | None) -> Client:
+    from memlease.blocking import Client
+
+    reg = registry or load_protocols()
+    spec = _spec(args, reg)
+    address = parse_server(args.server, spec.default_port)
+    args.id = parse_lease_id(args.id, spec) if "id" in args else None
+    return Client(address, spec.name, timeout=args.timeout / 1000, registry=reg)
+
+
+def _spec(args: argparse.Namespace, registry: ProtocolRegistry) -> ProtocolSpec:
+    try:
+        return registry.get(args.protocol)
+    except KeyError as exc:
+        raise UsageError(f"memlease: --protocol: {exc.args[0]}") from None
+
+
+def _print(args: argparse.Namespace, text: str, record: dict[str, Any]) -> int:
+    if args.json:
+        print(json.dumps(record))
+    else:
+        print(text)
+    return EXIT_OK
+
+
+def _id(lease_id: LeaseId) -> int | str:
+    return lease_id if isinstance(lease_id, int) else str(lease_id)
+
+
+def _lease(args: argparse.Namespace, registry: ProtocolRegistry | None) -> int:
+    with _connect(args, registry) as client:
+        granted = client.lease(args.size, args.ttl)
+    record = {"id": _id(granted.lease_id), "size": granted.size, "ttl_ms": granted.ttl_ms}
+    return _print(args, str(granted.lease_id), record)
+
+
+def _input_data(args: argparse.Namespace) -> bytes:
+    if args.file is not None:
+        if args.data is not None:
+            raise UsageError(f"memlease {args.command}: give DATA or --file, not both")
+        try:
+            return args.file.read_bytes()  # type: ignore[no-any-return]
+        except OSError as exc:
+            raise UsageError(
+                f"memlease {args.command}: --file {args.file}: {exc.strerror}"
+            ) from None
+    if args.data is None:
+        raise UsageError(f"memlease {args.command}: give DATA, --file PATH, or - for stdin")
+    if args.data == "-":
+        return sys.stdin.buffer.read()
+    return args.data.encode()  # type: ignore[no-any-return]
+
+
+def _set(args: argparse.Namespace, registry: ProtocolRegistry | None) -> int:
+    data = _input_data(args)
+    with _connect(args, registry) as client:
+        client.set(args.id, data)
+    record = {"id": _id(args.id), "op": "set", "bytes": len(data)}
+    return _print(args, f"set {len(data)} bytes of lease {args.id}", record)
+
+
+def _write(args: argparse.Namespace, registry: ProtocolRegistry | None) -> int:
+    data = _input_data(args)
+    with _connect(args, registry) as client:
+        client.write(args.id, args.offset, data)
+    record = {"id": _id(args.id), "op": "write", "offset": args.offset, "bytes": len(data)}
+    return _print(args, f"wrote {len(data)} bytes at {args.offset} of lease {args.id}", record)
+
+
+def _get(args: argparse.Namespace, registry: ProtocolRegistry | None) -> int:
+    with _connect(args, registry) as client:
+        data = client.get(args.id)
+    return _output(args, data)
+
+
+def _read(args: argparse.Namespace, registry: ProtocolRegistry | None) -> int:
+    with _connect(args, registry) as client:
+        data = client.read(args.id, args.offset, args.length)
+    return _output(args, data)
+
+
+def _output(args: argparse.Namespace, data: bytes) -> int:
+    if args.output is not None:
+        try:
+            args.output.write_bytes(data)
+        except OSError as exc:
+            raise UsageError(f"memlease: --output {args.output}: {exc.strerror}") from None
+    if args.json:
+        text = _text(data)
+        record = {
+            "id": _id(args.id),
+            "size": len(data),
+            "text": text,
+            "base64": base64.b64encode(data).decode(),
+        }
+        print(json.dumps(record))
+    elif args.output is None and sys.stdout.isatty():
+        # A terminal shows the region as the original client did, as a C string.
+        print(data.rstrip(b"\0").decode(errors="replace"))
+    elif args.output is None:
+        sys.stdout.flush()
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    return EXIT_OK
+
+
+def _text(data: bytes) -> str | None:
+    try:
+        return data.rstrip(b"\0").decode()
+    except UnicodeDecodeError:
+        return None
+
+
+def _renew(args: argparse.Namespace, registry: ProtocolRegistry | None) -> int:
+    with _connect(args, registry) as client:
+        client.renew(args.id, args.ttl)
+    record = {"id": _id(args.id), "op": "renew", "ttl_ms": args.ttl}
+    return _print(args, f"renewed lease {args.id} for {args.ttl} ms", record)
+
+
+def _release(args: argparse.Namespace, registry: ProtocolRegistry | None) -> int:
+    with _connect(args, registry) as client:
+        client.release(args.id)
+    return _print(args, f"released lease {args.id}", {"id": _id(args.id), "op": "release"})
+
+
+def _stat(args: argparse.Namespace, registry: ProtocolRegistry | None) -> int:
+    with _connect(args, registry) as client:
+        info = client.stat(args.id)
+    record = {"id": _id(info.lease_id), "size": info.size, "ttl_ms": info.ttl_ms}
+    return _print(args, f"lease {args.id}: {info.size} bytes, {info.ttl_ms} ms left", record)
+
+
+def _stats(args: argparse.Namespace, registry: ProtocolRegistry | None) -> int:
+    with _connect(args, registry) as client:
+        stats = client.stats()
+    record = asdict(stats)
+    width = max(map(len, record))
+    text = "\n".join(
+        f"{name.replace('_', ' '):<{width}}  {value}" for name, value in record.items()
+    )
+    return _print(args, text, record)
