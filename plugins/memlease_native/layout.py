@@ -1,0 +1,108 @@
+"""The native format's layouts, declared with construct: the source of truth for its bytes.
+
+Host byte order with C ``int`` (4 bytes) and ``long`` (8 bytes), as the original C++
+MemoryLease wrote them; types 1 to 5 are the original's, types 6 and up are memlease's own
+and never sent to a client that did not ask for them.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from construct import Float64n, GreedyBytes, Int32sn, Int64sn, Prefixed, Struct, Switch, this
+
+
+class NativeType(enum.IntEnum):
+    """The type field of a native frame."""
+
+    LEASE = 1
+    LEASED = 2
+    SET_DATA = 3
+    ACCESS_DATA = 4
+    DATA_SET = 5
+    READ = 6
+    WRITE = 7
+    RENEW = 8
+    RELEASE = 9
+    STAT = 10
+    STATS = 11
+    READ_DATA = 12
+    DONE = 13
+    LEASE_INFO = 14
+    SERVER_STATS = 15
+    ERROR = 16
+
+
+HEADER = Struct("type" / Int32sn, "size" / Int64sn)
+
+Id = Int32sn
+"""Lease ids: C int; the original grants positive 31-bit ids and answers -1 for a refusal."""
+
+# --- requests (client -> server)
+LEASE = Struct("size" / Int32sn, "ttl_ms" / Int32sn)
+SET_DATA = Struct("lease_id" / Id, "data" / Prefixed(Int64sn, GreedyBytes))
+ACCESS_DATA_REQUEST = Struct("lease_id" / Id)
+READ = Struct("lease_id" / Id, "offset" / Int64sn, "length" / Int64sn)
+WRITE = Struct("lease_id" / Id, "offset" / Int64sn, "data" / Prefixed(Int64sn, GreedyBytes))
+RENEW = Struct("lease_id" / Id, "ttl_ms" / Int32sn)
+RELEASE = Struct("lease_id" / Id)
+STAT = Struct("lease_id" / Id)
+STATS = Struct()
+
+# --- replies (server -> client)
+LEASED = Struct("lease_id" / Id)
+ACCESS_DATA_REPLY = Struct("lease_id" / Id, "data" / Prefixed(Int64sn, GreedyBytes))
+DATA_SET = Struct("status" / Int32sn)
+READ_DATA = Struct("lease_id" / Id, "data" / Prefixed(Int64sn, GreedyBytes))
+DONE = Struct("request_type" / Int32sn, "lease_id" / Id)
+LEASE_INFO = Struct("lease_id" / Id, "size" / Int64sn, "ttl_ms" / Int64sn)
+SERVER_STATS = Struct(
+    "arena_size" / Int64sn,
+    "used" / Int64sn,
+    "free" / Int64sn,
+    "largest_free" / Int64sn,
+    "internal_fragmentation" / Int64sn,
+    "external_fragmentation" / Float64n,
+    "live_leases" / Int64sn,
+    "granted" / Int64sn,
+    "expired" / Int64sn,
+    "released" / Int64sn,
+    "refused" / Int64sn,
+    "connections" / Int64sn,
+)
+ERROR = Struct(
+    "code" / Int32sn,
+    "request_type" / Int32sn,
+    "lease_id" / Id,
+    "message" / Prefixed(Int64sn, GreedyBytes),
+)
+
+DATA_SET_OK = 0
+DATA_SET_NOT_FOUND = -1
+DATA_SET_TOO_LARGE = -2
+LEASE_REFUSED = -1
+
+REQUESTS: dict[int, Struct] = {
+    NativeType.LEASE: LEASE,
+    NativeType.SET_DATA: SET_DATA,
+    NativeType.ACCESS_DATA: ACCESS_DATA_REQUEST,
+    NativeType.READ: READ,
+    NativeType.WRITE: WRITE,
+    NativeType.RENEW: RENEW,
+    NativeType.RELEASE: RELEASE,
+    NativeType.STAT: STAT,
+    NativeType.STATS: STATS,
+}
+REPLIES: dict[int, Struct] = {
+    NativeType.LEASED: LEASED,
+    NativeType.ACCESS_DATA: ACCESS_DATA_REPLY,
+    NativeType.DATA_SET: DATA_SET,
+    NativeType.READ_DATA: READ_DATA,
+    NativeType.DONE: DONE,
+    NativeType.LEASE_INFO: LEASE_INFO,
+    NativeType.SERVER_STATS: SERVER_STATS,
+    NativeType.ERROR: ERROR,
+}
+
+REQUEST_FRAME = Struct("type" / Int32sn, "payload" / Prefixed(Int64sn, Switch(this.type, REQUESTS)))
+REPLY_FRAME = Struct("type" / Int32sn, "payload" / Prefixed(Int64sn, Switch(this.type, REPLIES)))
