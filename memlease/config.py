@@ -172,8 +172,7 @@ def _to_text(value: object) -> str:
 
 
 def _to_log_level(value: object) -> str:
-    level = _to_text(value).lower()
-    if level not in LOG_LEVELS:
+    if (level := _to_text(value).lower()) not in LOG_LEVELS:
         raise ValueError(f"unknown log level (use {', '.join(LOG_LEVELS)})")
     return level
 
@@ -196,48 +195,25 @@ def _to_listeners(value: object) -> tuple[Listener, ...]:
     return tuple(listeners)
 
 
-_CONVERTERS: dict[str, Callable[[object], Any]] = {
-    "host": _to_text,
-    "listeners": _to_listeners,
-    "arena_size": _to_size,
-    "min_block": _to_size,
-    "max_lease_size": _to_optional_size,
-    "max_ttl_ms": _to_ms,
-    "max_connections": _to_count,
-    "max_message": _to_size,
-    "request_timeout": _to_seconds,
-    "idle_timeout": _to_seconds,
-    "expiry_batch": _to_count,
-    "log_level": _to_log_level,
+# Each field: its key in the TOML file, the flag that overrides it, and its converter. Error
+# messages name the one the user actually wrote.
+_FIELDS: dict[str, tuple[str, str | None, Callable[[object], Any]]] = {
+    "host": ("host", "--host", _to_text),
+    "log_level": ("log_level", "--log-level", _to_log_level),
+    "listeners": ("listener", "--listen", _to_listeners),
+    "arena_size": ("arena.size", "--arena", _to_size),
+    "min_block": ("arena.min_block", None, _to_size),
+    "max_lease_size": ("arena.max_lease_size", None, _to_optional_size),
+    "max_connections": ("limits.max_connections", "--max-connections", _to_count),
+    "max_message": ("limits.max_message", "--max-message", _to_size),
+    "max_ttl_ms": ("limits.max_ttl", "--max-ttl", _to_ms),
+    "request_timeout": ("limits.request_timeout", "--request-timeout", _to_seconds),
+    "idle_timeout": ("limits.idle_timeout", "--idle-timeout", _to_seconds),
+    "expiry_batch": ("limits.expiry_batch", None, _to_count),
 }
-
-# Where each field lives in the TOML file and which flag overrides it: error messages name the
-# one the user actually wrote.
-FILE_KEYS: dict[str, str] = {
-    "host": "host",
-    "log_level": "log_level",
-    "listeners": "listener",
-    "arena_size": "arena.size",
-    "min_block": "arena.min_block",
-    "max_lease_size": "arena.max_lease_size",
-    "max_connections": "limits.max_connections",
-    "max_message": "limits.max_message",
-    "max_ttl_ms": "limits.max_ttl",
-    "request_timeout": "limits.request_timeout",
-    "idle_timeout": "limits.idle_timeout",
-    "expiry_batch": "limits.expiry_batch",
-}
-FLAGS: dict[str, str] = {
-    "host": "--host",
-    "listeners": "--listen",
-    "arena_size": "--arena",
-    "max_connections": "--max-connections",
-    "request_timeout": "--request-timeout",
-    "idle_timeout": "--idle-timeout",
-    "max_ttl_ms": "--max-ttl",
-    "max_message": "--max-message",
-    "log_level": "--log-level",
-}
+FILE_KEYS = {name: key for name, (key, _, _) in _FIELDS.items()}
+FLAGS = {name: flag for name, (_, flag, _) in _FIELDS.items() if flag is not None}
+_CONVERTERS = {name: convert for name, (_, _, convert) in _FIELDS.items()}
 _FIELD_FOR_FILE_KEY = {key: name for name, key in FILE_KEYS.items()}
 _DURATION_FIELDS = ("max_ttl_ms", "request_timeout", "idle_timeout")
 
@@ -430,18 +406,3 @@ def _physical_memory() -> int | None:
         return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
         return None
-
-
-__all__ = [
-    "FILE_KEYS",
-    "FLAGS",
-    "LOG_LEVELS",
-    "Config",
-    "Listener",
-    "format_size",
-    "load_config",
-    "parse_duration",
-    "parse_listener",
-    "parse_size",
-    "validate",
-]
