@@ -1,0 +1,244 @@
+"""A buddy allocator over one contiguous buffer.
+
+Blocks are ``min_block * 2**order`` bytes. Bookkeeping is per smallest block ("unit"): one
+byte holding ``order + 1`` at the first unit of each allocated block (0 elsewhere) and one
+``array`` slot holding the bytes asked for, so a live block costs no Python object. Free
+blocks sit in one ``set`` of unit indexes per order; a set gives O(1) pop, add and removal of
+a buddy, so alloc and free are O(number of orders) = O(log n).
+
+An arena size that is not a power of two is covered by top-level blocks of decreasing size
+(its binary digits), so every configured byte is usable. A size that is not a multiple of
+``min_block`` is rounded down to one: ``size`` is the usable figure, ``requested_size`` the
+figure asked for.
+"""
+
+from __future__ import annotations
+
+from array import array
+from dataclasses import dataclass
+
+from memlease.errors import BadSize, ConfigError, InternalError, NoRoom
+
+_UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
+
+
+def format_bytes(n: int) -> str:
+    """``n`` bytes for a human: ``"100 B"``, ``"64 MiB"``, ``"1.5 KiB"``."""
+    value = float(n)
+    for unit in _UNITS:
+        if abs(value) < 1024 or unit == _UNITS[-1]:
+            if unit == "B":
+                return f"{n} B"
+            return f"{value:.1f} {unit}".replace(".0 ", " ")
+        value /= 1024
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+@dataclass(frozen=True, slots=True)
+class ArenaFigures:
+    """The arena's figures at one instant, in bytes (fragmentation: a ratio)."""
+
+    size: int
+    used: int
+    free: int
+    largest_free: int
+    internal_fragmentation: int
+    """Bytes in allocated blocks minus the bytes asked for."""
+    external_fragmentation: float
+    """1 - largest free block / free bytes (0.0 when nothing is free)."""
+    live_blocks: int
+
+
+class BuddyArena:
+    """Blocks of ``2**k * min_block`` bytes out of one zero-initialised ``bytearray``.
+
+    ``alloc`` returns a byte offset of a zeroed block; ``view`` gives that block's bytes
+    without a copy; ``free`` returns it, coalescing with its buddy at once, up the orders.
+    """
+
+    def __init__(self, size: int, *, min_block: int = 32) -> None:
+        if min_block < 1 or min_block & (min_block - 1):
+            raise ConfigError(f"min_block = {min_block}: the smallest block must be a power of two")
+        if size < min_block:
+            raise ConfigError(
+                f"arena size = {size}: smaller than the smallest block ({min_block} B); "
+                "configure a larger arena"
+            )
+        self.requested_size = size
+        self.min_block = min_block
+        self._shift = min_block.bit_length() - 1
+        units = size >> self._shift
+        self.units = units
+        self.size = units << self._shift
+        self.max_order = units.bit_length() - 1
+        self.max_block = min_block << self.max_order
+        self._buffer = bytearray(self.size)
+        self.memory = memoryview(self._buffer)
+        """The whole arena, for callers that slice blocks they own (no copy)."""
+        self._order_plus_one = bytearray(units)
+        # The widest block that can exist decides the width of the asked-bytes column.
+        typecode = "I" if self.max_block < 2**32 else "Q"
+        self._asked = array(typecode, bytes(array(typecode).itemsize * units))
+        self._free: list[set[int]] = [set() for _ in range(self.max_order + 1)]
+        self._used = 0
+        self._asked_total = 0
+        self._live = 0
+        start = 0
+        for order in range(self.max_order, -1, -1):
+            if units & (1 << order):
+                self._free[order].add(start)
+                start += 1 << order
+        self._top_level = self.free_blocks()
+
+    # ------------------------------------------------------------------ alloc / free
+
+    def order_for(self, nbytes: int) -> int:
+        """The order of the smallest block that holds ``nbytes`` (>= 1) bytes."""
+        return ((nbytes - 1) >> self._shift).bit_length()
+
+    def alloc(self, nbytes: int) -> int:
+        """Allocate the smallest block of at least ``nbytes`` bytes; its byte offset.
+
+        The block reads as zeros. Raises BadSize for ``nbytes`` < 1 and NoRoom when no free
+        block is large enough (the message gives the arena's free figures).
+        """
+        if nbytes < 1:
+            raise BadSize(f"cannot allocate {nbytes} bytes: ask for at least 1 byte")
+        order = ((nbytes - 1) >> self._shift).bit_length()
+        free = self._free
+        found = order
+        while found <= self.max_order and not free[found]:
+            found += 1
+        if found > self.max_order:
+            raise NoRoom(self._no_room_message(nbytes, order))
+        unit = free[found].pop()
+        while found > order:
+            found -= 1
+            free[found].add(unit + (1 << found))
+        self._order_plus_one[unit] = order + 1
+        self._asked[unit] = nbytes
+        block = self.min_block << order
+        self._used += block
+        self._asked_total += nbytes
+        self._live += 1
+        start = unit << self._shift
+        # Zeroed on the way out, not on free: a view kept past free() cannot leak into the
+        # next tenant's block.
+        self._buffer[start : start + block] = bytes(block)
+        return start
+
+    def free(self, offset: int) -> None:
+        """Return the block at ``offset`` to the arena, merging it with free buddies."""
+        unit = self._unit_of(offset)
+        order = self._order_plus_one[unit] - 1
+        self._order_plus_one[unit] = 0
+        self._used -= self.min_block << order
+        self._asked_total -= self._asked[unit]
+        self._asked[unit] = 0
+        self._live -= 1
+        free = self._free
+        # A free buddy of the same order is always inside the same top-level block: the
+        # top-level blocks are laid out largest first, so the block after a top-level block
+        # of order k only holds blocks of smaller orders.
+        while order < self.max_order:
+            buddy = unit ^ (1 << order)
+            siblings = free[order]
+            if buddy not in siblings:
+                break
+            siblings.remove(buddy)
+            unit &= ~(1 << order)
+            order += 1
+        free[order].add(unit)
+
+    def view(self, offset: int) -> memoryview:
+        """The whole block at ``offset``, writable, without a copy."""
+        unit = self._unit_of(offset)
+        return self.memory[offset : offset + (self.min_block << (self._order_plus_one[unit] - 1))]
+
+    def block_size(self, offset: int) -> int:
+        """The size of the allocated block at ``offset`` (a power of two times min_block)."""
+        return self.min_block << (self._order_plus_one[self._unit_of(offset)] - 1)
+
+    def asked(self, offset: int) -> int:
+        """The bytes asked for when the block at ``offset`` was allocated."""
+        return int(self._asked[self._unit_of(offset)])
+
+    def _unit_of(self, offset: int) -> int:
+        unit = offset >> self._shift
+        if (
+            offset < 0
+            or offset & (self.min_block - 1)
+            or unit >= self.units
+            or not self._order_plus_one[unit]
+        ):
+            raise InternalError(f"offset {offset} is not the start of an allocated block")
+        return unit
+
+    def _no_room_message(self, nbytes: int, order: int) -> str:
+        if order > self.max_order:
+            return (
+                f"no block of {format_bytes(nbytes)} can exist: the largest block of this "
+                f"{format_bytes(self.size)} arena is {format_bytes(self.max_block)}; "
+                "ask for less"
+            )
+        return (
+            f"arena full: {format_bytes(self.size - self._used)} of {format_bytes(self.size)} "
+            f"free, largest free block {format_bytes(self.largest_free)}; "
+            f"{format_bytes(nbytes)} needs a {format_bytes(self.min_block << order)} block; "
+            "try a smaller lease or later"
+        )
+
+    # ------------------------------------------------------------------ figures
+
+    @property
+    def used(self) -> int:
+        """Bytes in allocated blocks."""
+        return self._used
+
+    @property
+    def free_bytes(self) -> int:
+        """Bytes in free blocks."""
+        return self.size - self._used
+
+    @property
+    def largest_free(self) -> int:
+        """The size of the largest free block (0 when the arena is full)."""
+        for order in range(self.max_order, -1, -1):
+            if self._free[order]:
+                return self.min_block << order
+        return 0
+
+    @property
+    def live_blocks(self) -> int:
+        return self._live
+
+    def figures(self) -> ArenaFigures:
+        """Every figure at once."""
+        free = self.size - self._used
+        largest = self.largest_free
+        return ArenaFigures(
+            size=self.size,
+            used=self._used,
+            free=free,
+            largest_free=largest,
+            internal_fragmentation=self._used - self._asked_total,
+            external_fragmentation=(1.0 - largest / free) if free else 0.0,
+            live_blocks=self._live,
+        )
+
+    def free_blocks(self) -> list[tuple[int, int]]:
+        """Every free block as (byte offset, size), by offset: a picture of the free space."""
+        return sorted(
+            (unit << self._shift, self.min_block << order)
+            for order, units in enumerate(self._free)
+            for unit in units
+        )
+
+    @property
+    def top_level_blocks(self) -> list[tuple[int, int]]:
+        """The blocks an empty arena starts with, as (byte offset, size)."""
+        return list(self._top_level)
+
+    def has_free_block(self, order: int) -> bool:
+        """Whether a free block of ``order`` or larger exists."""
+        return any(self._free[k] for k in range(max(order, 0), self.max_order + 1))
