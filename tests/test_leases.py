@@ -1,0 +1,392 @@
+"""LeaseTable: millisecond boundaries, every operation and refusal, ids, batched expiry, and
+a stateful hypothesis test against a dict model."""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule
+
+from memlease.arena import BuddyArena
+from memlease.errors import (
+    BadSize,
+    BadTtl,
+    InternalError,
+    LeaseNotFound,
+    LeaseTooSmall,
+    NoRoom,
+)
+from memlease.leases import MAX_INT_ID, LeaseTable
+from memlease.messages import IdKind, LeaseId
+
+
+def make_table(
+    size: int = 4096,
+    *,
+    max_ttl_ms: int = 60_000,
+    max_lease_size: int | None = None,
+    int_ids: Callable[[], int] | None = None,
+    uuid_ids: Callable[[], uuid.UUID] | None = None,
+) -> LeaseTable:
+    return LeaseTable(
+        BuddyArena(size),
+        max_ttl_ms=max_ttl_ms,
+        max_lease_size=max_lease_size,
+        int_ids=int_ids,
+        uuid_ids=uuid_ids,
+    )
+
+
+@pytest.mark.parametrize("start", [0.0, 0.1, 12_345.678, 199_999.9995])
+@pytest.mark.parametrize("ttl_ms", [1, 7, 300, 60_000])
+def test_valid_one_ms_before_the_deadline_gone_at_it(start: float, ttl_ms: int) -> None:
+    table = make_table()
+    lease = table.grant(10, ttl_ms, start)
+    deadline = start + ttl_ms / 1000
+    assert table.deadline(lease, start) == deadline
+    assert table.get(lease, deadline - 0.001) == bytes(10)
+    assert table.stat(lease, deadline - 0.001).ttl_ms == 1
+    for op in (
+        lambda: table.get(lease, deadline),
+        lambda: table.set(lease, b"x", deadline),
+        lambda: table.renew(lease, 10, deadline),
+        lambda: table.release(lease, deadline),
+        lambda: table.stat(lease, deadline + 5),
+    ):
+        with pytest.raises(LeaseNotFound, match=rf"lease {lease} not found \(expired"):
+            op()
+    # Refused before expire() ran; expire() then returns the block.
+    assert len(table) == 1
+    assert table.expire(deadline, 100) == 1
+    assert len(table) == 0
+    assert table.arena.used == 0
+
+
+def test_get_read_write_set() -> None:
+    table = make_table()
+    lease = table.grant(10, 1000, 0.0)
+    table.set(lease, b"hello", 0.0)
+    assert table.get(lease, 0.0) == b"hello" + bytes(5)
+    table.write(lease, 7, b"abc", 0.0)
+    assert table.get(lease, 0.0) == b"hello\x00\x00abc"
+    table.set(lease, b"J", 0.0)
+    assert table.get(lease, 0.0) == b"Jello\x00\x00abc"
+    assert table.read(lease, 1, 4, 0.0) == b"ello"
+    assert table.read(lease, 10, 0, 0.0) == b""
+    view = table.view(lease, 0.0)
+    assert len(view) == 10
+    view[0:1] = b"Y"
+    assert table.get(lease, 0.0)[:1] == b"Y"
+
+
+@pytest.mark.parametrize(
+    ("offset", "data"), [(0, b"x" * 11), (8, b"abc"), (10, b"a"), (-1, b"a"), (11, b"")]
+)
+def test_write_past_the_end_writes_nothing(offset: int, data: bytes) -> None:
+    table = make_table()
+    lease = table.grant(10, 1000, 0.0)
+    table.set(lease, b"0123456789", 0.0)
+    with pytest.raises(LeaseTooSmall, match="nothing was written"):
+        table.write(lease, offset, data, 0.0)
+    assert table.get(lease, 0.0) == b"0123456789"
+
+
+def test_set_longer_than_the_lease_is_refused_even_if_the_block_is_larger() -> None:
+    table = make_table()
+    lease = table.grant(33, 1000, 0.0)  # a 64-byte block
+    with pytest.raises(LeaseTooSmall):
+        table.set(lease, bytes(34), 0.0)
+
+
+@pytest.mark.parametrize(("offset", "length"), [(0, 11), (10, 1), (-1, 2), (3, -1)])
+def test_read_past_the_end_is_refused(offset: int, length: int) -> None:
+    table = make_table()
+    lease = table.grant(10, 1000, 0.0)
+    with pytest.raises(LeaseTooSmall, match="holds 10 B"):
+        table.read(lease, offset, length, 0.0)
+
+
+def test_memory_is_zeroed_for_the_next_tenant() -> None:
+    table = make_table(64)
+    first = table.grant(64, 1000, 0.0)
+    table.set(first, b"\xff" * 64, 0.0)
+    table.release(first, 0.0)
+    second = table.grant(64, 1000, 0.0)
+    assert table.get(second, 0.0) == bytes(64)
+
+
+def test_renew_sets_a_new_deadline_from_now() -> None:
+    table = make_table()
+    lease = table.grant(10, 100, 0.0)
+    table.renew(lease, 500, 0.05)
+    assert table.get(lease, 0.549) == bytes(10)
+    assert table.expire(0.2, 10) == 0
+    assert table.next_deadline() == 0.05 + 0.5
+    with pytest.raises(LeaseNotFound):
+        table.get(lease, 0.55)
+    # Shorter is allowed too: a new deadline from now, not an extension.
+    other = table.grant(10, 1000, 0.0)
+    table.renew(other, 10, 0.0)
+    assert table.next_deadline() == 0.01
+    assert table.expire(0.01, 10) == 1
+    assert table.expire(0.55, 10) == 1
+    assert table.expire(5.0, 10) == 0
+    assert table.next_deadline() is None
+    assert table.expired == 2
+
+
+def test_release_frees_at_once() -> None:
+    table = make_table(64)
+    lease = table.grant(64, 1000, 0.0)
+    with pytest.raises(NoRoom):
+        table.grant(1, 1000, 0.0)
+    table.release(lease, 0.0)
+    assert len(table) == 0 and table.released == 1 and table.arena.used == 0
+    with pytest.raises(LeaseNotFound):
+        table.release(lease, 0.0)
+    assert table.next_deadline() is None
+    assert table.expire(10.0, 10) == 0
+
+
+def test_expiry_in_bounded_batches_earliest_first() -> None:
+    table = make_table(64 * 1024)
+    leases = [table.grant(1, 1000 + i, 0.0) for i in range(250)]
+    assert table.next_deadline() == 1.0
+    assert table.expire(0.999, 100) == 0
+    assert table.expire(100.0, 100) == 100
+    assert table.expire(100.0, 100) == 100
+    assert table.next_deadline() == 0.0 + 1200 / 1000
+    assert table.get(leases[200], 1.1) == bytes(1)  # the latest survive a partial batch
+    assert table.expire(100.0, 100) == 50
+    assert table.expire(100.0, 100) == 0
+    assert table.expired == 250 and len(table) == 0 and table.arena.used == 0
+
+
+def test_expire_stops_at_the_first_lease_not_due() -> None:
+    table = make_table()
+    due = table.grant(1, 10, 0.0)
+    table.grant(1, 20, 0.0)
+    assert table.expire(0.015, 10) == 1
+    with pytest.raises(LeaseNotFound):
+        table.get(due, 0.0)
+    assert len(table) == 1
+
+
+def test_many_renewals_keep_the_heap_bounded() -> None:
+    table = make_table()
+    lease = table.grant(1, 1000, 0.0)
+    for step in range(5000):
+        table.renew(lease, 1000, step / 1000)
+    assert len(table._heap) <= 2 * len(table) + 1025
+    assert table.next_deadline() == pytest.approx(4.999 + 1.0)
+
+
+def test_refusals_and_their_messages() -> None:
+    table = make_table(4096, max_ttl_ms=1000, max_lease_size=1000)
+    with pytest.raises(BadSize, match=r"ask for 1 B to 1000 B"):
+        table.grant(1001, 10, 0.0)
+    with pytest.raises(BadSize):
+        table.grant(0, 10, 0.0)
+    with pytest.raises(BadTtl, match=r"ask for 1 to 1000 ms"):
+        table.grant(1, 1001, 0.0)
+    with pytest.raises(BadTtl):
+        table.grant(1, 0, 0.0)
+    for _ in range(4):
+        table.grant(1000, 1000, 0.0)
+    with pytest.raises(
+        NoRoom, match=r"arena full: 0 B of 4 KiB free.*try a smaller lease or later"
+    ):
+        table.grant(1, 1000, 0.0)
+    assert table.refused == 5 and table.granted == 4
+    with pytest.raises(BadTtl):
+        table.renew(12345, 0, 0.0)
+    with pytest.raises(LeaseNotFound, match="lease 12345 not found"):
+        table.renew(12345, 10, 0.0)
+
+
+def test_max_lease_size_defaults_to_the_largest_block() -> None:
+    table = make_table(96 * 1024)
+    assert table.max_lease_size == 64 * 1024
+    capped = make_table(96 * 1024, max_lease_size=10**9)
+    assert capped.max_lease_size == 64 * 1024
+
+
+def test_int_ids_are_positive_31_bit_and_unique_among_live_leases() -> None:
+    repeats: Iterator[int] = iter([7, 7, 7, 9])
+    table = make_table(int_ids=lambda: next(repeats))
+    assert table.grant(1, 1000, 0.0) == 7
+    assert table.grant(1, 1000, 0.0) == 9  # 7 is live: drawn again
+    table.release(7, 0.0)
+    again = iter([7])
+    table._int_ids = lambda: next(again)
+    assert table.grant(1, 1000, 0.0) == 7  # 7 is free again
+
+
+def test_default_ids_are_random_positive_31_bit() -> None:
+    table = make_table(64 * 1024)
+    ids = [table.grant(1, 1000, 0.0) for _ in range(500)]
+    assert all(type(i) is int and 1 <= i <= MAX_INT_ID for i in ids)
+    assert len(set(ids)) == 500
+    assert max(ids) > 2**30  # not a counter (fails with chance 2**-500)
+
+
+def test_a_stuck_or_bad_id_source_is_an_internal_error_and_costs_no_memory() -> None:
+    table = make_table(int_ids=lambda: 5)
+    table.grant(1, 1000, 0.0)
+    used = table.arena.used
+    with pytest.raises(InternalError, match="repeated"):
+        table.grant(1, 1000, 0.0)
+    assert table.arena.used == used
+    bad = make_table(int_ids=lambda: 2**31)
+    with pytest.raises(InternalError, match="outside"):
+        bad.grant(1, 1000, 0.0)
+    assert bad.arena.used == 0
+
+
+def test_uuid_ids_are_version_4_and_a_separate_id_space() -> None:
+    table = make_table()
+    u = table.grant(8, 1000, 0.0, IdKind.UUID)
+    assert isinstance(u, uuid.UUID) and u.version == 4
+    fixed = uuid.UUID(int=5, version=4)
+    shared = make_table(int_ids=lambda: fixed.int, uuid_ids=lambda: fixed)
+    with pytest.raises(InternalError):  # fixed.int is far above 31 bits
+        shared.grant(1, 1000, 0.0)
+    same = make_table(int_ids=lambda: 5, uuid_ids=lambda: uuid.UUID(int=5))
+    by_int = same.grant(4, 1000, 0.0)
+    by_uuid = same.grant(8, 1000, 0.0, IdKind.UUID)
+    assert by_int == 5 and by_uuid == uuid.UUID(int=5)
+    same.set(by_uuid, b"uuid", 0.0)
+    assert same.get(5, 0.0) == bytes(4)  # the int id never reaches the UUID lease
+    assert same.stat(by_uuid, 0.0).size == 8
+    with pytest.raises(LeaseNotFound):
+        same.get(uuid.UUID(int=6), 0.0)
+    same.release(5, 0.0)
+    with pytest.raises(LeaseNotFound):
+        same.get(5, 0.0)
+    assert same.get(by_uuid, 0.0) == b"uuid" + bytes(4)
+    assert same.expire(1.0, 10) == 1
+    with pytest.raises(LeaseNotFound):
+        same.get(by_uuid, 0.5)
+
+
+def test_stat_rounds_the_remaining_ttl_up() -> None:
+    table = make_table()
+    lease = table.grant(20, 1000, 0.0)
+    assert table.stat(lease, 0.0) == (20, 1000)
+    assert table.stat(lease, 0.0004).ttl_ms == 1000
+    assert table.stat(lease, 0.001) == (20, 999)
+    assert table.stat(lease, 0.9995).ttl_ms == 1
+
+
+class LeaseModel(RuleBasedStateMachine):
+    """The table against a dict of id -> (bytearray, deadline), with time moving forward."""
+
+    leases = Bundle("leases")
+
+    def __init__(self) -> None:
+        super().__init__()
+        counter = itertools.count(1)
+        self.table = LeaseTable(
+            BuddyArena(1024, min_block=16),
+            max_ttl_ms=100,
+            int_ids=lambda: next(counter) % 50 + 1,  # small, so that ids get reused
+        )
+        self.model: dict[LeaseId, tuple[bytearray, float]] = {}
+        self.now = 0.0
+
+    def _live(self, lease: LeaseId) -> bool:
+        return lease in self.model and self.now < self.model[lease][1]
+
+    @rule(
+        target=leases,
+        size=st.integers(1, 300),
+        ttl=st.integers(1, 100),
+        kind=st.sampled_from(IdKind),
+    )
+    def grant(self, size: int, ttl: int, kind: IdKind) -> LeaseId:
+        try:
+            lease = self.table.grant(size, ttl, self.now, kind)
+        except NoRoom:
+            return -1
+        assert not self._live(lease)
+        self.model[lease] = (bytearray(size), self.now + ttl / 1000)
+        return lease
+
+    @rule(lease=leases, offset=st.integers(0, 300), data=st.binary(max_size=40))
+    def write(self, lease: LeaseId, offset: int, data: bytes) -> None:
+        if not self._live(lease):
+            with pytest.raises(LeaseNotFound):
+                self.table.write(lease, offset, data, self.now)
+            return
+        region = self.model[lease][0]
+        if offset + len(data) > len(region):
+            with pytest.raises(LeaseTooSmall):
+                self.table.write(lease, offset, data, self.now)
+        else:
+            self.table.write(lease, offset, data, self.now)
+            region[offset : offset + len(data)] = data
+
+    @rule(lease=leases)
+    def get(self, lease: LeaseId) -> None:
+        if self._live(lease):
+            assert self.table.get(lease, self.now) == self.model[lease][0]
+        else:
+            with pytest.raises(LeaseNotFound):
+                self.table.get(lease, self.now)
+
+    @rule(lease=leases, ttl=st.integers(1, 100))
+    def renew(self, lease: LeaseId, ttl: int) -> None:
+        if self._live(lease):
+            self.table.renew(lease, ttl, self.now)
+            self.model[lease] = (self.model[lease][0], self.now + ttl / 1000)
+        else:
+            with pytest.raises(LeaseNotFound):
+                self.table.renew(lease, ttl, self.now)
+
+    @rule(lease=leases)
+    def release(self, lease: LeaseId) -> None:
+        if self._live(lease):
+            self.table.release(lease, self.now)
+            del self.model[lease]
+        else:
+            with pytest.raises(LeaseNotFound):
+                self.table.release(lease, self.now)
+
+    @rule(ms=st.integers(0, 60), limit=st.integers(1, 5))
+    def tick_and_expire(self, ms: int, limit: int) -> None:
+        self.now += ms / 1000
+        due = [d for _, d in self.model.values() if d <= self.now]
+        freed = self.table.expire(self.now, limit)
+        assert freed == min(limit, len(due))
+        gone = {lease: d for lease, (_, d) in self.model.items() if not self._held(lease)}
+        assert len(gone) == freed
+        # Earliest first: no lease left behind was due before one freed.
+        left_due = [
+            d for lease, (_, d) in self.model.items() if d <= self.now and lease not in gone
+        ]
+        assert not gone or not left_due or max(gone.values()) <= min(left_due)
+        for lease in gone:
+            del self.model[lease]
+
+    def _held(self, lease: LeaseId) -> bool:
+        """Still in the table, due or not (expire has not freed it)."""
+        return lease in self.table._by_int or lease in self.table._by_uuid
+
+    @invariant()
+    def next_deadline_is_the_earliest(self) -> None:
+        deadlines = [d for _, d in self.model.values()]
+        assert self.table.next_deadline() == (min(deadlines) if deadlines else None)
+
+    @invariant()
+    def arena_holds_exactly_the_model(self) -> None:
+        assert len(self.table) == len(self.model)
+        assert self.table.arena.live_blocks == len(self.model)
+
+
+TestLeaseModel = LeaseModel.TestCase
+TestLeaseModel.settings = settings(max_examples=100, stateful_step_count=40, deadline=None)
