@@ -11,6 +11,7 @@ import argparse
 import errno
 import importlib
 import json
+import os
 import socket
 import sys
 from collections.abc import Sequence
@@ -170,15 +171,16 @@ def _find_os_error(exc: BaseException) -> OSError | None:
 
 
 def _bind_failure(config: Config, error: OSError) -> str:
-    """Name the listener that could not bind: the OSError from deep in the server may not."""
-    reason = error.strerror or str(error)
+    """Name the listener that could not bind, found by probing each configured port, since
+    the OSError from deep in the server may not say which."""
+    reason = os.strerror(error.errno) if error.errno else str(error)
     for listener in config.listeners:
         if listener.port and not _can_bind(config.host, listener):
             return (
                 f"listener {listener.protocol}={listener.port}: cannot listen on "
                 f"{config.host}:{listener.port}: {reason}"
             )
-    return f"cannot listen on {config.host}: {reason}"
+    return error.strerror or str(error)
 
 
 def _can_bind(host: str, listener: Listener) -> bool:
