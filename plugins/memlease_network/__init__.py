@@ -1,8 +1,23 @@
-"""The native protocol (placeholder until the protocol issue lands)."""
+"""The ``network`` protocol: every operation, big-endian fixed widths, int lease ids, and
+explicit error replies; portable between hosts of any byte order. See docs/protocols.md."""
+
+from memlease_wire.network_codec import INT_IDS, NetworkFormat
 
 from memlease.protocol import ProtocolSpec, hookimpl
+
+FORMAT = NetworkFormat("network", INT_IDS)
+
+NETWORK = ProtocolSpec(
+    name="network",
+    id_kind=INT_IDS.kind,
+    default_port=7412,
+    description="every operation, network byte order, int ids, explicit error replies",
+    server_codec=FORMAT.server_codec,
+    client_codec=FORMAT.client_codec,
+)
 
 
 @hookimpl
 def memlease_protocols() -> list[ProtocolSpec]:
-    return []
+    """The network protocol."""
+    return [NETWORK]

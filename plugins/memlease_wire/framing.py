@@ -100,7 +100,10 @@ class FrameDecoder(Generic[T]):
         available = len(buf) - start
         if available < self._header:
             return None
-        kind, length = self._read_header(buf, start)
+        try:
+            kind, length = self._read_header(buf, start)
+        except ProtocolError as exc:
+            raise self._fail(str(exc)) from None
         rule = self._rules.get(kind)
         if rule is None:
             known = ", ".join(str(k) for k in sorted(self._rules))

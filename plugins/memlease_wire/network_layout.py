@@ -1,0 +1,157 @@
+"""The layouts of the ``network`` and ``uuid`` formats, declared with construct.
+
+Both are big-endian with fixed widths and explicit error replies; they differ only in the
+lease id field (``declare(Int32ub)`` or ``declare(Bytes(16))``). A reply's type is its
+request's type with the high bit set.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+from construct import (
+    Const,
+    Float64b,
+    GreedyBytes,
+    Int8ub,
+    Int16ub,
+    Int32ub,
+    Int64ub,
+    Prefixed,
+    Struct,
+    Switch,
+    this,
+)
+
+VERSION = 1
+
+
+class NetType(enum.IntEnum):
+    """The type field of a network/uuid frame."""
+
+    LEASE = 0x01
+    GET = 0x02
+    SET = 0x03
+    READ = 0x04
+    WRITE = 0x05
+    RENEW = 0x06
+    RELEASE = 0x07
+    STAT = 0x08
+    STATS = 0x09
+    GRANTED = 0x81
+    GET_DATA = 0x82
+    SET_DONE = 0x83
+    READ_DATA = 0x84
+    WRITE_DONE = 0x85
+    RENEW_DONE = 0x86
+    RELEASE_DONE = 0x87
+    LEASE_INFO = 0x88
+    SERVER_STATS = 0x89
+    ERROR = 0xFF
+
+
+REPLY_BIT = 0x80
+
+HEADER = Struct(
+    "version" / Const(VERSION, Int8ub),
+    "type" / Int8ub,
+    "flags" / Const(0, Int16ub),
+    "length" / Int32ub,
+)
+
+
+@dataclass(frozen=True)
+class NetworkLayouts:
+    """Every payload layout of one id variant, and the frame that carries them."""
+
+    lease: Struct
+    id_only: Struct
+    id_and_data: Struct
+    read: Struct
+    write: Struct
+    renew: Struct
+    empty: Struct
+    granted: Struct
+    lease_info: Struct
+    server_stats: Struct
+    error: Struct
+    payloads: dict[int, Struct]
+    frame: Struct
+
+
+def declare(lease_id: Any) -> NetworkLayouts:
+    """The layouts with ``lease_id`` as the id field."""
+    data = Prefixed(Int32ub, GreedyBytes)
+    lease = Struct("size" / Int64ub, "ttl_ms" / Int32ub)
+    id_only = Struct("lease_id" / lease_id)
+    id_and_data = Struct("lease_id" / lease_id, "data" / data)
+    read = Struct("lease_id" / lease_id, "offset" / Int64ub, "length" / Int32ub)
+    write = Struct("lease_id" / lease_id, "offset" / Int64ub, "data" / data)
+    renew = Struct("lease_id" / lease_id, "ttl_ms" / Int32ub)
+    empty = Struct()
+    granted = Struct("lease_id" / lease_id, "size" / Int64ub, "ttl_ms" / Int32ub)
+    lease_info = Struct("lease_id" / lease_id, "size" / Int64ub, "ttl_ms" / Int64ub)
+    server_stats = Struct(
+        "arena_size" / Int64ub,
+        "used" / Int64ub,
+        "free" / Int64ub,
+        "largest_free" / Int64ub,
+        "internal_fragmentation" / Int64ub,
+        "external_fragmentation" / Float64b,
+        "live_leases" / Int64ub,
+        "granted" / Int64ub,
+        "expired" / Int64ub,
+        "released" / Int64ub,
+        "refused" / Int64ub,
+        "connections" / Int64ub,
+    )
+    error = Struct(
+        "code" / Int16ub,
+        "request_type" / Int8ub,
+        "lease_id" / lease_id,
+        "message" / Prefixed(Int16ub, GreedyBytes),
+    )
+    payloads: dict[int, Struct] = {
+        NetType.LEASE: lease,
+        NetType.GET: id_only,
+        NetType.SET: id_and_data,
+        NetType.READ: read,
+        NetType.WRITE: write,
+        NetType.RENEW: renew,
+        NetType.RELEASE: id_only,
+        NetType.STAT: id_only,
+        NetType.STATS: empty,
+        NetType.GRANTED: granted,
+        NetType.GET_DATA: id_and_data,
+        NetType.SET_DONE: id_only,
+        NetType.READ_DATA: id_and_data,
+        NetType.WRITE_DONE: id_only,
+        NetType.RENEW_DONE: id_only,
+        NetType.RELEASE_DONE: id_only,
+        NetType.LEASE_INFO: lease_info,
+        NetType.SERVER_STATS: server_stats,
+        NetType.ERROR: error,
+    }
+    frame = Struct(
+        "version" / Const(VERSION, Int8ub),
+        "type" / Int8ub,
+        "flags" / Const(0, Int16ub),
+        "payload" / Prefixed(Int32ub, Switch(this.type, payloads)),
+    )
+    return NetworkLayouts(
+        lease,
+        id_only,
+        id_and_data,
+        read,
+        write,
+        renew,
+        empty,
+        granted,
+        lease_info,
+        server_stats,
+        error,
+        payloads,
+        frame,
+    )
