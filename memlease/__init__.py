@@ -1,5 +1,9 @@
 """memlease: lease remote memory by id, over pluggable wire protocols."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from memlease.errors import (
     BadRequest,
     BadSize,
@@ -18,12 +22,35 @@ from memlease.errors import (
     Unsupported,
 )
 
+if TYPE_CHECKING:
+    from memlease.blocking import Client
+    from memlease.client import AsyncClient, connect
+
 __version__ = "0.1.0"
 
+# The clients load on first use, so that importing memlease for its errors or messages does
+# not pay for trio.
+_LAZY = {
+    "connect": "memlease.client",
+    "AsyncClient": "memlease.client",
+    "Client": "memlease.blocking",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'memlease' has no attribute {name!r}")
+
+
 __all__ = [
+    "AsyncClient",
     "BadRequest",
     "BadSize",
     "BadTtl",
+    "Client",
     "ConfigError",
     "ConnectionFailed",
     "ErrorCode",
@@ -37,4 +64,5 @@ __all__ = [
     "ServerBusy",
     "Unsupported",
     "__version__",
+    "connect",
 ]

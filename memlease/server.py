@@ -1,0 +1,236 @@
+"""The trio server: ``serve(config)`` in a nursery, or ``run(config)`` from a command line.
+
+One nursery holds the listeners (one per configured protocol and port), the expiry task and
+the signal watcher; a second, outliving it, holds a task per connection so that on
+SIGINT/SIGTERM the server stops accepting, lets requests in flight finish, and returns.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from functools import partial
+
+import trio
+
+from memlease import calls
+from memlease.config import Config, Listener
+from memlease.connection import ConnectionSet, Limits, serve_connection
+from memlease.errors import ConfigError
+from memlease.expiry import ExpiryTask
+from memlease.protocol import ProtocolRegistry, ProtocolSpec
+from memlease.service import Service
+
+log = logging.getLogger("memlease")
+
+# accept() fails with these when the process or system is out of sockets or memory: a reason
+# to wait and try again, not to stop serving.
+_ACCEPT_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+_ACCEPT_RETRY_AFTER = 0.1
+
+
+@dataclass(frozen=True)
+class BoundListener:
+    """A listening socket of a running server: where a client of ``protocol`` connects."""
+
+    protocol: str
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
+class _OpenListener:
+    listener: trio.abc.Listener[trio.abc.Stream]
+    spec: ProtocolSpec
+    bound: BoundListener
+
+
+async def open_listener(host: str, listener: Listener, spec: ProtocolSpec) -> list[_OpenListener]:
+    """The listening sockets for one configured listener: the one place a listener is built,
+    so that per-listener options (TLS) wrap here. Raises OSError naming the listener."""
+    try:
+        sockets = await trio.open_tcp_listeners(listener.port, host=host)
+    except OSError as exc:
+        raise OSError(
+            exc.errno,
+            f"cannot listen for {listener.protocol} on {host}:{listener.port}: "
+            f"{exc.strerror or exc}",
+        ) from exc
+    opened = []
+    for socket_listener in sockets:
+        address = socket_listener.socket.getsockname()
+        bound = BoundListener(listener.protocol, str(address[0]), int(address[1]))
+        opened.append(_OpenListener(socket_listener, spec, bound))
+    return opened
+
+
+def _peer_of(stream: trio.abc.Stream) -> str:
+    sock = getattr(stream, "socket", None)
+    if sock is None:
+        transport = getattr(stream, "transport_stream", None)
+        sock = getattr(transport, "socket", None)
+    try:
+        address = sock.getpeername() if sock is not None else None
+    except OSError:
+        address = None
+    if isinstance(address, tuple):
+        host, port = address[0], address[1]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return "unknown peer"
+
+
+def _specs_for(config: Config, registry: ProtocolRegistry) -> list[tuple[Listener, ProtocolSpec]]:
+    specs = []
+    for listener in config.listeners:
+        try:
+            specs.append((listener, registry.get(listener.protocol)))
+        except KeyError as exc:
+            raise ConfigError(
+                f"listener {listener.protocol}={listener.port}: {exc.args[0]}"
+            ) from None
+    return specs
+
+
+async def serve(
+    config: Config,
+    *,
+    registry: ProtocolRegistry | None = None,
+    handle_signals: bool = True,
+    task_status: trio.TaskStatus[list[BoundListener]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``config`` until cancelled or, with ``handle_signals``, until SIGINT or SIGTERM
+    (then: stop accepting, finish requests in flight, return). ``task_status.started`` gets
+    the bound listeners, so ``await nursery.start(serve, config)`` returns the ports.
+
+    Raises OSError (naming the listener) if a port cannot be bound, ConfigError for a
+    listener whose protocol is not installed.
+    """
+    registry = registry or calls.default_registry()
+    specs = _specs_for(config, registry)
+    service = Service.create(
+        config.arena_size,
+        min_block=config.min_block,
+        max_ttl_ms=config.max_ttl_ms,
+        max_lease_size=config.max_lease_size,
+    )
+    opened: list[_OpenListener] = []
+    try:
+        for listener, spec in specs:
+            opened += await open_listener(config.host, listener, spec)
+    except BaseException:
+        for entry in opened:
+            await entry.listener.aclose()
+        raise
+    _log_startup(config, service, opened)
+    expiry = ExpiryTask(service, batch=config.expiry_batch)
+    connections = ConnectionSet(service, config.max_connections)
+    limits = Limits(
+        max_message=config.max_message,
+        request_timeout=config.request_timeout,
+        idle_timeout=config.idle_timeout,
+    )
+    handler = partial(
+        serve_connection,
+        service=service,
+        limits=limits,
+        connections=connections,
+        after_batch=expiry.deadline_may_have_moved,
+    )
+    stop = trio.Event()
+    async with trio.open_nursery() as connection_nursery:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(expiry.run)
+            if handle_signals:
+                nursery.start_soon(_watch_signals, stop)
+            for entry in opened:
+                nursery.start_soon(_accept, entry, connections, handler, connection_nursery)
+            task_status.started([entry.bound for entry in opened])
+            await stop.wait()
+            nursery.cancel_scope.cancel()
+        log.info("shutting down: %d connection(s) finishing", len(connections))
+        connections.shut_down()
+    log.info("stopped")
+
+
+async def _accept(
+    entry: _OpenListener,
+    connections: ConnectionSet,
+    handler: Callable[[trio.abc.Stream, ProtocolSpec, str], Awaitable[None]],
+    nursery: trio.Nursery,
+) -> None:
+    listener, spec = entry.listener, entry.spec
+    try:
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                if exc.errno not in _ACCEPT_CAPACITY_ERRNOS:
+                    raise
+                log.error("cannot accept on %s: %s; retrying", entry.bound.port, exc.strerror)
+                await trio.sleep(_ACCEPT_RETRY_AFTER)
+                continue
+            peer = _peer_of(stream)
+            if connections.full() or connections.closing:
+                log.warning(
+                    "%s: %s connection refused: %d open, the max_connections limit",
+                    peer,
+                    spec.name,
+                    len(connections),
+                )
+                with trio.CancelScope(shield=True):
+                    await stream.aclose()
+                continue
+            nursery.start_soon(handler, stream, spec, peer)
+    finally:
+        with trio.CancelScope(shield=True):
+            await listener.aclose()
+
+
+async def _watch_signals(stop: trio.Event) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            log.info("%s received: stopping", signal.Signals(signum).name)
+            stop.set()
+            return
+
+
+def _log_startup(config: Config, service: Service, opened: list[_OpenListener]) -> None:
+    figures = service.stats(0.0)
+    log.info(
+        "arena: %d bytes (min block %d B, largest lease %s B, max ttl %d ms)",
+        figures.arena_size,
+        config.min_block,
+        config.max_lease_size if config.max_lease_size is not None else figures.arena_size,
+        config.max_ttl_ms,
+    )
+    for entry in opened:
+        log.info("listening: %s on %s:%d", entry.bound.protocol, entry.bound.host, entry.bound.port)
+
+
+def configure_logging(level: str) -> None:
+    """Log the "memlease" logger to stderr at ``level`` (debug, info, warning, ...)."""
+    logger = logging.getLogger("memlease")
+    logger.setLevel(level.upper())
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s memlease %(levelname)s %(message)s"))
+        logger.addHandler(handler)
+
+
+def run(config: Config) -> int:
+    """Serve ``config`` in the calling thread until SIGINT or SIGTERM; the exit status (0).
+
+    Logs to stderr at the configured level. Raises OSError naming the listener when a port
+    cannot be bound, ConfigError for a listener whose protocol is not installed.
+    """
+    configure_logging(config.log_level)
+    try:
+        trio.run(partial(serve, config, handle_signals=True))
+    except KeyboardInterrupt:
+        # Interrupted while starting, before the signal watcher took over SIGINT.
+        log.info("interrupted while starting: stopped")
+    return 0
