@@ -107,7 +107,9 @@ def main(argv: Sequence[str] | None = None, *, registry: ProtocolRegistry | None
         handler: Handler = args.handler
         return handler(args, registry)
     except UsageError as exc:
-        return _fail(str(exc), EXIT_USAGE)
+        message = str(exc)
+        prefixed = message if message.startswith("memlease") else f"memlease: {message}"
+        return _fail(prefixed, EXIT_USAGE)
     except ConfigError as exc:
         return _fail(f"memlease: {exc}", EXIT_USAGE)
     except LeaseNotFound:

@@ -49,6 +49,7 @@ def one_line_error(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
     assert status == 2, (out, err)
     assert out == ""
     assert err.count("\n") == 1, err
+    assert err.startswith("memlease"), err
     return err
 
 
@@ -213,3 +214,14 @@ def test_help_does_not_import_the_trio_shells_or_bench() -> None:
     )
     assert result.stdout.splitlines()[-1] == "[]"
     assert time.monotonic() - started < 5
+
+
+def test_readme_table_names_every_serve_flag_and_config_key() -> None:
+    from memlease.config import FILE_KEYS, FLAGS
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    table = readme.split("## Server configuration", 1)[1]
+    for flag in FLAGS.values():
+        assert f"`{flag} " in table, flag
+    for name, key in FILE_KEYS.items():
+        assert (f"`{key}`" if name != "listeners" else "`[[listener]]`") in table, key
