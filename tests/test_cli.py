@@ -225,3 +225,15 @@ def test_readme_table_names_every_serve_flag_and_config_key() -> None:
         assert f"`{flag} " in table, flag
     for name, key in FILE_KEYS.items():
         assert (f"`{key}`" if name != "listeners" else "`[[listener]]`") in table, key
+
+
+def test_protocols_lists_the_installed_built_ins(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["protocols", "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    found = {
+        row["name"]: (row["id_kind"], row["default_port"], row["distribution"])
+        for row in record["protocols"]
+    }
+    assert found["native"] == ("int", 7411, "memlease")
+    assert found["network"] == ("int", 7412, "memlease")
+    assert found["uuid"] == ("uuid", 7413, "memlease")

@@ -267,3 +267,7 @@ def test_unknown_override_is_a_config_error() -> None:
 
 def test_error_names_the_file(tmp_path: Path) -> None:
     assert str(tmp_path / "server.toml") in error_of("colour = 1\n", tmp_path)
+
+
+def test_packaged_default_is_valid_with_the_installed_protocols() -> None:
+    assert load_config() == Config()
