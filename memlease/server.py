@@ -125,7 +125,6 @@ async def serve(
         for entry in opened:
             await entry.listener.aclose()
         raise
-    _log_startup(config, service, opened)
     expiry = ExpiryTask(service, batch=config.expiry_batch)
     connections = ConnectionSet(service, config.max_connections)
     limits = Limits(
@@ -145,9 +144,10 @@ async def serve(
         async with trio.open_nursery() as nursery:
             nursery.start_soon(expiry.run)
             if handle_signals:
-                nursery.start_soon(_watch_signals, stop)
+                await nursery.start(_watch_signals, stop)
             for entry in opened:
                 nursery.start_soon(_accept, entry, connections, handler, connection_nursery)
+            _log_startup(config, service, opened)
             task_status.started([entry.bound for entry in opened])
             await stop.wait()
             nursery.cancel_scope.cancel()
@@ -190,8 +190,11 @@ async def _accept(
             await listener.aclose()
 
 
-async def _watch_signals(stop: trio.Event) -> None:
+async def _watch_signals(
+    stop: trio.Event, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        task_status.started()
         async for signum in signals:
             log.info("%s received: stopping", signal.Signals(signum).name)
             stop.set()
