@@ -1,0 +1,262 @@
+"""Properties every built-in codec keeps: round trips in any chunking, only ProtocolError or
+need-more-bytes from arbitrary input, no allocation the input did not pay for, and bytes that
+follow the construct declarations."""
+
+from __future__ import annotations
+
+import contextlib
+import tracemalloc
+import uuid
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from memlease_native import NATIVE
+from memlease_native import layout as native_layout
+from memlease_network import NETWORK
+from memlease_uuid import UUID
+
+from memlease.errors import ErrorCode, ProtocolError
+from memlease.messages import (
+    Data,
+    Done,
+    ErrorReply,
+    GetRequest,
+    Granted,
+    IdKind,
+    LeaseInfo,
+    LeaseRequest,
+    Op,
+    ReadRequest,
+    ReleaseRequest,
+    RenewRequest,
+    Reply,
+    Request,
+    ServerStats,
+    SetRequest,
+    StatRequest,
+    StatsRequest,
+    WriteRequest,
+)
+from memlease.protocol import ProtocolSpec
+
+SPECS = {spec.name: spec for spec in (NATIVE, NETWORK, UUID)}
+FRAMES = {
+    "native": (native_layout.REQUEST_FRAME, native_layout.REPLY_FRAME),
+    "network": (NETWORK.server_codec.__self__.layouts.frame,) * 2,  # type: ignore[attr-defined]
+    "uuid": (UUID.server_codec.__self__.layouts.frame,) * 2,  # type: ignore[attr-defined]
+}
+MAX = 1 << 16
+FEW = settings(max_examples=40, deadline=None)
+
+small = st.integers(0, 2**31 - 1)
+wide = st.integers(0, 2**63 - 1)
+payload = st.binary(max_size=300)
+
+
+def ids_for(name: str) -> st.SearchStrategy[Any]:
+    if name == "uuid":
+        return st.uuids()
+    return st.integers(1, 2**31 - 1)
+
+
+def exchange(name: str) -> st.SearchStrategy[tuple[Request, Reply]]:
+    """A request and a reply the service could give it."""
+    ids = ids_for(name)
+    kind = IdKind.UUID if name == "uuid" else IdKind.INT
+
+    def refusal(op: Op, lease_id: Any) -> st.SearchStrategy[Reply]:
+        return st.builds(
+            ErrorReply, st.sampled_from(ErrorCode), st.text(max_size=40), st.just(op),
+            st.just(lease_id),
+        )  # fmt: skip
+
+    def pair(lease_id: Any) -> st.SearchStrategy[tuple[Request, Reply]]:
+        def answer(request: Request, ok: st.SearchStrategy[Reply]) -> Any:
+            return st.tuples(st.just(request), ok | refusal(request.op, lease_id))
+
+        stats = st.builds(
+            ServerStats, *([wide] * 5), st.floats(0, 1), *([wide] * 6)
+        )  # fmt: skip
+        return st.one_of(
+            st.builds(LeaseRequest, small, small, st.just(kind)).flatmap(
+                lambda r: st.tuples(
+                    st.just(r),
+                    st.builds(Granted, st.just(lease_id), st.just(r.size), st.just(r.ttl_ms))
+                    | refusal(Op.LEASE, None),
+                )
+            ),
+            answer(
+                GetRequest(lease_id),
+                st.builds(
+                    Data, st.just(Op.GET), st.just(lease_id), st.binary(min_size=1, max_size=300)
+                ),
+            ),
+            payload.flatmap(
+                lambda d: answer(SetRequest(lease_id, d), st.just(Done(Op.SET, lease_id)))
+            ),
+            st.tuples(wide, small).flatmap(
+                lambda ol: answer(
+                    ReadRequest(lease_id, *ol),
+                    st.builds(Data, st.just(Op.READ), st.just(lease_id), payload),
+                )
+            ),
+            st.tuples(wide, payload).flatmap(
+                lambda od: answer(WriteRequest(lease_id, *od), st.just(Done(Op.WRITE, lease_id)))
+            ),
+            small.flatmap(
+                lambda t: answer(RenewRequest(lease_id, t), st.just(Done(Op.RENEW, lease_id)))
+            ),
+            answer(ReleaseRequest(lease_id), st.just(Done(Op.RELEASE, lease_id))),
+            answer(
+                StatRequest(lease_id),
+                st.builds(LeaseInfo, st.just(lease_id), wide, wide),
+            ),
+            st.tuples(st.just(StatsRequest()), stats),
+        )
+
+    return ids.flatmap(pair)
+
+
+def expected(name: str, reply: Reply) -> Reply:
+    """What the client decodes for ``reply``: the native format's own forms lose detail."""
+    if name != "native":
+        return reply
+    if isinstance(reply, Granted):
+        return Granted(reply.lease_id, 0, 0)
+    if isinstance(reply, ErrorReply) and reply.op is Op.LEASE:
+        return ErrorReply(ErrorCode.NO_ROOM, "", Op.LEASE)
+    if isinstance(reply, ErrorReply) and reply.op is Op.GET:
+        return ErrorReply(ErrorCode.NOT_FOUND, "", Op.GET, reply.lease_id)
+    if isinstance(reply, ErrorReply) and reply.op is Op.SET:
+        code = (
+            ErrorCode.OUT_OF_RANGE if reply.code is ErrorCode.OUT_OF_RANGE else ErrorCode.NOT_FOUND
+        )
+        return ErrorReply(code, "", Op.SET, reply.lease_id)
+    return reply
+
+
+def same(name: str, got: Reply | None, want: Reply) -> bool:
+    if isinstance(want, ErrorReply) and isinstance(got, ErrorReply) and not want.message:
+        return replace(got, message="") == want
+    return got == want
+
+
+def split(data: bytes, cuts: list[int]) -> list[bytes]:
+    points = sorted({c % (len(data) + 1) for c in cuts})
+    return [data[a:b] for a, b in zip([0, *points], [*points, len(data)], strict=True)]
+
+
+def drain(
+    next_message: Callable[[], Any], feed: Callable[[bytes], None], chunks: list[bytes]
+) -> list[Any]:
+    out = []
+    for chunk in chunks:
+        feed(chunk)
+        while (message := next_message()) is not None:
+            out.append(message)
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+@FEW
+@given(data=st.data())
+def test_every_message_round_trips_in_any_chunking(name: str, data: st.DataObject) -> None:
+    spec: ProtocolSpec = SPECS[name]
+    exchanges = data.draw(st.lists(exchange(name), min_size=1, max_size=6))
+    client, server = spec.client_codec(MAX), spec.server_codec(MAX)
+    request_frames = [client.encode_request(request) for request, _ in exchanges]
+    wire = b"".join(request_frames)
+    cuts = data.draw(st.lists(st.integers(0, len(wire)), max_size=8))
+    requests = drain(server.next_request, server.feed, split(wire, cuts))
+    assert requests == [request for request, _ in exchanges]
+
+    reply_frames = [server.encode_reply(reply) for _, reply in exchanges]
+    wire = b"".join(reply_frames)
+    cuts = data.draw(st.lists(st.integers(0, len(wire)), max_size=8))
+    replies = drain(client.next_reply, client.feed, split(wire, cuts))
+    assert len(replies) == len(exchanges)
+    for got, (_, reply) in zip(replies, exchanges, strict=True):
+        assert same(name, got, expected(name, reply)), (got, reply)
+
+    request_frame, reply_frame = FRAMES[name]
+    for frame in request_frames:
+        assert request_frame.build(request_frame.parse(frame)) == frame
+    for frame in reply_frames:
+        assert reply_frame.build(reply_frame.parse(frame)) == frame
+
+
+def all_decoders(max_message: int) -> list[tuple[str, Any]]:
+    decoders: list[tuple[str, Any]] = []
+    for name, spec in sorted(SPECS.items()):
+        server = spec.server_codec(max_message)
+        decoders.append((f"{name} server", (server.feed, server.next_request)))
+        client = spec.client_codec(max_message)
+        decoders.append((f"{name} client", (client.feed, client.next_reply)))
+    return decoders
+
+
+@FEW
+@given(
+    chunks=st.lists(st.binary(max_size=64), max_size=12),
+    prefix=st.sampled_from([b"", b"\x01\x03\x00\x00", b"\x03\x00\x00\x00", b"\x01\x02"]),
+)
+def test_arbitrary_bytes_give_only_messages_need_more_or_protocol_error(
+    chunks: list[bytes], prefix: bytes
+) -> None:
+    for _, (feed, next_message) in all_decoders(256):
+        try:
+            drain(next_message, feed, [prefix, *chunks])
+        except ProtocolError as exc:
+            assert str(exc)
+
+
+@settings(max_examples=30, deadline=None)
+@given(chunks=st.lists(st.binary(min_size=12, max_size=64), min_size=1, max_size=8))
+def test_decoding_allocates_nothing_a_length_field_merely_claims(chunks: list[bytes]) -> None:
+    fed = sum(len(c) for c in chunks)
+    tracemalloc.start()
+    try:
+        for _, (feed, next_message) in all_decoders(1024):
+            with contextlib.suppress(ProtocolError):
+                drain(next_message, feed, chunks)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 * 1024 + 6 * fed
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_a_header_claiming_gigabytes_fails_at_once_without_allocating(name: str) -> None:
+    header = {
+        "native": b"\x03\x00\x00\x00" + (2**40).to_bytes(8, "little"),
+        "network": bytes.fromhex("01030000fffffff0"),
+        "uuid": bytes.fromhex("01030000fffffff0"),
+    }[name]
+    codec = SPECS[name].server_codec(1 << 20)
+    tracemalloc.start()
+    try:
+        codec.feed(header)
+        with pytest.raises(ProtocolError, match="maximum message size"):
+            codec.next_request()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 * 1024
+
+
+def test_a_large_payload_in_small_chunks_is_decoded_once_whole() -> None:
+    client, server = NETWORK.client_codec(1 << 21), NETWORK.server_codec(1 << 21)
+    frame = client.encode_request(SetRequest(3, bytes(range(256)) * 4096))
+    for at in range(0, len(frame), 1500):
+        assert server.next_request() is None
+        server.feed(frame[at : at + 1500])
+    assert server.next_request() == SetRequest(3, bytes(range(256)) * 4096)
+
+
+def test_a_uuid_reply_to_an_int_protocol_codec_is_a_protocol_error() -> None:
+    with pytest.raises(ProtocolError, match="not an int"):
+        NETWORK.server_codec(MAX).encode_reply(Granted(uuid.uuid4(), 1, 1))
