@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import io
 import json
+import selectors
+import signal
 import socket
+import subprocess
 import sys
 import uuid
 from functools import partial
@@ -225,3 +228,32 @@ def test_serve_passes_the_flags_to_the_server(monkeypatch: pytest.MonkeyPatch) -
     assert seen == [
         Config(listeners=(Listener("uuid", 9000),), arena_size=1024**2, max_ttl_ms=3_600_000)
     ]
+
+
+def test_memlease_serve_subprocess_serves_and_stops_on_sigint(tmp_path: Path) -> None:
+    config = tmp_path / "server.toml"
+    config.write_text('[[listener]]\nprotocol = "network"\nport = 0\n[arena]\nsize = "64KiB"\n')
+    command = [sys.executable, "-m", "memlease.cli", "serve", "--config", str(config)]
+    # Unbuffered, so that select() sees every line not yet read.
+    with subprocess.Popen(command, stderr=subprocess.PIPE, bufsize=0) as proc:
+        try:
+            port = _wait_for_port(proc)
+            status = main(["--server", f"127.0.0.1:{port}", "--protocol", "network", "stats"])
+            assert status == 0
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=10) == 0
+        finally:
+            proc.kill()
+
+
+def _wait_for_port(proc: subprocess.Popen[bytes]) -> int:
+    """The port from the server's "listening: network on HOST:PORT" log line."""
+    assert proc.stderr is not None
+    with selectors.DefaultSelector() as selector:
+        selector.register(proc.stderr, selectors.EVENT_READ)
+        while selector.select(timeout=10):
+            line = proc.stderr.readline().decode()
+            if "listening: network on" in line:
+                return int(line.rsplit(":", 1)[1])
+            assert line, "the server exited before listening"
+    raise AssertionError("the server did not start listening within 10 s")
