@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import heapq
 import math
+import os
 import secrets
+import struct
 import uuid
 from array import array
 from collections.abc import Callable
@@ -43,6 +45,37 @@ _ID_ATTEMPTS = 64
 def random_int_id() -> int:
     """A random id in 1..2**31-1 from the operating system's CSPRNG."""
     return secrets.randbelow(MAX_INT_ID) + 1
+
+
+class BufferedRandomIds:
+    """Ids from ``os.urandom``, drawn a few KiB at a time.
+
+    One ``os.urandom`` call per id costs microseconds, most of a grant's budget; the bytes
+    are the same CSPRNG output when taken in bulk. Not to be shared across ``fork``.
+    """
+
+    _BATCH = 1024
+
+    def __init__(self) -> None:
+        self._ints: list[int] = []
+        self._uuid_bytes = b""
+        self._uuid_at = 0
+
+    def int_id(self) -> int:
+        """A random id in 1..2**31-1."""
+        if not self._ints:
+            words = struct.unpack(f"<{self._BATCH}I", os.urandom(4 * self._BATCH))
+            self._ints = [w & MAX_INT_ID for w in words if w & MAX_INT_ID] or [random_int_id()]
+        return self._ints.pop()
+
+    def uuid4(self) -> uuid.UUID:
+        """A random version-4 UUID."""
+        if self._uuid_at >= len(self._uuid_bytes):
+            self._uuid_bytes = os.urandom(16 * self._BATCH)
+            self._uuid_at = 0
+        at = self._uuid_at
+        self._uuid_at = at + 16
+        return uuid.UUID(bytes=self._uuid_bytes[at : at + 16], version=4)
 
 
 class LeaseStat(NamedTuple):
@@ -83,8 +116,9 @@ class LeaseTable:
         self.arena = arena
         self.max_ttl_ms = max_ttl_ms
         self.max_lease_size = min(max_lease_size or arena.max_block, arena.max_block)
-        self._int_ids = int_ids or random_int_id
-        self._uuid_ids = uuid_ids or uuid.uuid4
+        ids = BufferedRandomIds()
+        self._int_ids = int_ids or ids.int_id
+        self._uuid_ids = uuid_ids or ids.uuid4
         self._memory = arena.memory
         self._by_int: dict[int, int] = {}
         self._by_uuid: dict[uuid.UUID, int] = {}
@@ -119,7 +153,8 @@ class LeaseTable:
                     f"lease size {size} B refused: ask for 1 B to "
                     f"{format_bytes(self.max_lease_size)} ({self.max_lease_size} B)"
                 )
-            self._check_ttl(ttl_ms)
+            if not 1 <= ttl_ms <= self.max_ttl_ms:
+                raise self._bad_ttl(ttl_ms)
             offset = self.arena.alloc(size)
         except LeaseError:
             self.refused += 1
@@ -128,7 +163,9 @@ class LeaseTable:
         int_id = 0
         try:
             if id_kind is IdKind.INT:
-                int_id = self._new_int_id()
+                int_id = self._int_ids()
+                if int_id in self._by_int or not 1 <= int_id <= MAX_INT_ID:
+                    int_id = self._new_int_id()
             else:
                 uuid_id = self._new_uuid()
         except LeaseError:
@@ -156,16 +193,15 @@ class LeaseTable:
             self._by_uuid[uuid_id] = slot
             self._uuid_of_slot[slot] = uuid_id
             lease_id = uuid_id
-        heapq.heappush(self._heap, (_micros(deadline) << self._slot_bits) | slot)
+        heapq.heappush(self._heap, (int(deadline * 1_000_000) << self._slot_bits) | slot)
         self.granted += 1
         return lease_id
 
-    def _check_ttl(self, ttl_ms: int) -> None:
-        if not 1 <= ttl_ms <= self.max_ttl_ms:
-            raise BadTtl(
-                f"ttl {ttl_ms} ms refused: ask for 1 to {self.max_ttl_ms} ms "
-                "(renew before it runs out to keep a lease longer)"
-            )
+    def _bad_ttl(self, ttl_ms: int) -> BadTtl:
+        return BadTtl(
+            f"ttl {ttl_ms} ms refused: ask for 1 to {self.max_ttl_ms} ms "
+            "(renew before it runs out to keep a lease longer)"
+        )
 
     def _new_int_id(self) -> int:
         for _ in range(_ID_ATTEMPTS):
@@ -253,7 +289,8 @@ class LeaseTable:
 
     def renew(self, lease_id: LeaseId, ttl_ms: int, now: float) -> None:
         """Set the deadline to ``now + ttl_ms``. Raises BadTtl or LeaseNotFound."""
-        self._check_ttl(ttl_ms)
+        if not 1 <= ttl_ms <= self.max_ttl_ms:
+            raise self._bad_ttl(ttl_ms)
         slot = self._slot(lease_id, now)
         deadline = now + ttl_ms / 1000
         moved = _micros(deadline) != _micros(self._deadlines[slot])
@@ -291,18 +328,23 @@ class LeaseTable:
         Leases are freed earliest deadline first (to the microsecond).
         """
         heap = self._heap
+        heappop = heapq.heappop
         deadlines = self._deadlines
+        sizes = self._sizes
         mask = self._slot_mask
+        bits = self._slot_bits
         freed = 0
         while heap and freed < limit:
             entry = heap[0]
-            if not self._is_current(entry):
-                heapq.heappop(heap)
-                continue
             slot = entry & mask
-            if deadlines[slot] > now:
+            deadline = deadlines[slot]
+            # _is_current, inlined: this loop is the expiry hot path.
+            if not sizes[slot] or entry >> bits != int(deadline * 1_000_000):
+                heappop(heap)
+                continue
+            if deadline > now:
                 break
-            heapq.heappop(heap)
+            heappop(heap)
             self._drop(slot)
             freed += 1
         self.expired += freed
