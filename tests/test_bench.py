@@ -1,0 +1,149 @@
+"""memlease bench: short real runs against a server it starts, and its pure parts."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from memlease.bench.histogram import SUB_COUNT, LatencyHistogram, bucket_low, bucket_of
+from memlease.bench.runner import split_connections
+from memlease.bench.workload import Workload, parse_mix
+from memlease.errors import ConfigError
+
+SHORT = ["--duration", "700ms", "--warmup", "150ms", "--no-progress"]
+
+
+def bench(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "memlease.bench", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def bench_json(*args: str, status: int = 0) -> dict[str, Any]:
+    done = bench(*args, "--json")
+    assert done.returncode == status, done.stderr
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+# ---------------------------------------------------------------- pure parts
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(min_value=0, max_value=2**44))
+def test_bucket_holds_its_value_within_two_percent(value: int) -> None:
+    index = bucket_of(value)
+    assert bucket_low(index) <= value < bucket_low(index + 1)
+    assert bucket_low(index + 1) - bucket_low(index) <= max(1, value / (SUB_COUNT - 1))
+
+
+def test_percentiles_of_a_known_distribution() -> None:
+    hist = LatencyHistogram()
+    for micros in range(1, 1001):
+        hist.record(micros * 1000)
+    assert hist.total == 1000
+    assert hist.percentile(50) == pytest.approx(500_000, rel=0.02)
+    assert hist.percentile(99) == pytest.approx(990_000, rel=0.02)
+    assert hist.percentile(99.9) == pytest.approx(999_000, rel=0.02)
+    assert LatencyHistogram().percentile(99) == 0.0
+
+
+def test_mix_parsing_and_its_errors() -> None:
+    assert parse_mix("get=9, set=1,read") == (("get", 9), ("set", 1), ("read", 1))
+    with pytest.raises(ConfigError, match="unknown op 'delete'"):
+        parse_mix("get,delete")
+    with pytest.raises(ConfigError, match="not a whole number"):
+        parse_mix("get=x")
+    with pytest.raises(ConfigError, match="one request per connection"):
+        Workload(depth=4, conn_per_request=True)
+
+
+def test_connections_are_dealt_to_workers_without_an_idle_worker() -> None:
+    assert split_connections(5, 2) == [[0, 2, 4], [1, 3]]
+    assert split_connections(1, 4) == [[0]]
+
+
+# ---------------------------------------------------------------- real runs
+
+
+def test_every_op_over_native_pipelined_with_a_report(tmp_path: Path) -> None:
+    report = tmp_path / "bench.md"
+    mix = ["--mix", "get,set,read,write,lease", "-c", "3", "-d", "4", "--workers", "2"]
+    out = bench_json(*SHORT, *mix, "--arena", "4MiB", "--report", str(report))
+    assert out["machine"]["cores"] >= 1
+    (case,) = out["cases"]
+    assert case["name"] == "custom"
+    assert case["workload"]["depth"] == 4
+    target = case["targets"]["memlease/native"]
+    assert target["status"] == "ok"
+    median = target["median"]
+    assert median["ops"] > 0 and median["ops_per_s"] > 0
+    assert median["errors"] == 0, median["error_kinds"]
+    assert set(median["op_counts"]) == {"get", "set", "read", "write", "lease"}
+    assert 0 < median["p50_ms"] <= median["p99_ms"] <= median["p999_ms"]
+    text = report.read_text()
+    assert "| custom | memlease/native |" in text
+    if _has_matplotlib():
+        assert (tmp_path / "bench.png").stat().st_size > 1000
+        assert "![latency histogram](bench.png)" in text
+
+
+def _has_matplotlib() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("protocol", ["uuid"])
+def test_connection_per_request_over_another_protocol(protocol: str) -> None:
+    out = bench_json(*SHORT, "--protocol", protocol, "--conn-per-request", "-c", "2")
+    median = out["cases"][0]["targets"][f"memlease/{protocol}"]["median"]
+    assert median["ops"] > 0
+    assert median["errors"] == 0, median["error_kinds"]
+
+
+def test_a_wrong_expected_value_is_reported_as_a_mismatch() -> None:
+    out = bench_json(*SHORT, "--mix", "get", "-c", "1", "--tamper-expected", status=1)
+    median = out["cases"][0]["targets"]["memlease/native"]["median"]
+    assert median["errors"] > 0
+    assert set(median["error_kinds"]) == {"get: data mismatch (not what was set)"}
+
+
+def test_the_table_is_printed_and_a_bad_option_is_one_line() -> None:
+    done = bench(*SHORT, "-c", "1")
+    assert done.returncode == 0, done.stderr
+    assert "ops/s" in done.stdout and "memlease/native" in done.stdout
+    bad = bench(*SHORT, "--mix", "get,delete")
+    assert bad.returncode == 1
+    assert bad.stderr.strip() == (
+        "memlease bench: unknown op 'delete' in --mix (known: get, set, read, write, lease)"
+    )
+
+
+@pytest.mark.skipif(
+    shutil.which("memcached") is None or shutil.which("redis-server") is None,
+    reason="memcached or redis-server is not installed, so the peer drivers cannot run",
+)
+def test_compare_with_memcached_and_redis_gives_ratios() -> None:
+    out = bench_json(
+        *SHORT, "-c", "2", "--mix", "get,set,read,write", "--compare", "memcached,redis"
+    )
+    case = out["cases"][0]
+    for peer in ("memcached", "redis"):
+        median = case["targets"][peer]["median"]
+        assert median["ops"] > 0
+        assert median["errors"] == 0, median["error_kinds"]
+        assert case["ratios"][peer] > 0
