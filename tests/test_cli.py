@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -237,3 +238,18 @@ def test_protocols_lists_the_installed_built_ins(capsys: pytest.CaptureFixture[s
     assert found["native"] == ("int", 7411, "memlease")
     assert found["network"] == ("int", 7412, "memlease")
     assert found["uuid"] == ("uuid", 7413, "memlease")
+
+
+def test_a_silent_server_fails_after_timeout_with_exit_1(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with socket.socket() as silent:  # accepts (in the backlog), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        status = main(["--server", f"127.0.0.1:{port}", "--timeout", "100ms", "stats"])
+    out, err = capsys.readouterr()
+    assert status == 1
+    assert out == ""
+    assert err.count("\n") == 1
+    assert err.startswith(f"memlease: 127.0.0.1:{port}: no reply within 0.1 s")
