@@ -86,9 +86,17 @@ class ClientCodec(TypingProtocol):
 class ProtocolSpec:
     """What a protocol plugin provides.
 
-    ``server_codec(max_message)`` and ``client_codec(max_message)`` make a fresh codec for one
-    connection; ``max_message`` bounds every length field, checked before any buffer of that
-    size exists.
+    :param name: the protocol's name, unique among all installed plugins; what users pass as
+        ``--protocol`` and what config listeners name.
+    :param id_kind: the kind of lease id the protocol carries; each kind is its own id space.
+    :param default_port: the TCP port a listener of this protocol uses unless told otherwise.
+    :param description: one line for ``memlease protocols``.
+    :param server_codec: ``server_codec(max_message)`` makes a fresh :class:`ServerCodec` for
+        one connection.
+    :param client_codec: ``client_codec(max_message)`` makes a fresh :class:`ClientCodec`.
+
+    ``max_message`` bounds every length field, checked before any buffer of that size exists.
+    Codecs are sans-IO: they never touch a socket or a clock.
     """
 
     name: str
@@ -100,15 +108,20 @@ class ProtocolSpec:
 
 
 class ProtocolHookSpecs:
-    """The hooks a protocol plugin may implement."""
+    """The hooks a protocol plugin may implement (mark implementations with ``hookimpl``)."""
 
     @hookspec
     def memlease_protocols(self) -> list[ProtocolSpec]:  # type: ignore[empty-body]
         """Return the protocols this plugin provides.
 
-        Called once, when the registry is built. Each plugin returns a list (possibly empty)
-        of :class:`ProtocolSpec`; the registry collects the lists of all plugins. Names must
-        be unique across plugins: a later duplicate is reported and ignored.
+        :return: a list, possibly empty, of :class:`ProtocolSpec`.
+
+        Called once per process, when :func:`load_protocols` builds the registry; the plugin
+        module has been imported through its ``memlease.protocols`` entry point just before.
+        The registry collects the lists of all plugins. Names must be unique across plugins:
+        a later duplicate (plugins are taken in entry-point name order) is reported in
+        ``ProtocolRegistry.problems`` and ignored. An exception raised here is reported the
+        same way and the other plugins still load.
         """
 
 
@@ -136,6 +149,7 @@ class ProtocolRegistry:
             raise KeyError(f"unknown protocol {name!r} (known: {known})") from None
 
     def names(self) -> list[str]:
+        """The names of the loaded protocols, sorted."""
         return sorted(self.protocols)
 
 
@@ -151,39 +165,48 @@ def load_protocols(
 ) -> ProtocolRegistry:
     """Load every plugin of the ``memlease.protocols`` entry-point group.
 
-    A plugin that fails to import, fails in its hook, or registers a name already taken is
-    recorded in ``problems`` (and warned about on stderr when ``warn``); the others load.
+    A plugin that fails to import, fails in its hook, returns something other than protocol
+    specs, or registers a name already taken is recorded in ``problems`` (and warned about on
+    stderr when ``warn``); the others load.
     """
     if entry_points is None:
         entry_points = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
     manager = pluggy.PluginManager(PROJECT_NAME)
     manager.add_hookspecs(ProtocolHookSpecs)
     registry = ProtocolRegistry()
+    distributions: dict[str, str] = {}
     for ep in sorted(entry_points, key=lambda e: e.name):
         dist = _distribution_name(ep)
+        plugin_name = f"{ep.name} ({dist})"
         try:
             module = ep.load()
             if not manager.is_registered(module):
-                manager.register(module, name=f"{ep.name} ({dist})")
+                manager.register(module, name=plugin_name)
+                distributions[plugin_name] = dist
         except Exception as exc:
             registry.problems.append(
                 f"protocol plugin {ep.name!r} from {dist} failed to load: "
                 f"{type(exc).__name__}: {exc}"
             )
-    # Each implementation is called on its own so that a failure is pinned on its plugin
-    # and the others still load; pluggy calls the last registered first, so reverse.
-    for impl in reversed(manager.hook.memlease_protocols.get_hookimpls()):
+    # Each implementation is called on its own so that a failure is pinned on its plugin and
+    # the others still load. get_hookimpls() lists them in registration order (pluggy's own
+    # calls run it backwards), so the first plugin to claim a name keeps it.
+    for impl in manager.hook.memlease_protocols.get_hookimpls():
         plugin_name = manager.get_name(impl.plugin) or "?"
         try:
-            specs = list(cast(Iterable[ProtocolSpec], impl.function()))
+            specs = list(cast(Iterable[object], impl.function()))
         except Exception as exc:
             registry.problems.append(
                 f"protocol plugin {plugin_name} failed in memlease_protocols: "
                 f"{type(exc).__name__}: {exc}"
             )
             continue
-        dist = plugin_name.rsplit(" (", 1)[-1].rstrip(")")
         for spec in specs:
+            if not isinstance(spec, ProtocolSpec):
+                registry.problems.append(
+                    f"protocol plugin {plugin_name} returned {spec!r}, not a ProtocolSpec; ignored"
+                )
+                continue
             if spec.name in registry.protocols:
                 other = registry.protocols[spec.name].distribution
                 registry.problems.append(
@@ -191,7 +214,7 @@ def load_protocols(
                     f"already provided by {other}; ignored"
                 )
                 continue
-            registry.protocols[spec.name] = ProtocolEntry(spec, dist)
+            registry.protocols[spec.name] = ProtocolEntry(spec, distributions.get(plugin_name, "?"))
     if warn:
         for problem in registry.problems:
             print(f"memlease: warning: {problem}", file=sys.stderr)
