@@ -139,6 +139,7 @@ async def _serve(
     current_time = trio.current_time
     request_timeout = limits.request_timeout
     idle_timeout = limits.idle_timeout
+    log_refusals = log.isEnabledFor(logging.INFO)
     replies: list[bytes] = []
     # When the first byte of a message not yet whole arrived; None between messages.
     partial_since: float | None = None
@@ -157,7 +158,10 @@ async def _serve(
             decoded = False
             try:
                 while (request := next_request()) is not None:
-                    replies.append(encode_reply(handle(request, now)))
+                    reply = handle(request, now)
+                    if log_refusals and type(reply) is ErrorReply:
+                        _log_refusal(connection.peer, request, reply)
+                    replies.append(encode_reply(reply))
                     decoded = True
             except ProtocolError as exc:
                 log.warning("%s: bad %s input, closing: %s", connection.peer, spec.name, exc)
@@ -186,6 +190,10 @@ async def _serve(
     what = "send" if sending else "request" if partial_since is not None else "idle"
     _log_timeout(connection.peer, spec.name, what, limits)
     return f"{what} timeout"
+
+
+def _log_refusal(peer: str, request: Request, reply: ErrorReply) -> None:
+    log.info("%s: %s refused (%s): %s", peer, request.op.value, reply.code.name, reply.message)
 
 
 def _log_timeout(peer: str, protocol: str, what: str, limits: Limits) -> None:

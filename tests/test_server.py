@@ -20,7 +20,7 @@ import trio
 import trio.testing
 from conftest import RunningServer, StartServer, make_config
 
-from memlease import ConnectionFailed
+from memlease import ConnectionFailed, LeaseNotFound
 from memlease.client import connect
 from memlease.config import Config, Listener
 from memlease.errors import ErrorCode
@@ -267,3 +267,27 @@ def test_run_exits_0_on_sigterm() -> None:
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=5) == 0
     assert "SIGTERM received" in process.stderr.read()
+
+
+async def test_refused_requests_are_logged_with_the_peer(
+    server: RunningServer, caplog: Caplog
+) -> None:
+    caplog.set_level(logging.INFO, logger="memlease")
+    async with await server.connect("network") as client:
+        with pytest.raises(LeaseNotFound):
+            await client.get(4242)
+    refusals = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert len(refusals) == 1 and refusals[0].startswith("127.0.0.1:"), refusals
+    assert "get refused (NOT_FOUND)" in refusals[0] and "4242" in refusals[0]
+
+
+async def test_connections_opening_and_closing_are_logged_at_debug(
+    server: RunningServer, caplog: Caplog, autojump_clock: trio.testing.MockClock
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="memlease")
+    async with await server.connect("uuid") as client:
+        await client.stats()
+    await _open_count(server, 1)
+    debug = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
+    assert any("uuid connection opened" in m for m in debug), debug
+    assert any("connection closed: closed by the client" in m for m in debug), debug
