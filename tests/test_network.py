@@ -6,6 +6,8 @@ import struct
 import uuid
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from memlease_network import NETWORK
 from memlease_uuid import UUID
 
@@ -118,3 +120,16 @@ def test_malformed_requests_are_protocol_errors(frame: bytes, reason: str) -> No
 def test_values_wider_than_their_fields_are_refused() -> None:
     with pytest.raises(ProtocolError, match="LeaseRequest does not fit"):
         NETWORK.client_codec(MAX).encode_request(LeaseRequest(1, 2**32))
+
+
+@settings(max_examples=50, deadline=None)
+@given(lease_id=st.uuids(version=4) | st.builds(uuid.UUID, int=st.integers(0, 2**128 - 1)))
+def test_uuid_ids_decode_to_ordinary_uuids(lease_id: uuid.UUID) -> None:
+    codec = UUID.server_codec(MAX)
+    codec.feed(UUID.client_codec(MAX).encode_request(GetRequest(lease_id)))
+    request = codec.next_request()
+    assert isinstance(request, GetRequest)
+    decoded = request.lease_id
+    assert decoded == lease_id and hash(decoded) == hash(lease_id)
+    assert str(decoded) == str(lease_id) and decoded.version == lease_id.version
+    assert {decoded: 1}[lease_id] == 1
