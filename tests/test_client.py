@@ -21,6 +21,7 @@ from memlease import (
     NoRoom,
     ProtocolError,
 )
+from memlease.calls import parse_address
 from memlease.messages import (
     ErrorReply,
     GetRequest,
@@ -296,3 +297,43 @@ async def test_clients_on_a_server_with_a_small_arena(start_server: StartServer)
     async with await server.connect() as client:
         with pytest.raises(NoRoom):
             await client.lease(999_999, 10)
+
+
+def test_addresses_parse_as_host_and_port() -> None:
+    assert parse_address("127.0.0.1:7411") == ("127.0.0.1", 7411)
+    assert parse_address("[::1]:7412") == ("::1", 7412)
+    assert parse_address(("example.org", 1)) == ("example.org", 1)
+    for bad in ("7411", "host:", ":7411", "host:port"):
+        with pytest.raises(ConfigError, match="HOST:PORT"):
+            parse_address(bad)
+
+
+async def test_both_clients_take_a_host_port_string(server: RunningServer) -> None:
+    host, port = server.address("network")
+    async with await memlease.connect(f"{host}:{port}", "network", registry=server.registry) as c:
+        assert (await c.stats()).connections == 1
+
+    def blocking() -> int:
+        with memlease.Client(f"{host}:{port}", "network", registry=server.registry) as client:
+            return client.stats().connections
+
+    assert await trio.to_thread.run_sync(blocking) == 1
+
+
+async def test_blocking_client_gives_up_after_its_timeout(nursery: trio.Nursery) -> None:
+    async def silent(stream: trio.SocketStream) -> None:
+        async for _ in stream:
+            pass
+
+    listeners = await nursery.start(trio.serve_tcp, silent, 0)
+    port = listeners[0].socket.getsockname()[1]
+
+    def work() -> None:
+        # a real-time wait, kept to 50 ms: the blocking client has no mock clock
+        with memlease.Client(("127.0.0.1", port), timeout=0.05) as client:
+            with pytest.raises(ConnectionFailed, match=r"no reply within 0\.05 s"):
+                client.stats()
+            with pytest.raises(ConnectionFailed, match="unusable"):
+                client.stats()
+
+    await trio.to_thread.run_sync(work)
