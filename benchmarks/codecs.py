@@ -37,7 +37,9 @@ def _chunks(data: bytes, size: int) -> list[bytes]:
     return [data[at : at + size] for at in range(0, len(data), size)]
 
 
-def _server_path(spec: ProtocolSpec, requests: list[Request], replies: list[Reply], chunk: int) -> Callable[[], int]:  # fmt: skip
+def _server_path(
+    spec: ProtocolSpec, requests: list[Request], replies: list[Reply], chunk: int
+) -> Callable[[], int]:
     client = spec.client_codec(DEFAULT_MAX_MESSAGE)
     wire = _chunks(b"".join(client.encode_request(r) for r in requests), chunk)
     answers = iter(replies)
@@ -58,7 +60,9 @@ def _server_path(spec: ProtocolSpec, requests: list[Request], replies: list[Repl
     return run
 
 
-def _client_path(spec: ProtocolSpec, requests: list[Request], replies: list[Reply], chunk: int) -> Callable[[], int]:  # fmt: skip
+def _client_path(
+    spec: ProtocolSpec, requests: list[Request], replies: list[Reply], chunk: int
+) -> Callable[[], int]:
     server = spec.server_codec(DEFAULT_MAX_MESSAGE)
     wire = _chunks(b"".join(server.encode_reply(r) for r in replies), chunk)
 
