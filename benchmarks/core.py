@@ -1,5 +1,8 @@
 """Micro-benchmarks of the sans-IO core: the arena, the lease table, memory per lease.
 
+Times are CPU time of this process (``time.process_time_ns``), so that other work on a
+shared machine does not inflate them; on an idle machine they match wall time.
+
 Run ``python -m benchmarks.core`` (``--quick`` for a smaller run). Each figure also has a
 function returning it, for ``memlease bench``.
 """
@@ -42,7 +45,7 @@ class CoreFigures:
 def alloc_free_pair_median_us(
     live: int = 100_000, pairs: int = 200_000, batch: int = 1000, seed: int = 1
 ) -> float:
-    """Median time of one alloc + free, in microseconds, with ``live`` blocks allocated.
+    """Median CPU time of one alloc + free, in microseconds, with ``live`` blocks allocated.
 
     Sizes are random from 1 to 256 bytes; each pair frees a random live block, so the live
     count and the fragmentation stay steady.
@@ -55,7 +58,7 @@ def alloc_free_pair_median_us(
     per_pair: list[float] = []
     alloc = arena.alloc
     free = arena.free
-    clock = time.perf_counter_ns
+    clock = time.process_time_ns
     gc.disable()
     try:
         for start in range(0, pairs, batch):
@@ -71,19 +74,19 @@ def alloc_free_pair_median_us(
 
 
 def grant_expire_per_lease_us(leases: int = 200_000, seed: int = 2) -> float:
-    """Time to grant ``leases`` leases (random ttls) and expire them all, per lease, in us."""
+    """CPU time to grant ``leases`` leases (random ttls) and expire them all, per lease, in us."""
     rng = random.Random(seed)
     table = LeaseTable(BuddyArena(leases * 64), max_ttl_ms=60_000)
     ttls = [rng.randint(1, 60_000) for _ in range(leases)]
     grant = table.grant
     gc.disable()
     try:
-        began = time.perf_counter_ns()
+        began = time.process_time_ns()
         for i in range(leases):
             grant(32, ttls[i], i / 1_000_000)
         while table.expire(100.0, 1000):
             pass
-        elapsed = time.perf_counter_ns() - began
+        elapsed = time.process_time_ns() - began
     finally:
         gc.enable()
     assert len(table) == 0 and table.expired == leases
