@@ -235,23 +235,29 @@ async def test_a_signal_stops_accepting_and_returns_at_once_when_idle(
         await trio.open_tcp_stream("127.0.0.1", port)
 
 
-async def test_requests_in_flight_are_answered_before_shutdown(
-    registry: ProtocolRegistry,
-) -> None:
-    config = make_config("native", arena_size=4096)
+async def test_replies_in_flight_are_sent_before_shutdown(registry: ProtocolRegistry) -> None:
+    config = make_config("native", arena_size=1 << 20)
+    size, count = 1 << 19, 40
     async with trio.open_nursery() as nursery:
         listeners = await nursery.start(partial(serve, config, registry=registry))
+        async with await connect(("127.0.0.1", listeners[0].port), registry=registry) as owner:
+            lease_id = (await owner.lease(size, 60_000)).lease_id
+            await owner.set(lease_id, b"first bytes")
         client = await trio.open_tcp_stream("127.0.0.1", listeners[0].port)
-        codec = registry.get("native").client_codec(4096)
-        await client.send_all(b"".join(codec.encode_request(StatsRequest()) for _ in range(50)))
+        codec = registry.get("native").client_codec(1 << 21)
+        await client.send_all(
+            b"".join([codec.encode_request(GetRequest(lease_id)) for _ in range(count)])
+        )
+        # The first bytes back mean the server is writing the batch's 20 MiB of replies, far
+        # more than the socket buffers hold: the signal arrives with replies in flight.
+        received = bytearray(await client.receive_some())
         os.kill(os.getpid(), signal.SIGINT)
-        received = b""
-        with trio.fail_after(1):
-            while chunk := await client.receive_some():
+        with trio.fail_after(5):
+            while chunk := await client.receive_some(1 << 20):
                 received += chunk
-    codec.feed(received)
-    replies = [codec.next_reply() for _ in range(50)]
-    assert all(type(r).__name__ == "ServerStats" for r in replies)
+    codec.feed(bytes(received))
+    replies = [codec.next_reply() for _ in range(count)]
+    assert all(getattr(r, "data", b"")[:11] == b"first bytes" for r in replies)
 
 
 def test_run_exits_0_on_sigterm() -> None:
