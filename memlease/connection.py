@@ -171,12 +171,13 @@ async def _serve(
                 await stream.send_all(b"".join(replies))
                 return "bad input"
             if decoded:
+                # before the send: a slow reader must not delay an earlier expiry deadline
+                after_batch()
                 scope.deadline = now + request_timeout
                 sending = True
                 await stream.send_all(replies[0] if len(replies) == 1 else b"".join(replies))
                 sending = False
                 replies.clear()
-                after_batch()
             pending = (buffered() > 0) if buffered is not None else not decoded
             if not pending:
                 partial_since = None
