@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 from memlease_native import layout
-from memlease_native.codec import NativeClientCodec, NativeServerCodec
+from memlease_native.client_codec import NativeClientCodec
+from memlease_native.codec import NativeServerCodec
 
 from memlease.errors import ErrorCode, ProtocolError
 from memlease.messages import (

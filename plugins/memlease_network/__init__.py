@@ -1,7 +1,8 @@
 """The ``network`` protocol: every operation, big-endian fixed widths, int lease ids, and
 explicit error replies; portable between hosts of any byte order. See docs/protocols.md."""
 
-from memlease_wire.network_codec import INT_IDS, NetworkFormat
+from memlease_wire.network_codec import NetworkFormat
+from memlease_wire.network_ids import INT_IDS
 
 from memlease.protocol import ProtocolSpec, hookimpl
 

@@ -1,7 +1,8 @@
 """The ``uuid`` protocol: the network format with 16-byte UUID lease ids (version 4, drawn by
 the server), a lease id space of its own. See docs/protocols.md."""
 
-from memlease_wire.network_codec import UUID_IDS, NetworkFormat
+from memlease_wire.network_codec import NetworkFormat
+from memlease_wire.network_ids import UUID_IDS
 
 from memlease.protocol import ProtocolSpec, hookimpl
 

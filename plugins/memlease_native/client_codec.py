@@ -1,0 +1,253 @@
+"""The client's end of a native connection: requests to bytes, the original's replies back.
+
+The original's replies do not always say which request they answer, so this codec keeps the
+requests it encoded and pairs replies with them in order.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import deque
+
+from memlease_wire.framing import (
+    FrameDecoder,
+    PayloadRule,
+    check_size,
+    error_code,
+    take_tail,
+)
+
+from memlease.errors import ErrorCode, ProtocolError
+from memlease.messages import (
+    Data,
+    Done,
+    ErrorReply,
+    GetRequest,
+    Granted,
+    LeaseId,
+    LeaseInfo,
+    LeaseRequest,
+    Op,
+    ReadRequest,
+    ReleaseRequest,
+    RenewRequest,
+    Reply,
+    Request,
+    ServerStats,
+    SetRequest,
+    StatRequest,
+    StatsRequest,
+    WriteRequest,
+)
+from memlease_native import layout as L
+from memlease_native.codec import (
+    F_ID,
+    F_LEASE,
+    F_READ,
+    F_RENEW,
+    F_WRITE,
+    HEADER_SIZE,
+    MAX_ID,
+    OP_TYPE,
+    PROTOCOL,
+    S_DONE,
+    S_ERROR,
+    S_HEADER,
+    S_ID,
+    S_ID_AND_DATA,
+    S_LEASE,
+    S_LEASE_INFO,
+    S_READ,
+    S_RENEW,
+    S_SERVER_STATS,
+    S_STATUS,
+    S_WRITE,
+    TYPE_OP,
+    data_frame,
+)
+from memlease_native.layout import NativeType as T
+
+
+def _request_id(lease_id: LeaseId) -> int:
+    if type(lease_id) is not int:
+        raise ProtocolError(
+            f"{PROTOCOL}: lease id {lease_id!r} is not an int; the native format carries int "
+            "ids only (UUID leases belong to the uuid protocol)"
+        )
+    if not 0 < lease_id <= MAX_ID:
+        raise ProtocolError(
+            f"{PROTOCOL}: lease id {lease_id} is outside 1..{MAX_ID}, so no native lease has it"
+        )
+    return lease_id
+
+
+def encode_request(request: Request, max_message: int) -> tuple[bytes, int]:
+    """The native bytes of ``request`` and the int id it names (0 for none)."""
+    try:
+        if isinstance(request, SetRequest):
+            lease_id = _request_id(request.lease_id)
+            size = HEADER_SIZE + S_ID_AND_DATA.size + len(request.data)
+            check_size(PROTOCOL, "set", size, max_message)
+            return data_frame(T.SET_DATA, lease_id, request.data), lease_id
+        if isinstance(request, GetRequest):
+            lease_id = _request_id(request.lease_id)
+            return F_ID.pack(T.ACCESS_DATA, S_ID.size, lease_id), lease_id
+        if isinstance(request, LeaseRequest):
+            return F_LEASE.pack(T.LEASE, S_LEASE.size, request.size, request.ttl_ms), 0
+        if isinstance(request, ReadRequest):
+            lease_id = _request_id(request.lease_id)
+            frame = F_READ.pack(T.READ, S_READ.size, lease_id, request.offset, request.length)
+            return frame, lease_id
+        if isinstance(request, WriteRequest):
+            lease_id = _request_id(request.lease_id)
+            n = len(request.data)
+            check_size(PROTOCOL, "write", HEADER_SIZE + S_WRITE.size + n, max_message)
+            header = F_WRITE.pack(T.WRITE, S_WRITE.size + n, lease_id, request.offset, n)
+            return header + request.data, lease_id
+        if isinstance(request, RenewRequest):
+            lease_id = _request_id(request.lease_id)
+            return F_RENEW.pack(T.RENEW, S_RENEW.size, lease_id, request.ttl_ms), lease_id
+        if isinstance(request, ReleaseRequest | StatRequest):
+            lease_id = _request_id(request.lease_id)
+            return F_ID.pack(OP_TYPE[request.op], S_ID.size, lease_id), lease_id
+        if isinstance(request, StatsRequest):
+            return S_HEADER.pack(T.STATS, 0), 0
+    except struct.error as exc:
+        raise ProtocolError(
+            f"{PROTOCOL}: {type(request).__name__} does not fit the native format's fields: {exc}"
+        ) from None
+    raise ProtocolError(f"{PROTOCOL}: no native form for a {type(request).__name__}")
+
+
+class NativeClientCodec:
+    """The client's end of one native connection.
+
+    The original's replies do not say which request they answer (a set's status carries no
+    id), so the codec keeps the requests it encoded and pairs replies with them in order.
+    """
+
+    __slots__ = ("_frames", "_max", "_pending")
+
+    def __init__(self, max_message: int) -> None:
+        self._max = max_message
+        self._pending: deque[tuple[Op, int]] = deque()
+        rules: dict[int, PayloadRule[Reply]] = {
+            T.LEASED: PayloadRule("leased", S_ID.size, False, self._leased),
+            T.ACCESS_DATA: PayloadRule("access data", S_ID_AND_DATA.size, True, self._got),
+            T.DATA_SET: PayloadRule("data set", S_STATUS.size, False, self._data_set),
+            T.READ_DATA: PayloadRule("read data", S_ID_AND_DATA.size, True, self._read),
+            T.DONE: PayloadRule("done", S_DONE.size, False, self._done),
+            T.LEASE_INFO: PayloadRule("lease info", S_LEASE_INFO.size, False, self._info),
+            T.SERVER_STATS: PayloadRule("stats", S_SERVER_STATS.size, False, self._stats),
+            T.ERROR: PayloadRule("error", S_ERROR.size, True, self._error),
+        }
+        self._frames = FrameDecoder(
+            protocol=PROTOCOL,
+            header=S_HEADER,
+            read_header=S_HEADER.unpack_from,
+            rules=rules,
+            max_message=max_message,
+        )
+
+    def encode_request(self, request: Request) -> bytes:
+        frame, lease_id = encode_request(request, self._max)
+        self._pending.append((request.op, lease_id))
+        return frame
+
+    def feed(self, data: bytes) -> None:
+        self._frames.feed(data)
+
+    def next_reply(self) -> Reply | None:
+        return self._frames.next_message()
+
+    def _answered(self, *expected: Op) -> int:
+        """The id of the oldest outstanding request, which must be one of ``expected``."""
+        if not self._pending:
+            raise ProtocolError("a reply arrived with no request outstanding")
+        op, lease_id = self._pending.popleft()
+        if op not in expected:
+            names = " or ".join(o.value for o in expected)
+            raise ProtocolError(f"a reply to {names} arrived where a {op.value} reply was due")
+        return lease_id
+
+    def _leased(self, buf: bytearray, at: int, length: int) -> Reply:
+        self._answered(Op.LEASE)
+        (lease_id,) = S_ID.unpack_from(buf, at)
+        if lease_id > 0:
+            return Granted(lease_id, 0, 0)
+        return ErrorReply(
+            ErrorCode.NO_ROOM,
+            "the server refused the lease (the native format does not say why: no room, or a "
+            "size or ttl out of bounds); try a smaller or shorter lease, or later",
+            Op.LEASE,
+        )
+
+    def _got(self, buf: bytearray, at: int, length: int) -> Reply:
+        self._answered(Op.GET)
+        lease_id, n = S_ID_AND_DATA.unpack_from(buf, at)
+        data = take_tail(buf, at, S_ID_AND_DATA.size, n, length, "get reply")
+        if n == 0:
+            return ErrorReply(
+                ErrorCode.NOT_FOUND,
+                f"no lease {lease_id}: it expired, was released, or was never granted",
+                Op.GET,
+                lease_id,
+            )
+        return Data(Op.GET, lease_id, data)
+
+    def _read(self, buf: bytearray, at: int, length: int) -> Reply:
+        self._answered(Op.READ)
+        lease_id, n = S_ID_AND_DATA.unpack_from(buf, at)
+        return Data(
+            Op.READ, lease_id, take_tail(buf, at, S_ID_AND_DATA.size, n, length, "read reply")
+        )
+
+    def _data_set(self, buf: bytearray, at: int, length: int) -> Reply:
+        lease_id = self._answered(Op.SET)
+        (status,) = S_STATUS.unpack_from(buf, at)
+        if status == L.DATA_SET_OK:
+            return Done(Op.SET, lease_id)
+        if status == L.DATA_SET_NOT_FOUND:
+            return ErrorReply(
+                ErrorCode.NOT_FOUND,
+                f"no lease {lease_id}: it expired, was released, or was never granted",
+                Op.SET,
+                lease_id,
+            )
+        if status == L.DATA_SET_TOO_LARGE:
+            return ErrorReply(
+                ErrorCode.OUT_OF_RANGE,
+                f"the data is larger than lease {lease_id}; send less or lease more",
+                Op.SET,
+                lease_id,
+            )
+        raise ProtocolError(f"data set reply has unknown status {status}")
+
+    def _done(self, buf: bytearray, at: int, length: int) -> Reply:
+        request_type, lease_id = S_DONE.unpack_from(buf, at)
+        op = TYPE_OP.get(request_type)
+        if op not in (Op.WRITE, Op.RENEW, Op.RELEASE):
+            raise ProtocolError(f"done reply names request type {request_type}, not one it ends")
+        assert op is not None
+        self._answered(op)
+        return Done(op, lease_id)
+
+    def _info(self, buf: bytearray, at: int, length: int) -> Reply:
+        self._answered(Op.STAT)
+        return LeaseInfo(*S_LEASE_INFO.unpack_from(buf, at))
+
+    def _stats(self, buf: bytearray, at: int, length: int) -> Reply:
+        self._answered(Op.STATS)
+        return ServerStats(*S_SERVER_STATS.unpack_from(buf, at))
+
+    def _error(self, buf: bytearray, at: int, length: int) -> Reply:
+        code, request_type, lease_id, n = S_ERROR.unpack_from(buf, at)
+        message = take_tail(buf, at, S_ERROR.size, n, length, "error reply")
+        op = TYPE_OP.get(request_type)
+        if request_type != 0 and op is None:
+            raise ProtocolError(f"error reply names unknown request type {request_type}")
+        if self._pending:
+            self._pending.popleft()
+        return ErrorReply(
+            error_code(code), message.decode("utf-8", "replace"), op, lease_id or None
+        )
