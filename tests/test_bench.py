@@ -13,9 +13,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from memlease.bench.__main__ import main as bench_main
 from memlease.bench.histogram import SUB_COUNT, LatencyHistogram, bucket_low, bucket_of
 from memlease.bench.runner import split_connections
-from memlease.bench.workload import Workload, parse_mix
+from memlease.bench.servers import start_memlease
+from memlease.bench.storm import StormTiming, run_storm, storm_case
+from memlease.bench.workload import TargetSpec, Workload, parse_mix
 from memlease.errors import ConfigError
 
 SHORT = ["--duration", "700ms", "--warmup", "150ms", "--no-progress"]
@@ -107,12 +110,14 @@ def _has_matplotlib() -> bool:
     return True
 
 
-@pytest.mark.parametrize("protocol", ["uuid"])
-def test_connection_per_request_over_another_protocol(protocol: str) -> None:
-    out = bench_json(*SHORT, "--protocol", protocol, "--conn-per-request", "-c", "2")
-    median = out["cases"][0]["targets"][f"memlease/{protocol}"]["median"]
-    assert median["ops"] > 0
-    assert median["errors"] == 0, median["error_kinds"]
+def test_connection_per_request_over_uuid_prints_the_table() -> None:
+    done = bench(*SHORT, "--protocol", "uuid", "--conn-per-request", "-c", "2")
+    assert done.returncode == 0, done.stderr  # status 1 would mean a reported error
+    row = next(line for line in done.stdout.splitlines() if "memlease/uuid" in line)
+    cells = [cell.strip() for cell in row.strip("│┃ ").split("│")]
+    assert cells[0] == "custom"
+    assert int(cells[2].replace(",", "")) > 0  # ops/s
+    assert cells[6] == "0"  # errors
 
 
 def test_a_wrong_expected_value_is_reported_as_a_mismatch() -> None:
@@ -122,15 +127,32 @@ def test_a_wrong_expected_value_is_reported_as_a_mismatch() -> None:
     assert set(median["error_kinds"]) == {"get: data mismatch (not what was set)"}
 
 
-def test_the_table_is_printed_and_a_bad_option_is_one_line() -> None:
-    done = bench(*SHORT, "-c", "1")
-    assert done.returncode == 0, done.stderr
-    assert "ops/s" in done.stdout and "memlease/native" in done.stdout
-    bad = bench(*SHORT, "--mix", "get,delete")
-    assert bad.returncode == 1
-    assert bad.stderr.strip() == (
+def test_a_bad_option_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert bench_main([*SHORT, "--mix", "get,delete"]) == 1
+    assert capsys.readouterr().err.strip() == (
         "memlease bench: unknown op 'delete' in --mix (known: get, set, read, write, lease)"
     )
+    assert bench_main([*SHORT, "--compare", "mysql"]) == 1
+    assert "unknown peer 'mysql'" in capsys.readouterr().err
+
+
+def test_an_expiry_storm_is_measured_apart() -> None:
+    leases = 6000
+    case = storm_case(leases, warmup=0.1)
+    server = start_memlease(["native"])
+    try:
+        spec = TargetSpec("memlease", server.host, server.ports["native"])
+        timing = StormTiming(lead=0.5, after=1.0, window=0.5, spawn=1.5)
+        whole, window, notes = run_storm(
+            spec, case, leases, workers=1, load_cpus=None, timing=timing
+        )
+    finally:
+        server.stop()
+    assert notes["leases_granted"] == leases
+    assert notes["expired_during_run"] >= leases
+    assert whole.ops > 0 and whole.error_count == 0, whole.errors
+    assert 0 < window.ops < whole.ops
+    assert window.histogram.total > 0
 
 
 @pytest.mark.skipif(

@@ -8,7 +8,6 @@ import os
 import sys
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -17,6 +16,7 @@ from memlease.bench.cases import CASE_NAMES, Case, suite_cases
 from memlease.bench.report import CaseResult, print_table, to_json, write_report
 from memlease.bench.runner import BenchError, run_load
 from memlease.bench.servers import PEERS, RunningServer, peer_installed, start_memlease, start_peer
+from memlease.bench.storm import run_storm, storm_case
 from memlease.bench.workload import TargetSpec, Workload, parse_mix
 from memlease.config import parse_duration, parse_size
 from memlease.errors import MemleaseError
@@ -29,6 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     what.add_argument("--case", choices=CASE_NAMES, help="one named case")
     what.add_argument("--compare", default="", help="peers to run too: memcached,redis")
     what.add_argument("--repeat", type=int, default=1, help="runs per case and target; median")
+    what.add_argument(
+        "--storm-leases", type=int, default=1_000_000, help="leases of --case expiry-storm"
+    )
     load = parser.add_argument_group("the load (ignored by --suite and --case)")
     load.add_argument("--connections", "-c", type=int, default=4)
     load.add_argument("--depth", "-d", type=int, default=1, help="requests in flight per conn")
@@ -58,7 +61,7 @@ def _cases(args: argparse.Namespace) -> list[Case]:
     if args.suite:
         return suite_cases(duration, warmup)
     if args.case == "expiry-storm":
-        raise BenchError("the expiry-storm case is not implemented yet")
+        return [storm_case(args.storm_leases, warmup)]
     if args.case:
         return [c for c in suite_cases(duration, warmup) if c.name == args.case]
     workload = Workload(
@@ -156,7 +159,16 @@ def _run(args: argparse.Namespace, console: Console) -> list[CaseResult]:
             for result in results:
                 for repeat in range(args.repeat):
                     for label, spec in targets.items():
-                        _one(progress, result, label, spec, workers, load_cpus, repeat)
+                        _one(
+                            progress,
+                            result,
+                            label,
+                            spec,
+                            workers,
+                            load_cpus,
+                            repeat,
+                            args.storm_leases,
+                        )
     return results
 
 
@@ -195,6 +207,7 @@ def _one(
     workers: int,
     load_cpus: list[int] | None,
     repeat: int,
+    storm_leases: int,
 ) -> None:
     w = result.case.workload
     task = progress.add_task(f"{result.case.name} {label} #{repeat + 1}", total=w.duration, rate="")
@@ -203,6 +216,23 @@ def _one(
         rate = f"{ops / into:,.0f} ops/s" if into > 0 else "warming up"
         progress.update(task, completed=min(into, w.duration), rate=rate)
 
-    run: Any = run_load(spec, w, workers=workers, load_cpus=load_cpus, on_progress=update)
+    if result.case.name == "expiry-storm":
+        if spec.kind != "memlease":
+            progress.remove_task(task)
+            result.unavailable[label] = "no lease expiry to storm"
+            return
+        whole, window, notes = run_storm(
+            spec,
+            result.case,
+            storm_leases,
+            workers=workers,
+            load_cpus=load_cpus,
+            on_progress=update,
+        )
+        result.runs.setdefault(label, []).append(whole)
+        result.runs.setdefault(window.target, []).append(window)
+        result.notes.update(notes)
+    else:
+        run = run_load(spec, w, workers=workers, load_cpus=load_cpus, on_progress=update)
+        result.runs.setdefault(label, []).append(run)
     progress.remove_task(task)
-    result.runs.setdefault(label, []).append(run)

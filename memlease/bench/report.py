@@ -25,6 +25,7 @@ class CaseResult:
     runs: dict[str, list[RunResult]] = field(default_factory=dict)
     unavailable: dict[str, str] = field(default_factory=dict)
     subject: str = "memlease/native"
+    notes: dict[str, Any] = field(default_factory=dict)
 
     def median(self, target: str) -> RunResult | None:
         """The run with the median ops/s (the lower middle of an even count)."""
@@ -95,7 +96,7 @@ def to_json(results: list[CaseResult], settings: dict[str, Any]) -> dict[str, An
         ratios = {
             t: round(r, 3)
             for t in result.targets()
-            if t != result.subject and (r := result.ratio(t)) is not None
+            if not t.startswith("memlease") and (r := result.ratio(t)) is not None
         }
         cases.append(
             {
@@ -105,6 +106,7 @@ def to_json(results: list[CaseResult], settings: dict[str, Any]) -> dict[str, An
                 "goal_vs_memcached": result.case.goal,
                 "targets": targets,
                 "ratios": ratios,
+                "notes": result.notes,
             }
         )
     return {"machine": machine_description(), "settings": settings, "cases": cases}
@@ -124,7 +126,7 @@ def _rows(results: list[CaseResult]) -> list[list[str]]:
                 continue
             run = result.median(target)
             assert run is not None
-            ratio = result.ratio(target) if target != result.subject else None
+            ratio = result.ratio(target) if not target.startswith("memlease") else None
             ratio_text = f"{ratio:.2f}" if ratio is not None else ""
             if target == result.subject and result.case.goal is not None:
                 ratio_text = f"goal >= {result.case.goal}"
@@ -154,6 +156,10 @@ def print_table(results: list[CaseResult], console: Console) -> None:
         table.add_row(*row)
     console.print(table)
     for result in results:
+        if result.notes:
+            notes = ", ".join(f"{k}={v}" for k, v in result.notes.items())
+            console.print(f"{result.case.name}: {notes}")
+    for result in results:
         for target, runs in result.runs.items():
             for run in runs:
                 for kind, count in sorted(run.errors.items()):
@@ -174,6 +180,12 @@ def markdown(results: list[CaseResult], settings: dict[str, Any], image: str | N
     ]
     lines += ["| " + " | ".join(row) + " |" for row in _rows(results)]
     lines.append("")
+    for result in results:
+        if result.notes:
+            lines += [
+                f"{result.case.name}: " + ", ".join(f"{k}={v}" for k, v in result.notes.items()),
+                "",
+            ]
     if image:
         lines += ["## Latency", "", f"![latency histogram]({image})", ""]
     else:

@@ -35,6 +35,8 @@ class RunResult:
     histogram: LatencyHistogram = field(default_factory=LatencyHistogram)
     bytes_sent: int = 0
     bytes_received: int = 0
+    window_ops: int = 0
+    window_histogram: LatencyHistogram = field(default_factory=LatencyHistogram)
 
     @property
     def ops_per_s(self) -> float:
@@ -154,4 +156,7 @@ def merge(label: str, parts: list[WorkerResult]) -> RunResult:
         for name, count in part.errors.items():
             run.errors[name] = run.errors.get(name, 0) + count
         run.histogram.merge(LatencyHistogram(part.histogram))
+        run.window_ops += part.window_ops
+        if part.window_histogram:
+            run.window_histogram.merge(LatencyHistogram(part.window_histogram))
     return run

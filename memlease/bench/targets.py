@@ -75,9 +75,17 @@ class Target:
         raise NotImplementedError
 
     def explain(self, ops: list[OpTemplate], received: bytes, index: int) -> str:
-        """A short name for what went wrong with reply ``index`` of a batch of ``ops``."""
-        got = received[:48]
-        return f"{ops[index].op}: unexpected reply {got!r}"
+        """A short name for what went wrong with reply ``index`` of a batch of ``ops``.
+
+        Peers' replies start with a text line; the bytes before ``index`` matched, so the
+        wrong reply starts where the expected replies before it end.
+        """
+        start = sum(len(t.expected.reply) for t in ops[:index])
+        want = ops[index].expected.reply
+        got_line = received[start:].split(b"\r\n", 1)[0]
+        if got_line == want.split(b"\r\n", 1)[0]:
+            return f"{ops[index].op}: data mismatch (not what was set)"
+        return f"{ops[index].op}: unexpected reply {got_line[:40]!r}"
 
 
 def _exchange(sock: socket.socket, request: bytes, reply_end: bytes) -> bytes:

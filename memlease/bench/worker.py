@@ -92,6 +92,12 @@ class LoadLoop:
         self.slot = slot
         self.sel = selectors.DefaultSelector()
         self.hist = LatencyHistogram()
+        self.window_hist = LatencyHistogram()
+        self.window: tuple[int, int] | None = None
+        if w.window is not None:
+            # perf_counter_ns is the clock of a batch; the window comes in monotonic seconds.
+            offset = time.monotonic_ns() - time.perf_counter_ns()
+            self.window = (int(w.window[0] * 1e9) - offset, int(w.window[1] * 1e9) - offset)
         self.result = WorkerResult()
         self.measuring = False
 
@@ -221,8 +227,12 @@ class LoadLoop:
 
     def _batch_done(self, conn: Conn) -> None:
         if self.measuring:
-            self.hist.record(time.perf_counter_ns() - conn.started)
+            now = time.perf_counter_ns()
+            self.hist.record(now - conn.started)
             ops = conn.batch.ops
+            if self.window is not None and conn.started < self.window[1] and now > self.window[0]:
+                self.window_hist.record(now - conn.started)
+                self.result.window_ops += len(ops)
             self.result.ops += len(ops)
             counts = self.result.op_counts
             for t in ops:
@@ -266,6 +276,7 @@ class LoadLoop:
         for conn in conns:
             self._close(conn)
         self.result.histogram = self.hist.counts
+        self.result.window_histogram = self.window_hist.counts
 
     def _check_stalled(self, conns: list[Conn]) -> None:
         now = time.perf_counter_ns()

@@ -25,6 +25,9 @@ class Workload:
     """ttl of the leases that ``lease`` ops in the mix take (the per-connection leases that
     get/set use live as long as the run)."""
     seed: int = 1
+    window: tuple[float, float] | None = None
+    """Also measure apart the batches that overlap this span of time.monotonic() seconds (the
+    expiry storm's instant): their latency and count go to ``window_histogram``."""
 
     def __post_init__(self) -> None:
         if self.connections < 1:
@@ -69,6 +72,8 @@ class WorkerResult:
     op_counts: dict[str, int] = field(default_factory=dict)
     errors: dict[str, int] = field(default_factory=dict)
     histogram: list[int] = field(default_factory=list)
+    window_ops: int = 0
+    window_histogram: list[int] = field(default_factory=list)
     bytes_sent: int = 0
     bytes_received: int = 0
     elapsed: float = 0.0
