@@ -2,14 +2,17 @@
 
     .venv/bin/python benchmarks/codecs.py [--pairs 20000] [--rounds 5] [--chunk 65536]
 
-For each protocol, two paths on one core, best of ``--rounds``:
+For each protocol, on one core, best of ``--rounds``:
 
-- server: feed the request bytes (in ``--chunk``-sized pieces, as a socket would deliver
-  them), decode every request, encode its reply (Done for the set, 64 bytes of Data for the
-  get);
-- client: encode every request, feed the reply bytes, decode every reply.
+- round trip (the goal's figure): the client codec encodes every request, the server codec
+  is fed those bytes in ``--chunk``-sized pieces (as a socket delivers them) and decodes
+  them, encodes each reply (Done for the set, 64 bytes of Data for the get), and the client
+  codec is fed and decodes the replies. Every message, request or reply, is encoded once
+  and decoded once; messages per second = (requests + replies) / time.
+- server path: decode the requests and encode the replies only (what one server core does).
+- client path: encode the requests and decode the replies only.
 
-A message is one request or one reply; the goal is 300k messages per second per protocol.
+The goal is 300k messages per second per protocol for the round trip.
 """
 
 from __future__ import annotations
@@ -81,6 +84,30 @@ def _client_path(
     return run
 
 
+def _round_trip(
+    spec: ProtocolSpec, requests: list[Request], replies: list[Reply], chunk: int
+) -> Callable[[], int]:
+    def run() -> int:
+        client = spec.client_codec(DEFAULT_MAX_MESSAGE)
+        server = spec.server_codec(DEFAULT_MAX_MESSAGE)
+        answers = iter(replies)
+        wire = b"".join([client.encode_request(r) for r in requests])
+        out: list[bytes] = []
+        for at in range(0, len(wire), chunk):
+            server.feed(wire[at : at + chunk])
+            while server.next_request() is not None:
+                out.append(server.encode_reply(next(answers)))
+        back = b"".join(out)
+        count = 0
+        for at in range(0, len(back), chunk):
+            client.feed(back[at : at + chunk])
+            while client.next_reply() is not None:
+                count += 1
+        return count + len(requests)
+
+    return run
+
+
 def _best_rate(run: Callable[[], int], rounds: int) -> float:
     best = 0.0
     for _ in range(rounds):
@@ -99,16 +126,20 @@ def main() -> int:
     args = parser.parse_args()
     registry = load_protocols()
     names = args.protocol or registry.names()
-    print(f"{'protocol':10} {'server msg/s':>14} {'client msg/s':>14}  goal {GOAL:,}")
+    print(
+        f"{'protocol':10} {'round trip msg/s':>17} {'server path':>12} {'client path':>12}"
+        f"  (goal: round trip >= {GOAL:,})"
+    )
     below = False
     for name in names:
         spec = registry.get(name)
         requests, replies = _workload(spec, args.pairs)
+        both = _best_rate(_round_trip(spec, requests, replies, args.chunk), args.rounds)
         server = _best_rate(_server_path(spec, requests, replies, args.chunk), args.rounds)
         client = _best_rate(_client_path(spec, requests, replies, args.chunk), args.rounds)
-        mark = "" if min(server, client) >= GOAL else "  below goal"
+        mark = "" if both >= GOAL else "  below goal"
         below = below or bool(mark)
-        print(f"{name:10} {server:>14,.0f} {client:>14,.0f}{mark}")
+        print(f"{name:10} {both:>17,.0f} {server:>12,.0f} {client:>12,.0f}{mark}")
     return 1 if below else 0
 
 

@@ -10,6 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from memlease_network import NETWORK
 from memlease_uuid import UUID
+from memlease_wire.network_codec import HEADER_KEY, describe_key, header_key
+from memlease_wire.network_layout import HEADER
 
 from memlease.errors import ErrorCode, ProtocolError
 from memlease.messages import (
@@ -133,3 +135,22 @@ def test_uuid_ids_decode_to_ordinary_uuids(lease_id: uuid.UUID) -> None:
     assert decoded == lease_id and hash(decoded) == hash(lease_id)
     assert str(decoded) == str(lease_id) and decoded.version == lease_id.version
     assert {decoded: 1}[lease_id] == 1
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    version=st.integers(0, 255),
+    kind=st.integers(0, 255),
+    flags=st.integers(0, 2**16 - 1),
+    length=st.integers(0, 2**32 - 1),
+)
+def test_the_fused_header_word_reads_the_declared_header(
+    version: int, kind: int, flags: int, length: int
+) -> None:
+    frame = HEADER.build({"version": 1, "type": kind, "flags": 0, "length": length})
+    assert HEADER_KEY.unpack(frame) == (header_key(kind), length)
+    raw = struct.pack(">BBHL", version, kind, flags, length)
+    key, _ = HEADER_KEY.unpack(raw)
+    if (version, flags) != (1, 0):
+        assert key != header_key(kind)
+        assert ("version" in describe_key(key)) == (version != 1)

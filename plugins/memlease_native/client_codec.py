@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import struct
 from collections import deque
+from collections.abc import Callable
+from typing import Any
 
 from memlease_wire.framing import (
     FrameDecoder,
@@ -67,6 +69,16 @@ from memlease_native.codec import (
 )
 from memlease_native.layout import NativeType as T
 
+# Module-level aliases: looking an Enum member up on its class runs Python code every time.
+_LEASE, _GET, _SET, _READ = Op.LEASE, Op.GET, Op.SET, Op.READ
+_STAT, _STATS = Op.STAT, Op.STATS
+_ENDED_BY_DONE = (Op.WRITE, Op.RENEW, Op.RELEASE)
+_T_SET_DATA = int(T.SET_DATA)
+_DATA_SET_OK = L.DATA_SET_OK
+_T_ACCESS_DATA = int(T.ACCESS_DATA)
+_ID_SIZE = S_ID.size
+_ID_AND_DATA_SIZE = S_ID_AND_DATA.size
+
 
 def _request_id(lease_id: LeaseId) -> int:
     if type(lease_id) is not int:
@@ -81,42 +93,73 @@ def _request_id(lease_id: LeaseId) -> int:
     return lease_id
 
 
+def _set(request: SetRequest, max_message: int) -> tuple[bytes, int]:
+    lease_id = _request_id(request.lease_id)
+    check_size(PROTOCOL, "set", HEADER_SIZE + _ID_AND_DATA_SIZE + len(request.data), max_message)
+    return data_frame(_T_SET_DATA, lease_id, request.data), lease_id
+
+
+def _get(request: GetRequest, max_message: int) -> tuple[bytes, int]:
+    lease_id = _request_id(request.lease_id)
+    return F_ID.pack(_T_ACCESS_DATA, _ID_SIZE, lease_id), lease_id
+
+
+def _lease(request: LeaseRequest, max_message: int) -> tuple[bytes, int]:
+    return F_LEASE.pack(T.LEASE, S_LEASE.size, request.size, request.ttl_ms), 0
+
+
+def _read(request: ReadRequest, max_message: int) -> tuple[bytes, int]:
+    lease_id = _request_id(request.lease_id)
+    frame = F_READ.pack(T.READ, S_READ.size, lease_id, request.offset, request.length)
+    return frame, lease_id
+
+
+def _write(request: WriteRequest, max_message: int) -> tuple[bytes, int]:
+    lease_id = _request_id(request.lease_id)
+    n = len(request.data)
+    check_size(PROTOCOL, "write", HEADER_SIZE + S_WRITE.size + n, max_message)
+    header = F_WRITE.pack(T.WRITE, S_WRITE.size + n, lease_id, request.offset, n)
+    return header + request.data, lease_id
+
+
+def _renew(request: RenewRequest, max_message: int) -> tuple[bytes, int]:
+    lease_id = _request_id(request.lease_id)
+    return F_RENEW.pack(T.RENEW, S_RENEW.size, lease_id, request.ttl_ms), lease_id
+
+
+def _id_only(request: ReleaseRequest | StatRequest, max_message: int) -> tuple[bytes, int]:
+    lease_id = _request_id(request.lease_id)
+    return F_ID.pack(OP_TYPE[request.op], _ID_SIZE, lease_id), lease_id
+
+
+def _stats(request: StatsRequest, max_message: int) -> tuple[bytes, int]:
+    return S_HEADER.pack(T.STATS, 0), 0
+
+
+_ENCODERS: dict[type, Callable[[Any, int], tuple[bytes, int]]] = {
+    SetRequest: _set,
+    GetRequest: _get,
+    LeaseRequest: _lease,
+    ReadRequest: _read,
+    WriteRequest: _write,
+    RenewRequest: _renew,
+    ReleaseRequest: _id_only,
+    StatRequest: _id_only,
+    StatsRequest: _stats,
+}
+
+
 def encode_request(request: Request, max_message: int) -> tuple[bytes, int]:
     """The native bytes of ``request`` and the int id it names (0 for none)."""
+    encode = _ENCODERS.get(type(request))
+    if encode is None:
+        raise ProtocolError(f"{PROTOCOL}: no native form for a {type(request).__name__}")
     try:
-        if isinstance(request, SetRequest):
-            lease_id = _request_id(request.lease_id)
-            size = HEADER_SIZE + S_ID_AND_DATA.size + len(request.data)
-            check_size(PROTOCOL, "set", size, max_message)
-            return data_frame(T.SET_DATA, lease_id, request.data), lease_id
-        if isinstance(request, GetRequest):
-            lease_id = _request_id(request.lease_id)
-            return F_ID.pack(T.ACCESS_DATA, S_ID.size, lease_id), lease_id
-        if isinstance(request, LeaseRequest):
-            return F_LEASE.pack(T.LEASE, S_LEASE.size, request.size, request.ttl_ms), 0
-        if isinstance(request, ReadRequest):
-            lease_id = _request_id(request.lease_id)
-            frame = F_READ.pack(T.READ, S_READ.size, lease_id, request.offset, request.length)
-            return frame, lease_id
-        if isinstance(request, WriteRequest):
-            lease_id = _request_id(request.lease_id)
-            n = len(request.data)
-            check_size(PROTOCOL, "write", HEADER_SIZE + S_WRITE.size + n, max_message)
-            header = F_WRITE.pack(T.WRITE, S_WRITE.size + n, lease_id, request.offset, n)
-            return header + request.data, lease_id
-        if isinstance(request, RenewRequest):
-            lease_id = _request_id(request.lease_id)
-            return F_RENEW.pack(T.RENEW, S_RENEW.size, lease_id, request.ttl_ms), lease_id
-        if isinstance(request, ReleaseRequest | StatRequest):
-            lease_id = _request_id(request.lease_id)
-            return F_ID.pack(OP_TYPE[request.op], S_ID.size, lease_id), lease_id
-        if isinstance(request, StatsRequest):
-            return S_HEADER.pack(T.STATS, 0), 0
+        return encode(request, max_message)
     except struct.error as exc:
         raise ProtocolError(
             f"{PROTOCOL}: {type(request).__name__} does not fit the native format's fields: {exc}"
         ) from None
-    raise ProtocolError(f"{PROTOCOL}: no native form for a {type(request).__name__}")
 
 
 class NativeClientCodec:
@@ -144,7 +187,6 @@ class NativeClientCodec:
         self._frames = FrameDecoder(
             protocol=PROTOCOL,
             header=S_HEADER,
-            read_header=S_HEADER.unpack_from,
             rules=rules,
             max_message=max_message,
         )
@@ -160,18 +202,19 @@ class NativeClientCodec:
     def next_reply(self) -> Reply | None:
         return self._frames.next_message()
 
-    def _answered(self, *expected: Op) -> int:
-        """The id of the oldest outstanding request, which must be one of ``expected``."""
+    def _answered(self, expected: Op) -> int:
+        """The id of the oldest outstanding request, which must be an ``expected`` one."""
         if not self._pending:
             raise ProtocolError("a reply arrived with no request outstanding")
         op, lease_id = self._pending.popleft()
-        if op not in expected:
-            names = " or ".join(o.value for o in expected)
-            raise ProtocolError(f"a reply to {names} arrived where a {op.value} reply was due")
+        if op is not expected:
+            raise ProtocolError(
+                f"a reply to {expected.value} arrived where a {op.value} reply was due"
+            )
         return lease_id
 
     def _leased(self, buf: bytearray, at: int, length: int) -> Reply:
-        self._answered(Op.LEASE)
+        self._answered(_LEASE)
         (lease_id,) = S_ID.unpack_from(buf, at)
         if lease_id > 0:
             return Granted(lease_id, 0, 0)
@@ -183,9 +226,9 @@ class NativeClientCodec:
         )
 
     def _got(self, buf: bytearray, at: int, length: int) -> Reply:
-        self._answered(Op.GET)
+        self._answered(_GET)
         lease_id, n = S_ID_AND_DATA.unpack_from(buf, at)
-        data = take_tail(buf, at, S_ID_AND_DATA.size, n, length, "get reply")
+        data = take_tail(buf, at, _ID_AND_DATA_SIZE, n, length, "get reply")
         if n == 0:
             return ErrorReply(
                 ErrorCode.NOT_FOUND,
@@ -193,20 +236,19 @@ class NativeClientCodec:
                 Op.GET,
                 lease_id,
             )
-        return Data(Op.GET, lease_id, data)
+        return Data(_GET, lease_id, data)
 
     def _read(self, buf: bytearray, at: int, length: int) -> Reply:
-        self._answered(Op.READ)
+        self._answered(_READ)
         lease_id, n = S_ID_AND_DATA.unpack_from(buf, at)
-        return Data(
-            Op.READ, lease_id, take_tail(buf, at, S_ID_AND_DATA.size, n, length, "read reply")
-        )
+        data = take_tail(buf, at, _ID_AND_DATA_SIZE, n, length, "read reply")
+        return Data(_READ, lease_id, data)
 
     def _data_set(self, buf: bytearray, at: int, length: int) -> Reply:
-        lease_id = self._answered(Op.SET)
+        lease_id = self._answered(_SET)
         (status,) = S_STATUS.unpack_from(buf, at)
-        if status == L.DATA_SET_OK:
-            return Done(Op.SET, lease_id)
+        if status == _DATA_SET_OK:
+            return Done(_SET, lease_id)
         if status == L.DATA_SET_NOT_FOUND:
             return ErrorReply(
                 ErrorCode.NOT_FOUND,
@@ -226,18 +268,18 @@ class NativeClientCodec:
     def _done(self, buf: bytearray, at: int, length: int) -> Reply:
         request_type, lease_id = S_DONE.unpack_from(buf, at)
         op = TYPE_OP.get(request_type)
-        if op not in (Op.WRITE, Op.RENEW, Op.RELEASE):
+        if op not in _ENDED_BY_DONE:
             raise ProtocolError(f"done reply names request type {request_type}, not one it ends")
         assert op is not None
         self._answered(op)
         return Done(op, lease_id)
 
     def _info(self, buf: bytearray, at: int, length: int) -> Reply:
-        self._answered(Op.STAT)
+        self._answered(_STAT)
         return LeaseInfo(*S_LEASE_INFO.unpack_from(buf, at))
 
     def _stats(self, buf: bytearray, at: int, length: int) -> Reply:
-        self._answered(Op.STATS)
+        self._answered(_STATS)
         return ServerStats(*S_SERVER_STATS.unpack_from(buf, at))
 
     def _error(self, buf: bytearray, at: int, length: int) -> Reply:

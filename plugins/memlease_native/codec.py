@@ -8,6 +8,8 @@ types 12 and up. The client's codec is in ``client_codec``.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
+from typing import Any
 
 from memlease_wire.derive import derive
 from memlease_wire.framing import (
@@ -86,6 +88,25 @@ OP_TYPE: dict[Op, int] = {
 }
 TYPE_OP: dict[int, Op] = {code: op for op, code in OP_TYPE.items()}
 
+# The hot paths use plain ints and module-level aliases: an IntEnum or Enum member looked up
+# on its class, or an Enum used as a dict key, costs a Python-level call each time.
+TYPE_OF_OP: dict[str, int] = {op._value_: int(code) for op, code in OP_TYPE.items()}
+_GET, _SET, _LEASE = Op.GET, Op.SET, Op.LEASE
+_T_LEASED = int(T.LEASED)
+_T_ACCESS_DATA = int(T.ACCESS_DATA)
+_T_DATA_SET = int(T.DATA_SET)
+_T_READ_DATA = int(T.READ_DATA)
+_T_DONE = int(T.DONE)
+_T_LEASE_INFO = int(T.LEASE_INFO)
+_T_SERVER_STATS = int(T.SERVER_STATS)
+_T_ERROR = int(T.ERROR)
+_ID_SIZE = S_ID.size
+_ID_AND_DATA_SIZE = S_ID_AND_DATA.size
+_WRITE_SIZE = S_WRITE.size
+_SET_DONE = F_STATUS.pack(T.DATA_SET, S_STATUS.size, L.DATA_SET_OK)
+_LEASE_REFUSED = F_ID.pack(T.LEASED, S_ID.size, L.LEASE_REFUSED)
+_OUT_OF_RANGE = ErrorCode.OUT_OF_RANGE
+
 
 # ---------------------------------------------------------------- server side
 
@@ -97,7 +118,7 @@ def _lease(buf: bytearray, at: int, length: int) -> Request:
 
 def _set(buf: bytearray, at: int, length: int) -> Request:
     lease_id, n = S_ID_AND_DATA.unpack_from(buf, at)
-    return SetRequest(lease_id, take_tail(buf, at, S_ID_AND_DATA.size, n, length, "set data"))
+    return SetRequest(lease_id, take_tail(buf, at, _ID_AND_DATA_SIZE, n, length, "set data"))
 
 
 def _get(buf: bytearray, at: int, length: int) -> Request:
@@ -110,7 +131,7 @@ def _read(buf: bytearray, at: int, length: int) -> Request:
 
 def _write(buf: bytearray, at: int, length: int) -> Request:
     lease_id, offset, n = S_WRITE.unpack_from(buf, at)
-    return WriteRequest(lease_id, offset, take_tail(buf, at, S_WRITE.size, n, length, "write"))
+    return WriteRequest(lease_id, offset, take_tail(buf, at, _WRITE_SIZE, n, length, "write"))
 
 
 def _renew(buf: bytearray, at: int, length: int) -> Request:
@@ -142,81 +163,90 @@ REQUEST_RULES: dict[int, PayloadRule[Request]] = {
 }
 
 
-def _wire_id(lease_id: LeaseId | None) -> int:
-    """An id to echo in a reply; 0 where there is none (or it cannot be carried)."""
+def _echo_id(lease_id: LeaseId | None) -> int:
+    """An id to echo in a refusal; 0 where there is none (or it cannot be carried)."""
     return lease_id if type(lease_id) is int and -MAX_ID - 1 <= lease_id <= MAX_ID else 0
 
 
-def data_frame(kind: int, lease_id: int, data: bytes) -> bytes:
+def data_frame(kind: int, lease_id: LeaseId, data: bytes) -> bytes:
     n = len(data)
-    return F_ID_AND_DATA.pack(kind, S_ID_AND_DATA.size + n, lease_id, n) + data
+    return F_ID_AND_DATA.pack(kind, _ID_AND_DATA_SIZE + n, lease_id, n) + data
 
 
-def encode_reply(reply: Reply) -> bytes:
-    """The native bytes of ``reply``."""
-    try:
-        if isinstance(reply, Data):
-            frame = T.ACCESS_DATA if reply.op is Op.GET else T.READ_DATA
-            return data_frame(frame, _wire_id(reply.lease_id), reply.data)
-        if isinstance(reply, Done):
-            if reply.op is Op.SET:
-                return F_STATUS.pack(T.DATA_SET, S_STATUS.size, L.DATA_SET_OK)
-            return F_DONE.pack(T.DONE, S_DONE.size, OP_TYPE[reply.op], _wire_id(reply.lease_id))
-        if isinstance(reply, Granted):
-            return F_ID.pack(T.LEASED, S_ID.size, _wire_id(reply.lease_id))
-        if isinstance(reply, ErrorReply):
-            return _encode_error(reply)
-        if isinstance(reply, LeaseInfo):
-            return F_LEASE_INFO.pack(
-                T.LEASE_INFO, S_LEASE_INFO.size, _wire_id(reply.lease_id), reply.size, reply.ttl_ms
-            )
-        if isinstance(reply, ServerStats):
-            return F_SERVER_STATS.pack(T.SERVER_STATS, S_SERVER_STATS.size, *_stats_fields(reply))
-    except struct.error as exc:
-        raise ProtocolError(f"{PROTOCOL}: cannot encode {type(reply).__name__}: {exc}") from None
-    raise ProtocolError(f"{PROTOCOL}: no native form for a {type(reply).__name__} reply")
+def _encode_data(reply: Data) -> bytes:
+    kind = _T_ACCESS_DATA if reply.op is _GET else _T_READ_DATA
+    return data_frame(kind, reply.lease_id, reply.data)
 
 
-def _stats_fields(s: ServerStats) -> tuple[int | float, ...]:
-    return (
-        s.arena_size,
-        s.used,
-        s.free,
-        s.largest_free,
-        s.internal_fragmentation,
+def _encode_done(reply: Done) -> bytes:
+    if reply.op is _SET:
+        return _SET_DONE
+    return F_DONE.pack(_T_DONE, S_DONE.size, TYPE_OF_OP[reply.op._value_], reply.lease_id)
+
+
+def _encode_granted(reply: Granted) -> bytes:
+    return F_ID.pack(_T_LEASED, _ID_SIZE, reply.lease_id)
+
+
+def _encode_lease_info(reply: LeaseInfo) -> bytes:
+    size = S_LEASE_INFO.size
+    return F_LEASE_INFO.pack(_T_LEASE_INFO, size, reply.lease_id, reply.size, reply.ttl_ms)
+
+
+def _encode_server_stats(s: ServerStats) -> bytes:
+    return F_SERVER_STATS.pack(
+        _T_SERVER_STATS,
+        S_SERVER_STATS.size,
+        *(s.arena_size, s.used, s.free, s.largest_free, s.internal_fragmentation),
         s.external_fragmentation,
-        s.live_leases,
-        s.granted,
-        s.expired,
-        s.released,
-        s.refused,
-        s.connections,
+        *(s.live_leases, s.granted, s.expired, s.released, s.refused, s.connections),
     )
 
 
 def _encode_error(reply: ErrorReply) -> bytes:
     op = reply.op
     # The original client reads only its own reply forms: refusals of its requests use them.
-    if op is Op.LEASE:
-        return F_ID.pack(T.LEASED, S_ID.size, L.LEASE_REFUSED)
-    if op is Op.GET:
-        return data_frame(T.ACCESS_DATA, _wire_id(reply.lease_id), b"")
-    if op is Op.SET:
-        too_large = reply.code is ErrorCode.OUT_OF_RANGE
+    if op is _LEASE:
+        return _LEASE_REFUSED
+    if op is _GET:
+        return data_frame(_T_ACCESS_DATA, _echo_id(reply.lease_id), b"")
+    if op is _SET:
+        too_large = reply.code is _OUT_OF_RANGE
         status = L.DATA_SET_TOO_LARGE if too_large else L.DATA_SET_NOT_FOUND
-        return F_STATUS.pack(T.DATA_SET, S_STATUS.size, status)
+        return F_STATUS.pack(_T_DATA_SET, S_STATUS.size, status)
     message = short_text(reply.message)
     return (
         F_ERROR.pack(
-            T.ERROR,
+            _T_ERROR,
             S_ERROR.size + len(message),
             int(reply.code),
-            0 if op is None else OP_TYPE[op],
-            _wire_id(reply.lease_id),
+            0 if op is None else TYPE_OF_OP[op._value_],
+            _echo_id(reply.lease_id),
             len(message),
         )
         + message
     )
+
+
+_ENCODERS: dict[type, Callable[[Any], bytes]] = {
+    Data: _encode_data,
+    Done: _encode_done,
+    Granted: _encode_granted,
+    ErrorReply: _encode_error,
+    LeaseInfo: _encode_lease_info,
+    ServerStats: _encode_server_stats,
+}
+
+
+def encode_reply(reply: Reply) -> bytes:
+    """The native bytes of ``reply``."""
+    encode = _ENCODERS.get(type(reply))
+    if encode is None:
+        raise ProtocolError(f"{PROTOCOL}: no native form for a {type(reply).__name__} reply")
+    try:
+        return encode(reply)
+    except struct.error as exc:
+        raise ProtocolError(f"{PROTOCOL}: cannot encode {reply!r:.200}: {exc}") from None
 
 
 class NativeServerCodec:
@@ -228,7 +258,6 @@ class NativeServerCodec:
         self._frames = FrameDecoder(
             protocol=PROTOCOL,
             header=S_HEADER,
-            read_header=S_HEADER.unpack_from,
             rules=REQUEST_RULES,
             max_message=max_message,
         )
@@ -239,5 +268,4 @@ class NativeServerCodec:
     def next_request(self) -> Request | None:
         return self._frames.next_message()
 
-    def encode_reply(self, reply: Reply) -> bytes:
-        return encode_reply(reply)
+    encode_reply = staticmethod(encode_reply)

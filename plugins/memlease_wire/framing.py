@@ -20,13 +20,14 @@ T = TypeVar("T")
 PayloadDecoder = Callable[[bytearray, int, int], T]
 """Decodes one payload: (buffer, offset of the payload, payload length) -> message."""
 
-HeaderReader = Callable[[bytearray, int], tuple[int, int]]
-"""Reads one header at an offset: -> (message type, payload length)."""
 
 # Compacting only once the consumed prefix is large and at least half the buffer keeps the
 # cost of `del buf[:start]` amortised O(1) per byte.
 _COMPACT_AT = 64 * 1024
-_COPY_VIA_VIEW_AT = 4096
+_SMALL_TAIL = 1024
+# bytes(buf[a:b]) copies twice and costs three times what a struct "Ns" unpack does; one
+# precomputed form per small length (about 140 KB in all) keeps 64-byte payloads cheap.
+_TAIL_FORMS = tuple(struct.Struct(f"{n}s") for n in range(_SMALL_TAIL))
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +42,13 @@ class PayloadRule(Generic[T]):
 
 
 class FrameDecoder(Generic[T]):
-    """Whole messages out of a byte stream of ``header | payload`` frames."""
+    """Whole messages out of a byte stream of ``header | payload`` frames.
+
+    ``header`` unpacks to ``(key, payload length)``; ``rules`` maps each key accepted to how
+    its payload decodes, and ``unknown(key)`` says what is wrong with any other key (a format
+    whose header holds a version and flags beside the type folds them into the key, so that
+    one dict lookup checks them all).
+    """
 
     __slots__ = (
         "_broken",
@@ -49,9 +56,10 @@ class FrameDecoder(Generic[T]):
         "_header",
         "_max",
         "_protocol",
-        "_read_header",
         "_rules",
         "_start",
+        "_unknown",
+        "_unpack",
     )
 
     def __init__(
@@ -59,17 +67,29 @@ class FrameDecoder(Generic[T]):
         *,
         protocol: str,
         header: struct.Struct,
-        read_header: HeaderReader,
         rules: Mapping[int, PayloadRule[T]],
         max_message: int,
+        unknown: Callable[[int], str] | None = None,
     ) -> None:
         if max_message < header.size:
             raise ValueError(f"max_message {max_message} is below the header size {header.size}")
         self._protocol = protocol
         self._header = header.size
-        self._read_header = read_header
-        self._rules = rules
+        self._unpack = header.unpack_from
         self._max = max_message
+        most_payload = max_message - header.size
+        # One chained comparison on the hot path checks negative, short, long and oversized
+        # payloads together; the error path sorts out which it was.
+        self._rules: dict[int, tuple[int, int, PayloadDecoder[T], PayloadRule[T]]] = {
+            int(key): (
+                rule.fixed,
+                most_payload if rule.variable else min(rule.fixed, most_payload),
+                rule.decode,
+                rule,
+            )
+            for key, rule in rules.items()
+        }
+        self._unknown = unknown or self._unknown_type
         self._buf = bytearray()
         self._start = 0
         self._broken: str | None = None
@@ -97,35 +117,40 @@ class FrameDecoder(Generic[T]):
             raise ProtocolError(self._broken)
         buf = self._buf
         start = self._start
-        available = len(buf) - start
-        if available < self._header:
+        payload = start + self._header
+        if len(buf) < payload:
+            return None
+        key, length = self._unpack(buf, start)
+        rule = self._rules.get(key)
+        if rule is None:
+            raise self._fail(self._unknown(key))
+        fixed, most, decode, _ = rule
+        if not fixed <= length <= most:
+            raise self._fail(self._bad_length(rule[3], length))
+        end = payload + length
+        if len(buf) < end:
             return None
         try:
-            kind, length = self._read_header(buf, start)
+            message = decode(buf, payload, length)
         except ProtocolError as exc:
             raise self._fail(str(exc)) from None
-        rule = self._rules.get(kind)
-        if rule is None:
-            known = ", ".join(str(k) for k in sorted(self._rules))
-            raise self._fail(f"unknown message type {kind} (this side accepts {known})")
+        self._start = end
+        return message
+
+    def _unknown_type(self, key: int) -> str:
+        known = ", ".join(str(k) for k in sorted(self._rules))
+        return f"unknown message type {key} (this side accepts {known})"
+
+    def _bad_length(self, rule: PayloadRule[T], length: int) -> str:
         if length < 0:
-            raise self._fail(f"{rule.name} message claims a negative payload size ({length})")
+            return f"{rule.name} message claims a negative payload size ({length})"
         if self._header + length > self._max:
-            raise self._fail(
+            return (
                 f"{rule.name} message claims {self._header + length} bytes, above the maximum "
                 f"message size of {self._max} bytes"
             )
-        if length < rule.fixed or (length != rule.fixed and not rule.variable):
-            expected = f"at least {rule.fixed}" if rule.variable else str(rule.fixed)
-            raise self._fail(f"{rule.name} message has {length} payload bytes, expected {expected}")
-        if available < self._header + length:
-            return None
-        try:
-            message = rule.decode(buf, start + self._header, length)
-        except ProtocolError as exc:
-            raise self._fail(str(exc)) from None
-        self._start = start + self._header + length
-        return message
+        expected = f"at least {rule.fixed}" if rule.variable else str(rule.fixed)
+        return f"{rule.name} message has {length} payload bytes, expected {expected}"
 
     def _fail(self, reason: str) -> ProtocolError:
         self._broken = f"{self._protocol}: {reason}; the connection cannot continue"
@@ -141,9 +166,10 @@ def take_tail(
         raise ProtocolError(
             f"{what} claims {claimed} bytes of data but its frame carries {length - fixed}"
         )
+    if claimed < _SMALL_TAIL:
+        tail: bytes = _TAIL_FORMS[claimed].unpack_from(buf, offset + fixed)[0]
+        return tail
     begin = offset + fixed
-    if claimed < _COPY_VIA_VIEW_AT:
-        return bytes(buf[begin : begin + claimed])
     # A view copies once; slicing the bytearray first would copy a large payload twice.
     with memoryview(buf) as view:
         return view[begin : begin + claimed].tobytes()

@@ -25,6 +25,8 @@ from construct import (
     this,
 )
 
+from memlease.messages import Op
+
 VERSION = 1
 
 
@@ -53,6 +55,23 @@ class NetType(enum.IntEnum):
 
 
 REPLY_BIT = 0x80
+
+OP_TYPE: dict[Op, int] = {
+    Op.LEASE: NetType.LEASE,
+    Op.GET: NetType.GET,
+    Op.SET: NetType.SET,
+    Op.READ: NetType.READ,
+    Op.WRITE: NetType.WRITE,
+    Op.RENEW: NetType.RENEW,
+    Op.RELEASE: NetType.RELEASE,
+    Op.STAT: NetType.STAT,
+    Op.STATS: NetType.STATS,
+}
+TYPE_OP: dict[int, Op] = {int(code): op for op, code in OP_TYPE.items()}
+# Keyed by the Enum's value: hashing an Enum member runs Python code, hashing a str does not.
+TYPE_OF_OP: dict[str, int] = {op._value_: int(code) for op, code in OP_TYPE.items()}
+REPLY_TYPE_OF_OP: dict[str, int] = {name: REPLY_BIT | code for name, code in TYPE_OF_OP.items()}
+
 
 HEADER = Struct(
     "version" / Const(VERSION, Int8ub),
