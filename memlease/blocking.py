@@ -7,6 +7,7 @@ memlease.calls, shared by both. This module only moves bytes.
 from __future__ import annotations
 
 import socket
+import ssl
 import time
 from collections.abc import Sequence
 from types import TracebackType
@@ -38,7 +39,10 @@ class Client:
         timeout: float = DEFAULT_TIMEOUT,
         max_message: int = DEFAULT_MAX_MESSAGE,
         registry: ProtocolRegistry | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
+        """With ``ssl_context`` (e.g. from memlease.tls.client_context), speak TLS and check
+        the server's certificate against the address's host."""
         self.protocol = calls.find_protocol(protocol, registry)
         host, port = calls.parse_address(address)
         self.peer = f"{host}:{port}"
@@ -57,6 +61,12 @@ class Client:
                 f"{protocol} there?"
             ) from None
         self._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if ssl_context is not None:
+            try:
+                self._socket = ssl_context.wrap_socket(self._socket, server_hostname=host)
+            except (ssl.SSLError, ssl.CertificateError, OSError) as exc:
+                self._socket.close()
+                raise ConnectionFailed(calls.tls_failure(self.peer, exc)) from None
 
     def __enter__(self) -> Client:
         return self

@@ -8,6 +8,7 @@ bytes move; everything a method means lives here, once.
 from __future__ import annotations
 
 import functools
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Generic, TypeVar
@@ -44,6 +45,20 @@ DEFAULT_TIMEOUT = 10.0
 RECEIVE_SIZE = 65536
 """Bytes asked of the socket per receive: below malloc's mmap threshold, so a short read does
 not pay for mapping and unmapping a large buffer."""
+
+
+def tls_failure(peer: str, cause: BaseException) -> str:
+    """Why a TLS handshake with ``peer`` failed, and what to check."""
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        return (
+            f"TLS with {peer}: the server's certificate is not trusted "
+            f"({cause.verify_message}); pass the CA that signed it (--ca PATH)"
+        )
+    reason = getattr(cause, "reason", None) or cause or type(cause).__name__
+    return (
+        f"TLS handshake with {peer} failed ({reason}); does the server speak TLS there, and "
+        "does it require a client certificate (--cert, --key)?"
+    )
 
 
 @functools.cache

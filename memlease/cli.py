@@ -75,6 +75,11 @@ def build_parser() -> _Parser:
     serve.add_argument("--max-ttl", metavar="DURATION")
     serve.add_argument("--max-message", metavar="SIZE")
     serve.add_argument("--log-level", metavar="LEVEL")
+    serve.add_argument("--tls-cert", metavar="PATH", help="PEM certificate: serve TLS")
+    serve.add_argument("--tls-key", metavar="PATH", help="PEM private key of --tls-cert")
+    serve.add_argument(
+        "--tls-client-ca", metavar="PATH", help="PEM CA(s): require client certificates"
+    )
     serve.set_defaults(handler=_serve)
 
     add_client_commands(commands, client)
@@ -146,6 +151,9 @@ def _serve(args: argparse.Namespace, registry: ProtocolRegistry | None) -> int:
         "max_ttl_ms": args.max_ttl,
         "max_message": args.max_message,
         "log_level": args.log_level,
+        "tls_certificate": args.tls_cert,
+        "tls_key": args.tls_key,
+        "tls_client_ca": args.tls_client_ca,
     }
     assert set(flag_values) == set(FLAGS)
     overrides = {name: value for name, value in flag_values.items() if value is not None}

@@ -132,6 +132,29 @@ def add_global_options(parser: argparse.ArgumentParser, *, default: bool) -> Non
         default=value(DEFAULT_TIMEOUT_MS),
         help="give up on a connection or a reply after this long (default 10s)",
     )
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        default=value(False),
+        help="speak TLS, checking the server's certificate (implied by --ca, --cert)",
+    )
+    parser.add_argument(
+        "--ca",
+        type=Path,
+        metavar="PATH",
+        default=value(None),
+        help="PEM CA certificate(s) to trust for the server (default: the system's)",
+    )
+    parser.add_argument(
+        "--cert",
+        type=Path,
+        metavar="PATH",
+        default=value(None),
+        help="PEM client certificate, for a server that requires mutual TLS",
+    )
+    parser.add_argument(
+        "--key", type=Path, metavar="PATH", default=value(None), help="PEM key of --cert"
+    )
 
 
 def add_client_commands(commands: Any, parent: argparse.ArgumentParser) -> None:
@@ -190,7 +213,14 @@ def _connect(args: argparse.Namespace, registry: ProtocolRegistry | None) -> Cli
     spec = _spec(args, reg)
     address = parse_server(args.server, spec.default_port)
     args.id = parse_lease_id(args.id, spec) if "id" in args else None
-    return Client(address, spec.name, timeout=args.timeout / 1000, registry=reg)
+    context = None
+    if args.tls or args.ca is not None or args.cert is not None or args.key is not None:
+        from memlease.tls import client_context
+
+        context = client_context(args.ca, args.cert, args.key)
+    return Client(
+        address, spec.name, timeout=args.timeout / 1000, registry=reg, ssl_context=context
+    )
 
 
 def _spec(args: argparse.Namespace, registry: ProtocolRegistry) -> ProtocolSpec:

@@ -7,6 +7,7 @@ What each method means lives in memlease.calls, shared with the blocking client
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Sequence
 from types import TracebackType
 from typing import TypeVar
@@ -29,16 +30,27 @@ async def connect(
     timeout: float = DEFAULT_TIMEOUT,
     max_message: int = DEFAULT_MAX_MESSAGE,
     registry: ProtocolRegistry | None = None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> AsyncClient:
     """Connect to a memlease server speaking ``protocol`` at ``address`` (``(host, port)`` or
-    ``"host:port"``). ``timeout`` bounds the connect and each reply. Raises ConnectionFailed,
-    or ConfigError for an unknown protocol or a malformed address."""
+    ``"host:port"``). ``timeout`` bounds the connect (with its TLS handshake) and each reply.
+    With ``ssl_context`` (e.g. from memlease.tls.client_context), speak TLS and check the
+    server's certificate against ``host``. Raises ConnectionFailed, or ConfigError for an
+    unknown protocol or a malformed address."""
     spec = calls.find_protocol(protocol, registry)
     host, port = calls.parse_address(address)
+    stream: trio.abc.Stream | None = None
     try:
         with trio.fail_after(timeout):
             stream = await trio.open_tcp_stream(host, port)
+            if ssl_context is not None:
+                stream = trio.SSLStream(stream, ssl_context, server_hostname=host)
+                await stream.do_handshake()
+    except trio.BrokenResourceError as exc:
+        await _close_quietly(stream)
+        raise ConnectionFailed(calls.tls_failure(f"{host}:{port}", exc.__cause__ or exc)) from None
     except trio.TooSlowError:
+        await _close_quietly(stream)
         raise ConnectionFailed(
             f"no connection to {host}:{port} within {timeout:g} s; is the server up?"
         ) from None
@@ -48,6 +60,13 @@ async def connect(
             f"{protocol} there?"
         ) from None
     return AsyncClient(stream, spec, f"{host}:{port}", timeout=timeout, max_message=max_message)
+
+
+async def _close_quietly(stream: trio.abc.Stream | None) -> None:
+    if stream is not None:
+        with trio.CancelScope(shield=True) as scope:
+            scope.deadline = trio.current_time() + 1.0
+            await stream.aclose()
 
 
 class AsyncClient:

@@ -8,9 +8,8 @@ one line naming the key (or flag) and the value, so ``memlease serve`` can print
 
 from __future__ import annotations
 
-import math
+import ipaddress
 import os
-import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -21,19 +20,22 @@ from typing import Any
 from memlease.errors import ConfigError
 from memlease.protocol import ProtocolRegistry, load_protocols
 
-LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+# Re-exported: callers import the unit parsers from here, as they did before units.py.
+from memlease.units import format_size as format_size
+from memlease.units import parse_duration as parse_duration
+from memlease.units import parse_size as parse_size
 
-_SIZE_UNITS = {"b": 1, "kib": 1024, "mib": 1024**2, "gib": 1024**3}
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-_NUMBER_WITH_UNIT = re.compile(r"\s*([+-]?\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*")
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
 @dataclass(frozen=True)
 class Listener:
-    """A protocol served on a port of the configured host."""
+    """A protocol served on a port of the configured host; ``tls``: whether it speaks TLS
+    (None: whenever the config has a [tls] certificate)."""
 
     protocol: str
     port: int  # 0: any free port (tests)
+    tls: bool | None = None
 
 
 DEFAULT_LISTENERS = (Listener("native", 7411), Listener("network", 7412), Listener("uuid", 7413))
@@ -54,49 +56,27 @@ class Config:
     request_timeout: float = 10.0
     idle_timeout: float = 300.0
     expiry_batch: int = 1000
+    shutdown_grace: float = 5.0
     log_level: str = "info"
+    tls_certificate: str | None = None
+    tls_key: str | None = None
+    tls_client_ca: str | None = None
+
+    def uses_tls(self, listener: Listener) -> bool:
+        """Whether ``listener`` speaks TLS: its own ``tls`` if set, else whether [tls] is."""
+        return listener.tls if listener.tls is not None else self.tls_certificate is not None
+
+    def is_loopback(self) -> bool:
+        """Whether ``host`` is only reachable from this machine."""
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
 
 
 # ---------------------------------------------------------------- units
-
-
-def parse_size(text: str) -> int:
-    """Bytes in ``text``: "4096", "32B", "512 KiB", "64MiB", "1GiB" (binary units only).
-
-    Raises ValueError saying what is wrong; callers add the key.
-    """
-    match = _NUMBER_WITH_UNIT.fullmatch(text)
-    if match is None:
-        raise ValueError("not a size (use a byte count or B, KiB, MiB, GiB, e.g. 64MiB)")
-    number, unit = match.groups()
-    if unit.lower() not in _SIZE_UNITS and unit != "":
-        raise ValueError(f"bad size unit {unit!r} (use B, KiB, MiB or GiB)")
-    value = float(number) * _SIZE_UNITS.get(unit.lower(), 1)
-    if value < 0:
-        raise ValueError("a size cannot be negative")
-    if value != math.floor(value):
-        raise ValueError("not a whole number of bytes")
-    return int(value)
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in ``text``: "500ms", "5s", "1.5s", "2m", "1h". A unit is required, because a
-    bare number is ambiguous (the original MemoryLease counted milliseconds).
-
-    Raises ValueError saying what is wrong; callers add the key.
-    """
-    match = _NUMBER_WITH_UNIT.fullmatch(text)
-    if match is None:
-        raise ValueError("not a duration (use a number with ms, s, m or h, e.g. 500ms)")
-    number, unit = match.groups()
-    if unit == "":
-        raise ValueError(f"a duration needs a unit: {number}ms or {number}s")
-    if unit.lower() not in _DURATION_UNITS:
-        raise ValueError(f"bad duration unit {unit!r} (use ms, s, m or h)")
-    seconds = float(number) * _DURATION_UNITS[unit.lower()]
-    if seconds < 0:
-        raise ValueError("a duration cannot be negative")
-    return seconds
 
 
 def parse_listener(text: str) -> Listener:
@@ -109,14 +89,6 @@ def parse_listener(text: str) -> Listener:
     except ValueError:
         raise ValueError(f"port {port.strip()!r} is not a number") from None
     return Listener(protocol.strip(), number)
-
-
-def format_size(n: int) -> str:
-    """``n`` bytes in the largest binary unit that divides it exactly, e.g. "64 MiB"."""
-    for unit, factor in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
-        if n >= factor and n % factor == 0:
-            return f"{n // factor} {unit}"
-    return f"{n} B"
 
 
 # ---------------------------------------------------------------- values by kind
@@ -181,6 +153,10 @@ def _to_optional_size(value: object) -> int | None:
     return None if value is None else _to_size(value)
 
 
+def _to_optional_path(value: object) -> str | None:
+    return None if value is None else _to_text(value)
+
+
 def _to_listeners(value: object) -> tuple[Listener, ...]:
     if isinstance(value, str) or not isinstance(value, list | tuple):
         raise ValueError("expected a list of listeners")
@@ -210,12 +186,16 @@ _FIELDS: dict[str, tuple[str, str | None, Callable[[object], Any]]] = {
     "request_timeout": ("limits.request_timeout", "--request-timeout", _to_seconds),
     "idle_timeout": ("limits.idle_timeout", "--idle-timeout", _to_seconds),
     "expiry_batch": ("limits.expiry_batch", None, _to_count),
+    "shutdown_grace": ("limits.shutdown_grace", None, _to_seconds),
+    "tls_certificate": ("tls.certificate", "--tls-cert", _to_optional_path),
+    "tls_key": ("tls.key", "--tls-key", _to_optional_path),
+    "tls_client_ca": ("tls.client_ca", "--tls-client-ca", _to_optional_path),
 }
 FILE_KEYS = {name: key for name, (key, _, _) in _FIELDS.items()}
 FLAGS = {name: flag for name, (_, flag, _) in _FIELDS.items() if flag is not None}
 _CONVERTERS = {name: convert for name, (_, _, convert) in _FIELDS.items()}
 _FIELD_FOR_FILE_KEY = {key: name for name, key in FILE_KEYS.items()}
-_DURATION_FIELDS = ("max_ttl_ms", "request_timeout", "idle_timeout")
+_DURATION_FIELDS = ("max_ttl_ms", "request_timeout", "idle_timeout", "shutdown_grace")
 
 
 # ---------------------------------------------------------------- loading
@@ -286,7 +266,7 @@ def _file_values(text: str, source: str) -> dict[str, Any]:
         raise ConfigError(f"{source}: not valid TOML: {exc}") from None
     values: dict[str, Any] = {}
     for key, value in document.items():
-        if key in ("arena", "limits"):
+        if key in ("arena", "limits", "tls"):
             if not isinstance(value, dict):
                 raise ConfigError(f"{source}: [{key}] must be a table, not {_show(value)}")
             for sub, sub_value in value.items():
@@ -316,18 +296,20 @@ def _file_listeners(value: object, source: str) -> tuple[Listener, ...]:
         where = f"{source}: listener[{i}]"
         if not isinstance(table, dict):
             raise ConfigError(f"{where} must be a table with protocol and port")
-        unknown = sorted(set(table) - {"protocol", "port"})
+        unknown = sorted(set(table) - {"protocol", "port", "tls"})
         if unknown:
             raise ConfigError(
                 f"{where}: unknown key {unknown[0]} = {_show(table[unknown[0]])} "
-                "(known: protocol, port)"
+                "(known: protocol, port, tls)"
             )
-        protocol, port = table.get("protocol"), table.get("port")
+        protocol, port, tls = table.get("protocol"), table.get("port"), table.get("tls")
         if not isinstance(protocol, str) or not protocol:
             raise ConfigError(f"{where}.protocol = {_show(protocol)}: expected a protocol name")
         if isinstance(port, bool) or not isinstance(port, int):
             raise ConfigError(f"{where}.port = {_show(port)}: expected a port number")
-        listeners.append(Listener(protocol, port))
+        if tls is not None and not isinstance(tls, bool):
+            raise ConfigError(f"{where}.tls = {_show(tls)}: expected true or false")
+        listeners.append(Listener(protocol, port, tls))
     return tuple(listeners)
 
 
@@ -390,6 +372,7 @@ def validate(
         "request_timeout": config.request_timeout,
         "idle_timeout": config.idle_timeout,
         "expiry_batch": config.expiry_batch,
+        "shutdown_grace": config.shutdown_grace,
     }
     for name, value in positive.items():
         if value <= 0:
@@ -399,6 +382,29 @@ def validate(
         raise fail("max_ttl_ms", f"{config.max_ttl_ms}ms", "must be at most 2147483647ms")
     if config.log_level not in LOG_LEVELS:
         raise fail("log_level", config.log_level, f"use one of {', '.join(LOG_LEVELS)}")
+    _validate_tls(config, fail)
+
+
+def _validate_tls(config: Config, fail: Callable[[str, object, str], ConfigError]) -> None:
+    if (config.tls_certificate is None) != (config.tls_key is None):
+        given = "tls_certificate" if config.tls_key is None else "tls_key"
+        value = config.tls_certificate or config.tls_key
+        raise fail(given, value, "TLS needs both tls.certificate and tls.key")
+    if config.tls_certificate is None:
+        if config.tls_client_ca is not None:
+            raise fail("tls_client_ca", config.tls_client_ca, "needs tls.certificate and tls.key")
+        for listener in config.listeners:
+            if listener.tls:
+                raise fail(
+                    "listeners",
+                    _listener_text(listener),
+                    "tls = true needs [tls] certificate and key",
+                )
+        return
+    # Loaded here so that a bad file stops `memlease serve` at once, with exit status 2.
+    from memlease.tls import server_context
+
+    server_context(config.tls_certificate, str(config.tls_key), config.tls_client_ca)
 
 
 def _physical_memory() -> int | None:

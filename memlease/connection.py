@@ -10,6 +10,8 @@ same bound on a send so that a client that never reads cannot hold the server up
 from __future__ import annotations
 
 import logging
+import math
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -22,6 +24,19 @@ from memlease.messages import ErrorReply, Reply, Request
 from memlease.protocol import ProtocolSpec, ServerCodec
 
 log = logging.getLogger("memlease")
+
+SEND_AT = 1 << 20
+"""Reply bytes a batch holds before sending them and decoding more: a pipeline of gets for a
+large lease would otherwise make one batch's replies as large as the lease times the number
+of gets that fit in one receive."""
+
+SHUTDOWN_DRAIN = 0.1
+"""Seconds a connection waiting for a request still has once shutdown begins, so that a
+request already sent (or readable in the same instant as the signal) is served, not dropped."""
+
+CLOSE_TIMEOUT = 1.0
+"""Seconds to say goodbye on a TLS connection (close_notify) before dropping it anyway: a peer
+that never reads must not hold a task."""
 
 
 class LeaseService(Protocol):
@@ -42,12 +57,13 @@ class Limits:
 class Connection:
     """What the server keeps of an open connection: enough to close it on shutdown."""
 
-    __slots__ = ("peer", "receiving", "scope")
+    __slots__ = ("peer", "receiving", "scope", "sending")
 
     def __init__(self, peer: str) -> None:
         self.peer = peer
         self.scope = trio.CancelScope()
         self.receiving = False
+        self.sending = False
 
 
 class ConnectionSet:
@@ -58,6 +74,8 @@ class ConnectionSet:
         self._open: set[Connection] = set()
         self.max_connections = max_connections
         self.closing = False
+        # Once closing: when replies in flight, and messages half received, are given up on.
+        self.grace_deadline = math.inf
 
     def __len__(self) -> int:
         return len(self._open)
@@ -73,13 +91,17 @@ class ConnectionSet:
         self._open.discard(connection)
         self._service.connections = len(self._open)
 
-    def shut_down(self) -> None:
-        """Close every connection waiting for a request; the others close once their replies
-        are sent."""
+    def shut_down(self, grace: float) -> None:
+        """Close every connection once it has served what it already received (waiting
+        :data:`SHUTDOWN_DRAIN` for bytes already on their way) and sent its replies; a
+        connection still sending or receiving a message after ``grace`` seconds is cut off."""
+        now = trio.current_time()
         self.closing = True
+        self.grace_deadline = now + grace
         for connection in self._open:
-            if connection.receiving:
-                connection.scope.cancel()
+            scope = connection.scope
+            limit = now + SHUTDOWN_DRAIN if connection.receiving else self.grace_deadline
+            scope.deadline = min(scope.deadline, limit)
 
 
 def _buffered_reader(codec: ServerCodec) -> Callable[[], int] | None:
@@ -91,6 +113,7 @@ async def serve_connection(
     stream: trio.abc.Stream,
     spec: ProtocolSpec,
     peer: str,
+    tls: ssl.SSLContext | None = None,
     *,
     service: LeaseService,
     limits: Limits,
@@ -98,7 +121,8 @@ async def serve_connection(
     after_batch: Callable[[], None],
 ) -> None:
     """Serve one connection until the peer closes it, a limit cuts it off, it sends bytes that
-    do not follow the protocol, or the server shuts down. Never raises for the peer's doing."""
+    do not follow the protocol, or the server shuts down. With ``tls``, first a TLS handshake
+    as the server, bounded by the request timeout. Never raises for the peer's doing."""
     connection = Connection(peer)
     connections.add(connection)
     debug = log.isEnabledFor(logging.DEBUG)
@@ -106,6 +130,11 @@ async def serve_connection(
         log.debug("%s: %s connection opened (%d open)", peer, spec.name, len(connections))
     reason = "closed by the client"
     try:
+        if tls is not None:
+            stream = trio.SSLStream(stream, tls, server_side=True)
+            if not await _handshake(stream, connection, spec.name, limits, connections):
+                reason = "TLS handshake failed"
+                return
         reason = await _serve(stream, spec, connection, service, limits, connections, after_batch)
     except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
         reason = f"broken ({exc or type(exc).__name__})"
@@ -114,10 +143,41 @@ async def serve_connection(
         reason = "internal error"
     finally:
         connections.discard(connection)
-        with trio.CancelScope(shield=True):
+        with trio.CancelScope(shield=True) as closing:
+            closing.deadline = trio.current_time() + CLOSE_TIMEOUT
             await stream.aclose()
-    if debug:
-        log.debug("%s: connection closed: %s (%d open)", peer, reason, len(connections))
+        if debug:
+            log.debug("%s: connection closed: %s (%d open)", peer, reason, len(connections))
+
+
+async def _handshake(
+    stream: trio.SSLStream[trio.abc.Stream],
+    connection: Connection,
+    protocol: str,
+    limits: Limits,
+    connections: ConnectionSet,
+) -> bool:
+    timeout = limits.request_timeout
+    handshake = connection.scope
+    connection.receiving = True  # shutdown may cut a handshake short, as it does a wait
+    try:
+        with handshake:
+            handshake.deadline = trio.current_time() + timeout
+            await stream.do_handshake()
+            return True
+        if connections.closing:
+            return False  # shutdown cut it short: not the peer's fault
+        log.warning(
+            "%s: %s TLS handshake not done within %gs; cut off", connection.peer, protocol, timeout
+        )
+    except trio.BrokenResourceError as exc:
+        cause = exc.__cause__ or exc
+        log.warning("%s: %s TLS handshake failed: %s", connection.peer, protocol, cause)
+    finally:
+        connection.receiving = False
+        # A cancel scope is entered once: the connection's requests get a new one.
+        connection.scope = trio.CancelScope()
+    return False
 
 
 async def _serve(
@@ -132,6 +192,7 @@ async def _serve(
     codec = spec.server_codec(limits.max_message)
     buffered = _buffered_reader(codec)
     receive_some = stream.receive_some
+    send_all = stream.send_all
     feed = codec.feed
     next_request = codec.next_request
     encode_reply = codec.encode_reply
@@ -143,11 +204,22 @@ async def _serve(
     replies: list[bytes] = []
     # When the first byte of a message not yet whole arrived; None between messages.
     partial_since: float | None = None
-    sending = False
     scope = connection.scope
+
+    async def send(now: float) -> None:
+        # before the send: a slow reader must not delay an earlier expiry deadline
+        after_batch()
+        scope.deadline = now + request_timeout
+        if connections.closing:
+            scope.deadline = min(scope.deadline, connections.grace_deadline)
+        connection.sending = True
+        await send_all(replies[0] if len(replies) == 1 else b"".join(replies))
+        connection.sending = False
+        replies.clear()
+
     with scope:
         scope.deadline = current_time() + idle_timeout
-        while not connections.closing:
+        while not connections.closing or partial_since is not None:
             connection.receiving = True
             data = await receive_some(RECEIVE_SIZE)
             connection.receiving = False
@@ -156,28 +228,27 @@ async def _serve(
             feed(data if isinstance(data, bytes) else bytes(data))
             now = current_time()
             decoded = False
+            held = 0
             try:
                 while (request := next_request()) is not None:
                     reply = handle(request, now)
                     if log_refusals and type(reply) is ErrorReply:
                         _log_refusal(connection.peer, request, reply)
-                    replies.append(encode_reply(reply))
+                    encoded = encode_reply(reply)
+                    replies.append(encoded)
                     decoded = True
+                    held += len(encoded)
+                    if held > SEND_AT:
+                        await send(now)
+                        now = current_time()
+                        held = 0
             except ProtocolError as exc:
                 log.warning("%s: bad %s input, closing: %s", connection.peer, spec.name, exc)
                 replies.append(encode_reply(ErrorReply(ErrorCode.BAD_REQUEST, str(exc))))
-                scope.deadline = now + request_timeout
-                sending = True
-                await stream.send_all(b"".join(replies))
+                await send(now)
                 return "bad input"
-            if decoded:
-                # before the send: a slow reader must not delay an earlier expiry deadline
-                after_batch()
-                scope.deadline = now + request_timeout
-                sending = True
-                await stream.send_all(replies[0] if len(replies) == 1 else b"".join(replies))
-                sending = False
-                replies.clear()
+            if replies:
+                await send(now)
             pending = (buffered() > 0) if buffered is not None else not decoded
             if not pending:
                 partial_since = None
@@ -185,10 +256,17 @@ async def _serve(
             elif partial_since is None or decoded:
                 partial_since = now
                 scope.deadline = now + request_timeout
+            if connections.closing:
+                scope.deadline = min(scope.deadline, connections.grace_deadline)
         return "server shutting down"
-    if connections.closing and not sending:
+    if connections.closing:
+        if connection.sending or partial_since is not None:
+            doing = "taking its replies" if connection.sending else "sending a message"
+            log.warning(
+                "%s: still %s when the shutdown grace ended; cut off", connection.peer, doing
+            )
         return "server shutting down"
-    what = "send" if sending else "request" if partial_since is not None else "idle"
+    what = "send" if connection.sending else "request" if partial_since is not None else "idle"
     _log_timeout(connection.peer, spec.name, what, limits)
     return f"{what} timeout"
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import logging
 import signal
+import ssl
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from memlease.errors import ConfigError
 from memlease.expiry import ExpiryTask
 from memlease.protocol import ProtocolRegistry, ProtocolSpec
 from memlease.service import Service
+from memlease.tls import server_context
 
 log = logging.getLogger("memlease")
 
@@ -40,6 +42,7 @@ class BoundListener:
     protocol: str
     host: str
     port: int
+    tls: bool = False
 
 
 @dataclass(frozen=True)
@@ -47,11 +50,15 @@ class _OpenListener:
     listener: trio.abc.Listener[trio.abc.Stream]
     spec: ProtocolSpec
     bound: BoundListener
+    tls: ssl.SSLContext | None
 
 
-async def open_listener(host: str, listener: Listener, spec: ProtocolSpec) -> list[_OpenListener]:
-    """The listening sockets for one configured listener: the one place a listener is built,
-    so that per-listener options (TLS) wrap here. Raises OSError naming the listener."""
+async def open_listener(
+    host: str, listener: Listener, spec: ProtocolSpec, tls: ssl.SSLContext | None = None
+) -> list[_OpenListener]:
+    """The listening sockets for one configured listener; with ``tls``, each accepted
+    connection does a TLS handshake (in its own task) before anything else. Raises OSError
+    naming the listener."""
     try:
         sockets = await trio.open_tcp_listeners(listener.port, host=host)
     except OSError as exc:
@@ -63,8 +70,8 @@ async def open_listener(host: str, listener: Listener, spec: ProtocolSpec) -> li
     opened = []
     for socket_listener in sockets:
         address = socket_listener.socket.getsockname()
-        bound = BoundListener(listener.protocol, str(address[0]), int(address[1]))
-        opened.append(_OpenListener(socket_listener, spec, bound))
+        bound = BoundListener(listener.protocol, str(address[0]), int(address[1]), tls is not None)
+        opened.append(_OpenListener(socket_listener, spec, bound, tls))
     return opened
 
 
@@ -117,10 +124,14 @@ async def serve(
         max_ttl_ms=config.max_ttl_ms,
         max_lease_size=config.max_lease_size,
     )
+    tls = None
+    if config.tls_certificate is not None and config.tls_key is not None:
+        tls = server_context(config.tls_certificate, config.tls_key, config.tls_client_ca)
     opened: list[_OpenListener] = []
     try:
         for listener, spec in specs:
-            opened += await open_listener(config.host, listener, spec)
+            context = tls if config.uses_tls(listener) else None
+            opened += await open_listener(config.host, listener, spec, context)
     except BaseException:
         for entry in opened:
             await entry.listener.aclose()
@@ -152,14 +163,14 @@ async def serve(
             await stop.wait()
             nursery.cancel_scope.cancel()
         log.info("shutting down: %d connection(s) finishing", len(connections))
-        connections.shut_down()
+        connections.shut_down(config.shutdown_grace)
     log.info("stopped")
 
 
 async def _accept(
     entry: _OpenListener,
     connections: ConnectionSet,
-    handler: Callable[[trio.abc.Stream, ProtocolSpec, str], Awaitable[None]],
+    handler: Callable[[trio.abc.Stream, ProtocolSpec, str, ssl.SSLContext | None], Awaitable[None]],
     nursery: trio.Nursery,
 ) -> None:
     listener, spec = entry.listener, entry.spec
@@ -184,7 +195,7 @@ async def _accept(
                 with trio.CancelScope(shield=True):
                     await stream.aclose()
                 continue
-            nursery.start_soon(handler, stream, spec, peer)
+            nursery.start_soon(handler, stream, spec, peer, entry.tls)
     finally:
         with trio.CancelScope(shield=True):
             await listener.aclose()
@@ -211,7 +222,18 @@ def _log_startup(config: Config, service: Service, opened: list[_OpenListener]) 
         config.max_ttl_ms,
     )
     for entry in opened:
-        log.info("listening: %s on %s:%d", entry.bound.protocol, entry.bound.host, entry.bound.port)
+        bound = entry.bound
+        tls = " (TLS)" if bound.tls else ""
+        log.info("listening: %s on %s:%d%s", bound.protocol, bound.host, bound.port, tls)
+    plain = sorted({entry.bound.protocol for entry in opened if not entry.bound.tls})
+    if plain and not config.is_loopback():
+        log.warning(
+            "host %s is reachable from the network and %s listener(s) have no TLS: lease ids "
+            "and data cross it in clear, and whoever sees an id may use the lease; configure "
+            "[tls] (and prefer the uuid protocol), or bind to 127.0.0.1",
+            config.host,
+            ", ".join(plain),
+        )
 
 
 def configure_logging(level: str) -> None:

@@ -42,11 +42,9 @@ def make_config(*protocols: str, **fields: Any) -> Config:
     """A Config listening on loopback, port 0, for ``protocols`` (default: the built-ins), with
     a 1 MiB arena unless ``fields`` say otherwise."""
     fields.setdefault("arena_size", TEST_ARENA_SIZE)
-    return Config(
-        host="127.0.0.1",
-        listeners=tuple(Listener(name, 0) for name in protocols or PROTOCOLS),
-        **fields,
-    )
+    fields.setdefault("host", "127.0.0.1")
+    fields.setdefault("listeners", tuple(Listener(name, 0) for name in protocols or PROTOCOLS))
+    return Config(**fields)
 
 
 @dataclass
