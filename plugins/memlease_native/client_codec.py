@@ -162,17 +162,17 @@ def encode_request(request: Request, max_message: int) -> tuple[bytes, int]:
         ) from None
 
 
-class NativeClientCodec:
+class NativeClientCodec(FrameDecoder[Reply]):
     """The client's end of one native connection.
 
     The original's replies do not say which request they answer (a set's status carries no
     id), so the codec keeps the requests it encoded and pairs replies with them in order.
     """
 
-    __slots__ = ("_frames", "_max", "_pending")
+    __slots__ = ("_max_request", "_pending")
 
     def __init__(self, max_message: int) -> None:
-        self._max = max_message
+        self._max_request = max_message
         self._pending: deque[tuple[Op, int]] = deque()
         rules: dict[int, PayloadRule[Reply]] = {
             T.LEASED: PayloadRule("leased", S_ID.size, False, self._leased),
@@ -184,23 +184,14 @@ class NativeClientCodec:
             T.SERVER_STATS: PayloadRule("stats", S_SERVER_STATS.size, False, self._stats),
             T.ERROR: PayloadRule("error", S_ERROR.size, True, self._error),
         }
-        self._frames = FrameDecoder(
-            protocol=PROTOCOL,
-            header=S_HEADER,
-            rules=rules,
-            max_message=max_message,
-        )
+        super().__init__(protocol=PROTOCOL, header=S_HEADER, rules=rules, max_message=max_message)
 
     def encode_request(self, request: Request) -> bytes:
-        frame, lease_id = encode_request(request, self._max)
+        frame, lease_id = encode_request(request, self._max_request)
         self._pending.append((request.op, lease_id))
         return frame
 
-    def feed(self, data: bytes) -> None:
-        self._frames.feed(data)
-
-    def next_reply(self) -> Reply | None:
-        return self._frames.next_message()
+    next_reply = FrameDecoder.next_message
 
     def _answered(self, expected: Op) -> int:
         """The id of the oldest outstanding request, which must be an ``expected`` one."""
