@@ -21,7 +21,7 @@ from memlease.messages import (
     StatRequest,
 )
 
-MAX = 4096
+MAX = 8192
 
 
 def test_requests_are_the_documented_lines() -> None:
@@ -81,6 +81,7 @@ def test_every_reply_round_trips(reply: object) -> None:
     [
         (b"FLY 1\n", "cannot parse 'FLY 1'"),
         (b"GET x\n", "lease id must be a decimal number"),
+        (b"GET " + b"9" * 5000 + b"\n", "lease id must be a decimal number"),
         (b"SET 1 zz\n", "data must be hex"),
         (b"GET \xff\n", "lines are ASCII"),
         (b"G" * (MAX + 1), "no end of line within the maximum message size"),
@@ -108,3 +109,21 @@ async def test_a_server_serves_a_full_exchange_over_the_demo_plugin(start_server
         await client.release(granted.lease_id)
         with pytest.raises(LeaseNotFound):
             await client.get(granted.lease_id)
+
+
+@settings(max_examples=60, deadline=None)
+@given(chunks=st.lists(st.binary(max_size=40) | st.just(b"\n"), max_size=10))
+def test_arbitrary_bytes_give_only_messages_need_more_or_protocol_error(
+    chunks: list[bytes],
+) -> None:
+    for codec, next_message in (
+        (server := DEMO.server_codec(64), server.next_request),
+        (client := DEMO.client_codec(64), client.next_reply),
+    ):
+        try:
+            for chunk in chunks:
+                codec.feed(chunk)
+                while next_message() is not None:
+                    pass
+        except ProtocolError as exc:
+            assert str(exc).startswith("demo: ")

@@ -36,8 +36,9 @@ NAME = "demo"
 
 
 def _number(text: str, what: str) -> int:
-    if not text.isascii() or not text.isdigit():
-        raise ProtocolError(f"{NAME}: {what} must be a decimal number, not {text!r}")
+    # Python refuses to parse ints of more than 4300 digits; no field needs more than 20.
+    if not text.isascii() or not text.isdigit() or len(text) > 20:
+        raise ProtocolError(f"{NAME}: {what} must be a decimal number, not {text[:24]!r}")
     return int(text)
 
 
