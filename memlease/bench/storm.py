@@ -29,7 +29,7 @@ class StormTiming:
     span after the instant measured apart (``window``); allowed for starting the load."""
 
     lead: float = 2.0
-    after: float = 4.0
+    after: float = 8.0
     window: float = 2.0
     spawn: float = 2.0
 
