@@ -156,6 +156,8 @@ def _run(args: argparse.Namespace, console: Console) -> list[CaseResult]:
             targets = {k: _tampered(v) for k, v in targets.items()}
         progress = _progress(args, console)
         with progress:
+            runs = len(results) * args.repeat * len(targets)
+            overall = progress.add_task(f"{runs} runs", total=runs, rate="")
             for result in results:
                 for repeat in range(args.repeat):
                     for label, spec in targets.items():
@@ -169,6 +171,7 @@ def _run(args: argparse.Namespace, console: Console) -> list[CaseResult]:
                             repeat,
                             args.storm_leases,
                         )
+                        progress.advance(overall)
     return results
 
 
