@@ -134,6 +134,8 @@ def test_a_bad_option_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     )
     assert bench_main([*SHORT, "--compare", "mysql"]) == 1
     assert "unknown peer 'mysql'" in capsys.readouterr().err
+    assert bench_main([*SHORT, "--server", "nowhere"]) == 1
+    assert "'nowhere' is not HOST:PORT" in capsys.readouterr().err
 
 
 def test_an_expiry_storm_is_measured_apart() -> None:

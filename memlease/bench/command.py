@@ -18,6 +18,7 @@ from memlease.bench.runner import BenchError, run_load
 from memlease.bench.servers import PEERS, RunningServer, peer_installed, start_memlease, start_peer
 from memlease.bench.storm import run_storm, storm_case
 from memlease.bench.workload import TargetSpec, Workload, parse_mix
+from memlease.calls import parse_address
 from memlease.config import parse_duration, parse_size
 from memlease.errors import MemleaseError
 
@@ -135,8 +136,8 @@ def _run(args: argparse.Namespace, console: Console) -> list[CaseResult]:
     with ExitStack() as stack:
         targets: dict[str, TargetSpec] = {}
         if args.server:
-            host, _, port = args.server.rpartition(":")
-            targets[subject] = TargetSpec("memlease", host or "127.0.0.1", int(port), args.protocol)
+            host, port = parse_address(args.server)
+            targets[subject] = TargetSpec("memlease", host, port, args.protocol)
         else:
             arena = args.arena or _arena_for(cases)
             server = start_memlease(
