@@ -144,7 +144,8 @@ async def serve_connection(
     finally:
         connections.discard(connection)
         with trio.CancelScope(shield=True) as closing:
-            closing.deadline = trio.current_time() + CLOSE_TIMEOUT
+            if tls is not None:
+                closing.deadline = trio.current_time() + CLOSE_TIMEOUT
             await stream.aclose()
         if debug:
             log.debug("%s: connection closed: %s (%d open)", peer, reason, len(connections))

@@ -222,3 +222,13 @@ async def test_a_non_loopback_host_without_tls_warns_at_startup(
     await start_server("native", host="0.0.0.0", **pki.server_fields())
     await start_server("native")
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_serve_with_an_unusable_tls_file_exits_2_naming_it(
+    pki: Pki, registry: ProtocolRegistry, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "nope.pem"
+    argv = ["serve", "--tls-cert", str(missing), "--tls-key", str(pki.key)]
+    assert main(argv, registry=registry) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(missing) in err and "cannot read it" in err
