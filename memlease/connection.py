@@ -1,10 +1,13 @@
 """One client connection: bytes in through the protocol's codec, each request handled by the
-lease service, every reply of a batch out in one write.
+lease service, the replies of a batch out in one write (or one per MiB of replies).
 
 The hot path per receive: feed the codec, decode every whole message, handle each, join the
 replies, one send. Time limits are one cancel scope per connection whose deadline moves: idle
 timeout while waiting for a message, request timeout once a message's first byte came, and the
-same bound on a send so that a client that never reads cannot hold the server up.
+same bound on a send so that a client that never reads cannot hold the server up. On a TLS
+listener the handshake comes first, in this task, bounded by the request timeout. Shutdown
+lowers the deadline: a short drain for a connection waiting for a request, the shutdown grace
+for one sending replies or receiving a message.
 """
 
 from __future__ import annotations
