@@ -47,6 +47,7 @@ class Client:
         host, port = calls.parse_address(address)
         self.peer = f"{host}:{port}"
         self.timeout = timeout
+        self._max_message = max_message
         self._codec: ClientCodec = self.protocol.client_codec(max_message)
         self._broken: str | None = None
         try:
@@ -137,7 +138,14 @@ class Client:
             raise ConnectionFailed(f"connection to {self.peer} unusable: {self._broken}")
         if not requests:
             return []
-        payload = b"".join([self._codec.encode_request(request) for request in requests])
+        try:
+            payload = b"".join([self._codec.encode_request(request) for request in requests])
+        except BaseException:
+            # A codec may pair replies with the requests it encoded (native does). None of
+            # this batch was sent and every earlier reply has been read, so a fresh codec is
+            # exactly in step with the server.
+            self._codec = self.protocol.client_codec(self._max_message)
+            raise
         try:
             self._socket.settimeout(self.timeout)
             self._socket.sendall(payload)

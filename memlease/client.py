@@ -75,7 +75,9 @@ class AsyncClient:
     when the server cannot be reached or no reply comes within the timeout (the connection is
     then closed); ProtocolError for bytes that do not follow the protocol.
 
-    Tasks may share a client: requests are sent, and replies read, one call at a time.
+    Tasks may share a client: requests are sent, and replies read, one call at a time. A call
+    cancelled before its request is sent leaves the client usable; one cancelled later leaves
+    it unusable (ConnectionFailed), since its reply may still come and would answer the next.
     """
 
     def __init__(
@@ -91,6 +93,7 @@ class AsyncClient:
         self.peer = peer
         self.timeout = timeout
         self._stream = stream
+        self._max_message = max_message
         self._codec: ClientCodec = spec.client_codec(max_message)
         self._lock = trio.StrictFIFOLock()
         self._broken: str | None = None
@@ -164,8 +167,16 @@ class AsyncClient:
             raise ConnectionFailed(f"connection to {self.peer} unusable: {self._broken}")
         if not requests:
             return []
-        payload = b"".join([self._codec.encode_request(request) for request in requests])
         async with self._lock:
+            if self._broken is not None:
+                raise ConnectionFailed(f"connection to {self.peer} unusable: {self._broken}")
+            try:
+                payload = b"".join([self._codec.encode_request(request) for request in requests])
+                # The last point where a cancellation finds nothing of this batch sent.
+                await trio.lowlevel.checkpoint_if_cancelled()
+            except BaseException:
+                self._forget_unsent()
+                raise
             try:
                 with trio.fail_after(self.timeout):
                     await self._stream.send_all(payload)
@@ -179,10 +190,16 @@ class AsyncClient:
                 await self._break(f"a reply did not follow the protocol ({exc})")
                 raise
             except BaseException:
-                # Cancelled mid-exchange: replies may still be on their way, and would answer
-                # the next request.
+                # Cancelled mid-exchange: part of the batch may have gone out and replies may
+                # still be on their way, which would answer the next request.
                 self._broken = "a request was cancelled before its reply came"
                 raise
+
+    def _forget_unsent(self) -> None:
+        # A codec may pair replies with the requests it encoded (native does). None of this
+        # batch was sent and every earlier reply has been read, so a fresh codec is exactly
+        # in step with the server.
+        self._codec = self.protocol.client_codec(self._max_message)
 
     async def _receive(self, count: int) -> list[Reply]:
         replies: list[Reply] = []
