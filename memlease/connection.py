@@ -17,12 +17,13 @@ import math
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, cast
 
 import trio
 
 from memlease.calls import RECEIVE_SIZE
 from memlease.errors import ErrorCode, ProtocolError
+from memlease.fastio import Bytes, StreamIO, stream_io
 from memlease.messages import ErrorReply, Reply, Request
 from memlease.protocol import ProtocolSpec, ServerCodec
 
@@ -122,10 +123,14 @@ async def serve_connection(
     limits: Limits,
     connections: ConnectionSet,
     after_batch: Callable[[], None],
+    scratch: bytearray | None = None,
 ) -> None:
     """Serve one connection until the peer closes it, a limit cuts it off, it sends bytes that
     do not follow the protocol, or the server shuts down. With ``tls``, first a TLS handshake
-    as the server, bounded by the request timeout. Never raises for the peer's doing."""
+    as the server, bounded by the request timeout. Never raises for the peer's doing.
+
+    ``scratch``: the receive buffer, which every connection of a server may share (each
+    receive is consumed before the next await); a buffer of its own when None."""
     connection = Connection(peer)
     connections.add(connection)
     debug = log.isEnabledFor(logging.DEBUG)
@@ -138,7 +143,10 @@ async def serve_connection(
             if not await _handshake(stream, connection, spec.name, limits, connections):
                 reason = "TLS handshake failed"
                 return
-        reason = await _serve(stream, spec, connection, service, limits, connections, after_batch)
+        if scratch is None:
+            scratch = bytearray(RECEIVE_SIZE)
+        io = stream_io(stream, scratch)
+        reason = await _serve(io, spec, connection, service, limits, connections, after_batch)
     except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
         reason = f"broken ({exc or type(exc).__name__})"
     except Exception:
@@ -185,7 +193,7 @@ async def _handshake(
 
 
 async def _serve(
-    stream: trio.abc.Stream,
+    io: StreamIO,
     spec: ProtocolSpec,
     connection: Connection,
     service: LeaseService,
@@ -195,9 +203,12 @@ async def _serve(
 ) -> str:
     codec = spec.server_codec(limits.max_message)
     buffered = _buffered_reader(codec)
-    receive_some = stream.receive_some
-    send_all = stream.send_all
-    feed = codec.feed
+    receive = io.receive
+    send_now = io.send_now
+    send_rest = io.send_rest
+    # A codec that copies what it is fed can take the shared scratch buffer's view itself.
+    copies = getattr(codec, "copies_fed_bytes", False) is True
+    feed = cast(Callable[[Bytes], None], codec.feed)
     next_request = codec.next_request
     encode_reply = codec.encode_reply
     handle = service.handle
@@ -205,7 +216,7 @@ async def _serve(
     request_timeout = limits.request_timeout
     idle_timeout = limits.idle_timeout
     log_refusals = log.isEnabledFor(logging.INFO)
-    replies: list[bytes] = []
+    replies: list[Bytes] = []
     # When the first byte of a message not yet whole arrived; None between messages.
     partial_since: float | None = None
     scope = connection.scope
@@ -213,23 +224,26 @@ async def _serve(
     async def send(now: float) -> None:
         # before the send: a slow reader must not delay an earlier expiry deadline
         after_batch()
+        rest = send_now(replies)
+        replies.clear()
+        if rest is None:
+            return  # the usual case: the socket took it all, no deadline to move
         scope.deadline = now + request_timeout
         if connections.closing:
             scope.deadline = min(scope.deadline, connections.grace_deadline)
         connection.sending = True
-        await send_all(replies[0] if len(replies) == 1 else b"".join(replies))
+        await send_rest(rest)
         connection.sending = False
-        replies.clear()
 
     with scope:
         scope.deadline = current_time() + idle_timeout
         while not connections.closing or partial_since is not None:
             connection.receiving = True
-            data = await receive_some(RECEIVE_SIZE)
+            data = await receive()
             connection.receiving = False
             if not data:
                 return "closed by the client"
-            feed(data if isinstance(data, bytes) else bytes(data))
+            feed(data if copies or type(data) is bytes else bytes(data))
             now = current_time()
             decoded = False
             held = 0

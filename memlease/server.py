@@ -149,6 +149,8 @@ async def serve(
         limits=limits,
         connections=connections,
         after_batch=expiry.deadline_may_have_moved,
+        # One receive buffer for all connections: each receive is consumed before an await.
+        scratch=bytearray(calls.RECEIVE_SIZE),
     )
     stop = trio.Event()
     async with trio.open_nursery() as connection_nursery:

@@ -62,6 +62,9 @@ class FrameDecoder(Generic[T]):
         "_unpack",
     )
 
+    copies_fed_bytes = True
+    """``feed`` copies its argument, so a caller may pass a view of a buffer it reuses."""
+
     def __init__(
         self,
         *,
@@ -94,7 +97,7 @@ class FrameDecoder(Generic[T]):
         self._start = 0
         self._broken: str | None = None
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Append received bytes, in any chunking."""
         start = self._start
         if start:

@@ -1,0 +1,144 @@
+"""Byte I/O for a connection's hot loop: one system call per receive and per send on a plain
+TCP stream, the stream's own methods on any other (TLS, memory streams in tests).
+
+``trio.SocketStream`` spends more time in its layers (conflict detection, generator context
+managers, a scheduler pass after every successful call) than in the system calls; the loop
+needs none of that. Here a receive reads into a scratch buffer and yields to the scheduler at
+most once per call, and a send is first tried without waiting: most replies fit the socket
+buffer, so they go out at once and no deadline has to be set for them. Only what the socket
+did not take is copied (the parts may be views of memory that can change once we wait) and
+sent with the usual wait-for-writable loop, a cancellation point like any trio send.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Sequence
+
+import trio
+from trio.lowlevel import checkpoint, checkpoint_if_cancelled, wait_readable, wait_writable
+
+Bytes = bytes | bytearray | memoryview
+
+_IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 16
+_CLOSED = frozenset({errno.EBADF, errno.ENOTSOCK})
+
+
+class StreamIO:
+    """Receive and send on any trio stream through its own methods."""
+
+    __slots__ = ("_receive_size", "_stream")
+
+    def __init__(self, stream: trio.abc.Stream, receive_size: int) -> None:
+        self._stream = stream
+        self._receive_size = receive_size
+
+    async def receive(self) -> Bytes:
+        """The next bytes from the peer; empty once it closed its end. The result is valid
+        until the next receive of any connection sharing the scratch buffer: use it (or copy
+        it) before the next await."""
+        return await self._stream.receive_some(self._receive_size)
+
+    def send_now(self, parts: Sequence[Bytes]) -> Bytes | None:
+        """Send what can be sent of ``parts`` without waiting; what is left (a copy), or None
+        when all of it went."""
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    async def send_rest(self, data: Bytes) -> None:
+        """Send ``data`` (what :meth:`send_now` left), waiting as long as it takes."""
+        await self._stream.send_all(data)
+
+
+class SocketIO(StreamIO):
+    """Receive and send with system calls on a trio.SocketStream's socket.
+
+    ``scratch`` may be shared by every connection of a server: what :meth:`receive` returns
+    is read into it and must be consumed before the caller's next await.
+    """
+
+    __slots__ = ("_fd", "_scratch", "_socket", "_view", "_yield_next")
+
+    def __init__(self, stream: trio.SocketStream, scratch: bytearray) -> None:
+        super().__init__(stream, len(scratch))
+        self._socket = stream.socket
+        self._fd = stream.socket.fileno()
+        self._scratch = [scratch]
+        self._view = memoryview(scratch)
+        self._yield_next = False
+
+    async def receive(self) -> Bytes:
+        # A read that needed no wait yields before the next one, so that a peer that keeps
+        # the socket full cannot starve other connections; the yield comes before the read,
+        # never between it and the caller's use of the shared scratch buffer.
+        if self._yield_next:
+            await checkpoint()
+        else:
+            await checkpoint_if_cancelled()
+        fd = self._fd
+        try:
+            received = os.readv(fd, self._scratch)
+            self._yield_next = True
+        except BlockingIOError:
+            while True:
+                await wait_readable(self._socket)
+                try:
+                    received = os.readv(fd, self._scratch)
+                    break
+                except BlockingIOError:
+                    continue
+                except OSError as exc:
+                    raise _broken(exc) from exc
+            self._yield_next = False
+        except OSError as exc:
+            raise _broken(exc) from exc
+        return self._view[:received]
+
+    def send_now(self, parts: Sequence[Bytes]) -> Bytes | None:
+        count = len(parts)
+        try:
+            if count == 1:
+                data = parts[0]
+                sent = os.write(self._fd, data)
+                if sent == len(data):
+                    return None
+                return bytes(data[sent:])
+            if count <= _IOV_MAX:
+                sent = os.writev(self._fd, parts)
+                total = sum(map(len, parts))
+                if sent == total:
+                    return None
+                return memoryview(b"".join(parts))[sent:]
+            joined = b"".join(parts)
+            sent = os.write(self._fd, joined)
+            return None if sent == len(joined) else memoryview(joined)[sent:]
+        except BlockingIOError:
+            return b"".join(parts) if count > 1 else bytes(parts[0])
+        except OSError as exc:
+            raise _broken(exc) from exc
+
+    async def send_rest(self, data: Bytes) -> None:
+        view = memoryview(data)
+        fd = self._fd
+        while view:
+            await wait_writable(self._socket)
+            try:
+                sent = os.write(fd, view)
+            except BlockingIOError:
+                continue
+            except OSError as exc:
+                raise _broken(exc) from exc
+            view = view[sent:]
+
+
+def _broken(exc: OSError) -> trio.BrokenResourceError | trio.ClosedResourceError:
+    if exc.errno in _CLOSED:
+        return trio.ClosedResourceError("the connection was closed")
+    return trio.BrokenResourceError(f"socket error: {exc}")
+
+
+def stream_io(stream: trio.abc.Stream, scratch: bytearray) -> StreamIO:
+    """System-call I/O for a plain TCP stream; the stream's own methods for anything else."""
+    if type(stream) is trio.SocketStream:
+        return SocketIO(stream, scratch)
+    return StreamIO(stream, len(scratch))
