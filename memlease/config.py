@@ -27,6 +27,9 @@ from memlease.units import parse_size as parse_size
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
+MIN_MAX_MESSAGE = 1024
+"""The smallest limits.max_message: room for every protocol's headers and error replies."""
+
 
 @dataclass(frozen=True)
 class Listener:
@@ -377,6 +380,8 @@ def validate(
     for name, value in positive.items():
         if value <= 0:
             raise fail(name, value, "must be more than zero")
+    if config.max_message < MIN_MAX_MESSAGE:
+        raise fail("max_message", config.max_message, "must be at least 1 KiB (1024)")
     if config.max_ttl_ms > 2**31 - 1:
         # The native format carries a ttl as an int32 of milliseconds.
         raise fail("max_ttl_ms", f"{config.max_ttl_ms}ms", "must be at most 2147483647ms")

@@ -112,6 +112,7 @@ def test_parse_lease_id_by_the_protocol_s_id_kind() -> None:
         (["serve", "--idle-timeout", "30"], "--idle-timeout = '30': a duration needs a unit"),
         (["serve", "--max-connections", "-1"], "--max-connections = '-1': cannot be negative"),
         (["serve", "--log-level", "loud"], "--log-level = 'loud': unknown log level"),
+        (["serve", "--max-message", "11B"], "--max-message = 11: must be at least 1 KiB"),
         (["serve", "--config", "/nonexistent.toml"], "cannot read it: No such file"),
     ],
 )

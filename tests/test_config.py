@@ -233,6 +233,8 @@ def test_typed_overrides_from_python(tmp_path: Path) -> None:
         ("", {"arena_size": "64MB"}, "--arena = '64MB': bad size unit 'MB'"),
         ("", {"arena_size": "-1"}, "--arena = '-1': a size cannot be negative"),
         ("", {"max_message": "1.5B"}, "--max-message = '1.5B': not a whole number"),
+        ("", {"max_message": "1023B"}, "--max-message = 1023: must be at least 1 KiB"),
+        ("[limits]\nmax_message = 12\n", {}, "limits.max_message = 12: must be at least"),
         ("", {"request_timeout": "5"}, "--request-timeout = '5': a duration needs a unit"),
         ("", {"idle_timeout": "-2s"}, "--idle-timeout = '-2s': a duration cannot be negative"),
         ("", {"max_connections": "many"}, "--max-connections = 'many': expected a whole"),
