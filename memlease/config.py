@@ -52,7 +52,7 @@ class Config:
     listeners: tuple[Listener, ...] = DEFAULT_LISTENERS
     arena_size: int = 64 * 1024 * 1024
     min_block: int = 32
-    max_lease_size: int | None = None  # None: the whole arena
+    max_lease_size: int | None = None  # None: the arena's largest block (see largest_lease)
     max_ttl_ms: int = 24 * 3600 * 1000
     max_connections: int = 1024
     max_message: int = 64 * 1024 * 1024 + 4096
@@ -331,9 +331,12 @@ def validate(
     file key.
     """
 
+    def label(name: str) -> str:
+        return (labels or {}).get(name, FILE_KEYS[name]).rpartition(": ")[2]
+
     def fail(name: str, value: object, reason: str) -> ConfigError:
-        label = (labels or {}).get(name, FILE_KEYS[name])
-        return ConfigError(f"{label} = {_show(value)}: {reason}")
+        where = (labels or {}).get(name, FILE_KEYS[name])
+        return ConfigError(f"{where} = {_show(value)}: {reason}")
 
     if not config.listeners:
         raise fail("listeners", "[]", "at least one listener is needed")
@@ -366,8 +369,17 @@ def validate(
             f"{format_size(config.arena_size)} is more than this machine's memory "
             f"({format_size(memory)})",
         )
-    if config.max_lease_size is not None and not 0 < config.max_lease_size <= config.arena_size:
-        raise fail("max_lease_size", config.max_lease_size, "must be from 1 B to the arena size")
+    block = largest_block(config)
+    if config.max_lease_size is not None and config.max_lease_size < 1:
+        raise fail("max_lease_size", config.max_lease_size, "must be at least 1 B")
+    if config.max_lease_size is not None and config.max_lease_size > block:
+        raise fail(
+            "max_lease_size",
+            config.max_lease_size,
+            f"above the arena's largest block, {format_size(block)} ({block} B): "
+            f"{label('arena_size')} = {format_size(config.arena_size)} is split into "
+            "power-of-two blocks and a lease takes one",
+        )
     positive: dict[str, float] = {
         "max_ttl_ms": config.max_ttl_ms,
         "max_connections": config.max_connections,
@@ -388,6 +400,13 @@ def validate(
     if config.log_level not in LOG_LEVELS:
         raise fail("log_level", config.log_level, f"use one of {', '.join(LOG_LEVELS)}")
     _validate_tls(config, fail)
+
+
+def largest_block(config: Config) -> int:
+    """The largest block of the configured arena: the highest power of two of min_block
+    units that fits in it, as memlease.arena.BuddyArena splits it."""
+    units = config.arena_size // config.min_block
+    return config.min_block << max(units.bit_length() - 1, 0)
 
 
 def _validate_tls(config: Config, fail: Callable[[str, object, str], ConfigError]) -> None:

@@ -217,10 +217,10 @@ async def _watch_signals(
 def _log_startup(config: Config, service: Service, opened: list[_OpenListener]) -> None:
     figures = service.stats(0.0)
     log.info(
-        "arena: %d bytes (min block %d B, largest lease %s B, max ttl %d ms)",
+        "arena: %d bytes (min block %d B, largest lease %d B, max ttl %d ms)",
         figures.arena_size,
         config.min_block,
-        config.max_lease_size if config.max_lease_size is not None else figures.arena_size,
+        service.table.max_lease_size,
         config.max_ttl_ms,
     )
     for entry in opened:

@@ -252,6 +252,16 @@ def test_bad_values_give_one_line_naming_key_and_value(
     assert expected in error_of(text, tmp_path, **overrides)
 
 
+def test_a_lease_cap_above_the_largest_block_is_refused(tmp_path: Path) -> None:
+    # 96 MiB is covered by a 64 MiB and a 32 MiB block: no lease can be larger than 64 MiB.
+    text = "[arena]\nsize = '96MiB'\nmax_lease_size = '96MiB'\n"
+    message = error_of(text, tmp_path)
+    assert "arena.max_lease_size = 100663296: above the arena's largest block" in message
+    assert "64 MiB" in message and "arena.size" in message
+    capped = load("[arena]\nsize = '96MiB'\nmax_lease_size = '64MiB'\n", tmp_path)
+    assert capped.max_lease_size == 64 * 1024 * 1024
+
+
 def test_arena_larger_than_the_machine_is_refused_before_allocating(tmp_path: Path) -> None:
     message = error_of("", tmp_path, arena_size="1048576GiB")
     assert "more than this machine's memory" in message

@@ -20,7 +20,7 @@ import trio
 import trio.testing
 from conftest import RunningServer, StartServer, make_config
 
-from memlease import ConnectionFailed, LeaseNotFound
+from memlease import BadSize, ConnectionFailed, LeaseNotFound
 from memlease.client import connect
 from memlease.config import Config, Listener
 from memlease.errors import ErrorCode
@@ -72,6 +72,19 @@ async def test_startup_is_logged_per_listener_and_for_the_arena(
     assert any("arena: 8192 bytes" in m for m in messages), messages
     for bound in server.listeners:
         assert f"listening: {bound.protocol} on 127.0.0.1:{bound.port}" in messages
+
+
+async def test_startup_log_gives_the_largest_lease_actually_granted(
+    start_server: StartServer, caplog: Caplog
+) -> None:
+    caplog.set_level(logging.INFO, logger="memlease")
+    server = await start_server("network", arena_size=3 * 1024 * 1024)
+    messages = [record.getMessage() for record in caplog.records]
+    assert any("largest lease 2097152 B" in m for m in messages), messages
+    async with await server.connect("network") as client:
+        await client.lease(2 * 1024 * 1024, 1000)
+        with pytest.raises(BadSize):
+            await client.lease(2 * 1024 * 1024 + 1, 1000)
 
 
 async def test_a_taken_port_raises_os_error_naming_the_listener(
