@@ -17,7 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 from memlease.config import parse_duration, parse_size
 from memlease.messages import IdKind, LeaseId
-from memlease.protocol import ProtocolRegistry, ProtocolSpec, load_protocols
+from memlease.protocol import (
+    DEFAULT_MAX_MESSAGE,
+    ProtocolRegistry,
+    ProtocolSpec,
+    load_protocols,
+)
 
 if TYPE_CHECKING:
     from memlease.blocking import Client
@@ -133,6 +138,15 @@ def add_global_options(parser: argparse.ArgumentParser, *, default: bool) -> Non
         help="give up on a connection or a reply after this long (default 10s)",
     )
     parser.add_argument(
+        "--max-message",
+        type=_size,
+        dest="client_max_message",
+        metavar="SIZE",
+        default=value(DEFAULT_MAX_MESSAGE),
+        help="the largest reply accepted (default 65540KiB); for a get of a lease above "
+        "64 MiB, match the server's limits.max_message",
+    )
+    parser.add_argument(
         "--tls",
         action="store_true",
         default=value(False),
@@ -219,7 +233,12 @@ def _connect(args: argparse.Namespace, registry: ProtocolRegistry | None) -> Cli
 
         context = client_context(args.ca, args.cert, args.key)
     return Client(
-        address, spec.name, timeout=args.timeout / 1000, registry=reg, ssl_context=context
+        address,
+        spec.name,
+        timeout=args.timeout / 1000,
+        max_message=args.client_max_message,
+        registry=reg,
+        ssl_context=context,
     )
 
 

@@ -30,6 +30,10 @@ LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 MIN_MAX_MESSAGE = 1024
 """The smallest limits.max_message: room for every protocol's headers and error replies."""
 
+REPLY_ROOM = 512
+"""Bytes of max_message kept for a reply's headers and id beside a lease's data (the built-in
+protocols need at most 28): a get of the largest lease must fit in one message."""
+
 
 @dataclass(frozen=True)
 class Listener:
@@ -394,12 +398,28 @@ def validate(
             raise fail(name, value, "must be more than zero")
     if config.max_message < MIN_MAX_MESSAGE:
         raise fail("max_message", config.max_message, "must be at least 1 KiB (1024)")
+    room = config.max_message - REPLY_ROOM
+    if config.max_lease_size is not None and config.max_lease_size > room:
+        raise fail(
+            "max_lease_size",
+            config.max_lease_size,
+            f"a get reply of it would not fit in {label('max_message')} = "
+            f"{format_size(config.max_message)}; at most {room} B ({REPLY_ROOM} B less, for "
+            f"headers): raise {label('max_message')} or lower {label('max_lease_size')}",
+        )
     if config.max_ttl_ms > 2**31 - 1:
         # The native format carries a ttl as an int32 of milliseconds.
         raise fail("max_ttl_ms", f"{config.max_ttl_ms}ms", "must be at most 2147483647ms")
     if config.log_level not in LOG_LEVELS:
         raise fail("log_level", config.log_level, f"use one of {', '.join(LOG_LEVELS)}")
     _validate_tls(config, fail)
+
+
+def largest_lease(config: Config) -> int:
+    """The largest lease the server grants: arena.max_lease_size, by default the arena's
+    largest block, capped so that a get reply carrying it fits in limits.max_message."""
+    cap = min(largest_block(config), config.max_message - REPLY_ROOM)
+    return cap if config.max_lease_size is None else min(config.max_lease_size, cap)
 
 
 def largest_block(config: Config) -> int:

@@ -19,7 +19,7 @@ from functools import partial
 import trio
 
 from memlease import calls
-from memlease.config import Config, Listener
+from memlease.config import Config, Listener, largest_lease
 from memlease.connection import ConnectionSet, Limits, serve_connection
 from memlease.errors import ConfigError
 from memlease.expiry import ExpiryTask
@@ -122,7 +122,7 @@ async def serve(
         config.arena_size,
         min_block=config.min_block,
         max_ttl_ms=config.max_ttl_ms,
-        max_lease_size=config.max_lease_size,
+        max_lease_size=largest_lease(config),
     )
     tls = None
     if config.tls_certificate is not None and config.tls_key is not None:

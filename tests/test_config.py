@@ -262,6 +262,14 @@ def test_a_lease_cap_above_the_largest_block_is_refused(tmp_path: Path) -> None:
     assert capped.max_lease_size == 64 * 1024 * 1024
 
 
+def test_a_lease_cap_a_reply_within_max_message_cannot_carry_is_refused(tmp_path: Path) -> None:
+    text = "[arena]\nmax_lease_size = '64KiB'\n"
+    message = error_of(text, tmp_path, max_message="32KiB")
+    assert "arena.max_lease_size = 65536: a get reply of it would not fit" in message
+    assert "--max-message = 32 KiB" in message
+    assert load(text, tmp_path, max_message="65KiB").max_lease_size == 64 * 1024
+
+
 def test_arena_larger_than_the_machine_is_refused_before_allocating(tmp_path: Path) -> None:
     message = error_of("", tmp_path, arena_size="1048576GiB")
     assert "more than this machine's memory" in message
