@@ -151,7 +151,7 @@ class Client:
             self._socket.sendall(payload)
             return self._receive(len(requests), time.monotonic() + self.timeout)
         except TimeoutError:
-            raise self._break(f"no reply within {self.timeout:g} s") from None
+            raise self._break(calls.no_reply(self.timeout, self.peer, self.protocol.name)) from None
         except OSError as exc:
             raise self._break(f"the connection broke ({exc.strerror or exc})") from None
         except ProtocolError as exc:

@@ -61,6 +61,11 @@ def tls_failure(peer: str, cause: BaseException) -> str:
     )
 
 
+def no_reply(timeout: float, peer: str, protocol: str) -> str:
+    """Why a call gave up waiting; a server of another protocol stays silent like this."""
+    return f"no reply within {timeout:g} s (is the server at {peer} speaking {protocol}?)"
+
+
 @functools.cache
 def default_registry() -> ProtocolRegistry:
     """The installed protocols, loaded once per process: entry-point discovery is slow."""

@@ -182,7 +182,9 @@ class AsyncClient:
                     await self._stream.send_all(payload)
                     return await self._receive(len(requests))
             except trio.TooSlowError:
-                raise await self._break(f"no reply within {self.timeout:g} s") from None
+                raise await self._break(
+                    calls.no_reply(self.timeout, self.peer, self.protocol.name)
+                ) from None
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                 reason = f"the connection broke ({exc or type(exc).__name__})"
                 raise await self._break(reason) from None
