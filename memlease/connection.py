@@ -61,13 +61,15 @@ class Limits:
 class Connection:
     """What the server keeps of an open connection: enough to close it on shutdown."""
 
-    __slots__ = ("peer", "receiving", "scope", "sending")
+    __slots__ = ("partial", "peer", "receiving", "scope", "sending")
 
     def __init__(self, peer: str) -> None:
         self.peer = peer
         self.scope = trio.CancelScope()
         self.receiving = False
         self.sending = False
+        # Part of a message is in: shutdown then gives it the grace, not the short drain.
+        self.partial = False
 
 
 class ConnectionSet:
@@ -104,7 +106,8 @@ class ConnectionSet:
         self.grace_deadline = now + grace
         for connection in self._open:
             scope = connection.scope
-            limit = now + SHUTDOWN_DRAIN if connection.receiving else self.grace_deadline
+            waiting = connection.receiving and not connection.partial
+            limit = now + SHUTDOWN_DRAIN if waiting else self.grace_deadline
             scope.deadline = min(scope.deadline, limit)
 
 
@@ -268,6 +271,7 @@ async def _serve(
             if replies:
                 await send(now)
             pending = (buffered() > 0) if buffered is not None else not decoded
+            connection.partial = pending
             if not pending:
                 partial_since = None
                 scope.deadline = now + idle_timeout

@@ -86,6 +86,35 @@ async def test_a_client_that_never_reads_holds_shutdown_no_longer_than_the_grace
     assert any("when the shutdown grace ended" in r.getMessage() for r in caplog.records)
 
 
+async def test_a_message_half_received_when_shutdown_begins_has_the_whole_grace(
+    registry: ProtocolRegistry, caplog: Caplog, mock_clock: trio.testing.MockClock
+) -> None:
+    caplog.set_level(logging.INFO, logger="memlease")
+    config = make_config("network", arena_size=4096, shutdown_grace=5.0)
+    codec = registry.get("network").client_codec(1 << 20)
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(partial(serve, config, registry=registry))
+        port = listeners[0].port
+        async with await connect(("127.0.0.1", port), "network") as client:
+            lease_id = (await client.lease(1000, 60_000)).lease_id
+        message = codec.encode_request(SetRequest(lease_id, b"x" * 1000))
+        sender = await trio.open_tcp_stream("127.0.0.1", port)
+        await sender.send_all(message[:500])
+        await trio.testing.wait_all_tasks_blocked()  # the server holds the first half
+        os.kill(os.getpid(), signal.SIGTERM)
+        await _until_logged(caplog, "shutting down")
+        # Well past the drain for connections waiting between messages, well within the grace.
+        mock_clock.jump(1.0)
+        await trio.testing.wait_all_tasks_blocked()
+        await sender.send_all(message[500:])
+        reply = await sender.receive_some()
+        assert reply, "the server cut off a message half received when shutdown began"
+        codec.feed(reply)
+        assert isinstance(codec.next_reply(), Done)
+        await sender.aclose()
+    assert not any("shutdown grace ended" in r.getMessage() for r in caplog.records)
+
+
 def _serve_in_a_subprocess() -> tuple[subprocess.Popen[str], int]:
     script = (
         "import sys; from memlease.config import Config, Listener; from memlease.server import run;"
