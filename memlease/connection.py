@@ -24,7 +24,7 @@ import trio
 from memlease.calls import RECEIVE_SIZE
 from memlease.errors import ErrorCode, ProtocolError
 from memlease.fastio import Bytes, StreamIO, stream_io
-from memlease.messages import ErrorReply, Reply, Request
+from memlease.messages import ErrorReply, LeaseRequest, RenewRequest, Reply, Request
 from memlease.protocol import ProtocolSpec, ServerCodec
 
 log = logging.getLogger("memlease")
@@ -41,6 +41,11 @@ request already sent (or readable in the same instant as the signal) is served, 
 CLOSE_TIMEOUT = 1.0
 """Seconds to say goodbye on a TLS connection (close_notify) before dropping it anyway: a peer
 that never reads must not hold a task."""
+
+
+_MOVES_DEADLINES = frozenset({LeaseRequest, RenewRequest})
+"""The requests that can bring the earliest lease deadline forward: only after these does
+the expiry task need telling (looking costs more than the rest of a small request)."""
 
 
 class LeaseService(Protocol):
@@ -224,9 +229,10 @@ async def _serve(
     partial_since: float | None = None
     scope = connection.scope
 
-    async def send(now: float) -> None:
+    async def send(now: float, moved: bool) -> None:
         # before the send: a slow reader must not delay an earlier expiry deadline
-        after_batch()
+        if moved:
+            after_batch()
         rest = send_now(replies)
         replies.clear()
         if rest is None:
@@ -249,9 +255,12 @@ async def _serve(
             feed(data if copies or type(data) is bytes else bytes(data))
             now = current_time()
             decoded = False
+            moved = False
             held = 0
             try:
                 while (request := next_request()) is not None:
+                    if type(request) in _MOVES_DEADLINES:
+                        moved = True
                     reply = handle(request, now)
                     if log_refusals and type(reply) is ErrorReply:
                         _log_refusal(connection.peer, request, reply)
@@ -260,16 +269,17 @@ async def _serve(
                     decoded = True
                     held += len(encoded)
                     if held > SEND_AT:
-                        await send(now)
+                        await send(now, moved)
                         now = current_time()
                         held = 0
+                        moved = False
             except ProtocolError as exc:
                 log.warning("%s: bad %s input, closing: %s", connection.peer, spec.name, exc)
                 replies.append(encode_reply(ErrorReply(ErrorCode.BAD_REQUEST, str(exc))))
-                await send(now)
+                await send(now, moved)
                 return "bad input"
             if replies:
-                await send(now)
+                await send(now, moved)
             pending = (buffered() > 0) if buffered is not None else not decoded
             connection.partial = pending
             if not pending:

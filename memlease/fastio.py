@@ -57,7 +57,15 @@ class SocketIO(StreamIO):
     is read into it and must be consumed before the caller's next await.
     """
 
-    __slots__ = ("_fd", "_scratch", "_socket", "_view", "_yield_next")
+    __slots__ = (
+        "_fd",
+        "_scratch",
+        "_size",
+        "_socket",
+        "_view",
+        "_waited",
+        "_yield_next",
+    )
 
     def __init__(self, stream: trio.SocketStream, scratch: bytearray) -> None:
         super().__init__(stream, len(scratch))
@@ -65,7 +73,9 @@ class SocketIO(StreamIO):
         self._fd = stream.socket.fileno()
         self._scratch = [scratch]
         self._view = memoryview(scratch)
+        self._size = len(scratch)
         self._yield_next = False
+        self._waited = False
 
     async def receive(self) -> Bytes:
         # A read that needed no wait yields before the next one, so that a peer that keeps
@@ -76,22 +86,29 @@ class SocketIO(StreamIO):
         else:
             await checkpoint_if_cancelled()
         fd = self._fd
-        try:
-            received = os.readv(fd, self._scratch)
-            self._yield_next = True
-        except BlockingIOError:
-            while True:
-                await wait_readable(self._socket)
-                try:
-                    received = os.readv(fd, self._scratch)
-                    break
-                except BlockingIOError:
-                    continue
-                except OSError as exc:
-                    raise _broken(exc) from exc
-            self._yield_next = False
-        except OSError as exc:
-            raise _broken(exc) from exc
+        # A peer that waits for each reply has sent nothing yet when we come back for more:
+        # after a read that had to wait and did not fill the buffer, wait first rather than
+        # pay for a read that fails.
+        if not self._waited:
+            try:
+                received = os.readv(fd, self._scratch)
+                self._yield_next = True
+                return self._view[:received]
+            except BlockingIOError:
+                pass
+            except OSError as exc:
+                raise _broken(exc) from exc
+        while True:
+            await wait_readable(self._socket)
+            try:
+                received = os.readv(fd, self._scratch)
+                break
+            except BlockingIOError:
+                continue
+            except OSError as exc:
+                raise _broken(exc) from exc
+        self._yield_next = False
+        self._waited = received < self._size
         return self._view[:received]
 
     def send_now(self, parts: Sequence[Bytes]) -> Bytes | None:
