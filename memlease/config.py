@@ -17,6 +17,21 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+# Re-exported: callers import these from here, as they did before config_values.py.
+from memlease.config_values import LOG_LEVELS as LOG_LEVELS
+from memlease.config_values import Listener as Listener
+from memlease.config_values import parse_listener as parse_listener
+from memlease.config_values import (
+    to_count,
+    to_listeners,
+    to_log_level,
+    to_ms,
+    to_optional_path,
+    to_optional_size,
+    to_seconds,
+    to_size,
+    to_text,
+)
 from memlease.errors import ConfigError
 from memlease.protocol import ProtocolRegistry, load_protocols
 
@@ -25,24 +40,12 @@ from memlease.units import format_size as format_size
 from memlease.units import parse_duration as parse_duration
 from memlease.units import parse_size as parse_size
 
-LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
-
 MIN_MAX_MESSAGE = 1024
 """The smallest limits.max_message: room for every protocol's headers and error replies."""
 
 REPLY_ROOM = 512
 """Bytes of max_message kept for a reply's headers and id beside a lease's data (the built-in
 protocols need at most 28): a get of the largest lease must fit in one message."""
-
-
-@dataclass(frozen=True)
-class Listener:
-    """A protocol served on a port of the configured host; ``tls``: whether it speaks TLS
-    (None: whenever the config has a [tls] certificate)."""
-
-    protocol: str
-    port: int  # 0: any free port (tests)
-    tls: bool | None = None
 
 
 DEFAULT_LISTENERS = (Listener("native", 7411), Listener("network", 7412), Listener("uuid", 7413))
@@ -83,120 +86,25 @@ class Config:
             return False
 
 
-# ---------------------------------------------------------------- units
-
-
-def parse_listener(text: str) -> Listener:
-    """A ``PROTOCOL=PORT`` pair, as ``--listen`` takes it. Raises ValueError."""
-    protocol, sep, port = text.partition("=")
-    if not sep or not protocol.strip():
-        raise ValueError("expected PROTOCOL=PORT, e.g. native=7411")
-    try:
-        number = int(port)
-    except ValueError:
-        raise ValueError(f"port {port.strip()!r} is not a number") from None
-    return Listener(protocol.strip(), number)
-
-
-# ---------------------------------------------------------------- values by kind
-
-# Each converter turns a TOML value or a flag's text into the Config field's type; ValueError
-# says what is wrong with it.
-
-
-def _to_size(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | str):
-        raise ValueError("expected a byte count or a size string such as '64MiB'")
-    if isinstance(value, str):
-        return parse_size(value)
-    if value < 0:
-        raise ValueError("a size cannot be negative")
-    return value
-
-
-def _to_seconds(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise ValueError("expected a duration string such as '10s'")
-    if isinstance(value, str):
-        return parse_duration(value)
-    # Bare numbers only come from Python callers (overrides), which pass seconds.
-    if value < 0:
-        raise ValueError("a duration cannot be negative")
-    return float(value)
-
-
-def _to_ms(value: object) -> int:
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value  # overrides from Python pass max_ttl_ms in milliseconds
-    return round(_to_seconds(value) * 1000)
-
-
-def _to_count(value: object) -> int:
-    if isinstance(value, str):
-        try:
-            value = int(value)
-        except ValueError:
-            raise ValueError("expected a whole number") from None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError("expected a whole number")
-    if value < 0:
-        raise ValueError("cannot be negative")
-    return value
-
-
-def _to_text(value: object) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError("expected a non-empty string")
-    return value.strip()
-
-
-def _to_log_level(value: object) -> str:
-    if (level := _to_text(value).lower()) not in LOG_LEVELS:
-        raise ValueError(f"unknown log level (use {', '.join(LOG_LEVELS)})")
-    return level
-
-
-def _to_optional_size(value: object) -> int | None:
-    return None if value is None else _to_size(value)
-
-
-def _to_optional_path(value: object) -> str | None:
-    return None if value is None else _to_text(value)
-
-
-def _to_listeners(value: object) -> tuple[Listener, ...]:
-    if isinstance(value, str) or not isinstance(value, list | tuple):
-        raise ValueError("expected a list of listeners")
-    listeners: list[Listener] = []
-    for item in value:
-        if isinstance(item, Listener):
-            listeners.append(item)
-        elif isinstance(item, str):
-            listeners.append(parse_listener(item))
-        else:
-            raise ValueError(f"listener {item!r} is not PROTOCOL=PORT")
-    return tuple(listeners)
-
-
 # Each field: its key in the TOML file, the flag that overrides it, and its converter. Error
 # messages name the one the user actually wrote.
 _FIELDS: dict[str, tuple[str, str | None, Callable[[object], Any]]] = {
-    "host": ("host", "--host", _to_text),
-    "log_level": ("log_level", "--log-level", _to_log_level),
-    "listeners": ("listener", "--listen", _to_listeners),
-    "arena_size": ("arena.size", "--arena", _to_size),
-    "min_block": ("arena.min_block", None, _to_size),
-    "max_lease_size": ("arena.max_lease_size", None, _to_optional_size),
-    "max_connections": ("limits.max_connections", "--max-connections", _to_count),
-    "max_message": ("limits.max_message", "--max-message", _to_size),
-    "max_ttl_ms": ("limits.max_ttl", "--max-ttl", _to_ms),
-    "request_timeout": ("limits.request_timeout", "--request-timeout", _to_seconds),
-    "idle_timeout": ("limits.idle_timeout", "--idle-timeout", _to_seconds),
-    "expiry_batch": ("limits.expiry_batch", None, _to_count),
-    "shutdown_grace": ("limits.shutdown_grace", None, _to_seconds),
-    "tls_certificate": ("tls.certificate", "--tls-cert", _to_optional_path),
-    "tls_key": ("tls.key", "--tls-key", _to_optional_path),
-    "tls_client_ca": ("tls.client_ca", "--tls-client-ca", _to_optional_path),
+    "host": ("host", "--host", to_text),
+    "log_level": ("log_level", "--log-level", to_log_level),
+    "listeners": ("listener", "--listen", to_listeners),
+    "arena_size": ("arena.size", "--arena", to_size),
+    "min_block": ("arena.min_block", None, to_size),
+    "max_lease_size": ("arena.max_lease_size", None, to_optional_size),
+    "max_connections": ("limits.max_connections", "--max-connections", to_count),
+    "max_message": ("limits.max_message", "--max-message", to_size),
+    "max_ttl_ms": ("limits.max_ttl", "--max-ttl", to_ms),
+    "request_timeout": ("limits.request_timeout", "--request-timeout", to_seconds),
+    "idle_timeout": ("limits.idle_timeout", "--idle-timeout", to_seconds),
+    "expiry_batch": ("limits.expiry_batch", None, to_count),
+    "shutdown_grace": ("limits.shutdown_grace", None, to_seconds),
+    "tls_certificate": ("tls.certificate", "--tls-cert", to_optional_path),
+    "tls_key": ("tls.key", "--tls-key", to_optional_path),
+    "tls_client_ca": ("tls.client_ca", "--tls-client-ca", to_optional_path),
 }
 FILE_KEYS = {name: key for name, (key, _, _) in _FIELDS.items()}
 FLAGS = {name: flag for name, (_, flag, _) in _FIELDS.items() if flag is not None}

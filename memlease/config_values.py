@@ -1,0 +1,107 @@
+"""The values of the server's configuration by kind: each converter turns a TOML value or a
+flag's text into a :class:`~memlease.config.Config` field's type, or raises ValueError saying
+what is wrong with it (memlease.config names the key or flag)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from memlease.units import parse_duration, parse_size
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+@dataclass(frozen=True)
+class Listener:
+    """A protocol served on a port of the configured host; ``tls``: whether it speaks TLS
+    (None: whenever the config has a [tls] certificate)."""
+
+    protocol: str
+    port: int  # 0: any free port (tests)
+    tls: bool | None = None
+
+
+def parse_listener(text: str) -> Listener:
+    """A ``PROTOCOL=PORT`` pair, as ``--listen`` takes it. Raises ValueError."""
+    protocol, sep, port = text.partition("=")
+    if not sep or not protocol.strip():
+        raise ValueError("expected PROTOCOL=PORT, e.g. native=7411")
+    try:
+        number = int(port)
+    except ValueError:
+        raise ValueError(f"port {port.strip()!r} is not a number") from None
+    return Listener(protocol.strip(), number)
+
+
+def to_size(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError("expected a byte count or a size string such as '64MiB'")
+    if isinstance(value, str):
+        return parse_size(value)
+    if value < 0:
+        raise ValueError("a size cannot be negative")
+    return value
+
+
+def to_seconds(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError("expected a duration string such as '10s'")
+    if isinstance(value, str):
+        return parse_duration(value)
+    # Bare numbers only come from Python callers (overrides), which pass seconds.
+    if value < 0:
+        raise ValueError("a duration cannot be negative")
+    return float(value)
+
+
+def to_ms(value: object) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value  # overrides from Python pass max_ttl_ms in milliseconds
+    return round(to_seconds(value) * 1000)
+
+
+def to_count(value: object) -> int:
+    if isinstance(value, str):
+        try:
+            value = int(value)
+        except ValueError:
+            raise ValueError("expected a whole number") from None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError("expected a whole number")
+    if value < 0:
+        raise ValueError("cannot be negative")
+    return value
+
+
+def to_text(value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("expected a non-empty string")
+    return value.strip()
+
+
+def to_log_level(value: object) -> str:
+    if (level := to_text(value).lower()) not in LOG_LEVELS:
+        raise ValueError(f"unknown log level (use {', '.join(LOG_LEVELS)})")
+    return level
+
+
+def to_optional_size(value: object) -> int | None:
+    return None if value is None else to_size(value)
+
+
+def to_optional_path(value: object) -> str | None:
+    return None if value is None else to_text(value)
+
+
+def to_listeners(value: object) -> tuple[Listener, ...]:
+    if isinstance(value, str) or not isinstance(value, list | tuple):
+        raise ValueError("expected a list of listeners")
+    listeners: list[Listener] = []
+    for item in value:
+        if isinstance(item, Listener):
+            listeners.append(item)
+        elif isinstance(item, str):
+            listeners.append(parse_listener(item))
+        else:
+            raise ValueError(f"listener {item!r} is not PROTOCOL=PORT")
+    return tuple(listeners)
