@@ -1,0 +1,81 @@
+"""memlease.fastio: system-call I/O on a plain TCP stream, stream methods on anything else."""
+
+from __future__ import annotations
+
+import trio
+import trio.testing
+
+from memlease.fastio import SocketIO, StreamIO, stream_io
+
+
+def _socket_pair() -> tuple[trio.SocketStream, trio.SocketStream]:
+    left, right = trio.socket.socketpair()
+    return trio.SocketStream(left), trio.SocketStream(right)
+
+
+async def _receive_exactly(stream: trio.SocketStream, count: int) -> bytes:
+    received = bytearray()
+    while len(received) < count:
+        chunk = await stream.receive_some(1 << 20)
+        assert chunk, "closed early"
+        received += chunk
+    return bytes(received)
+
+
+async def test_plain_sockets_get_system_call_io_and_other_streams_their_own() -> None:
+    ours, peer = _socket_pair()
+    async with ours, peer:
+        assert type(stream_io(ours, bytearray(16))) is SocketIO
+    memory, _ = trio.testing.memory_stream_pair()
+    assert type(stream_io(memory, bytearray(16))) is StreamIO
+
+
+async def test_receive_reads_into_the_scratch_buffer_then_sees_the_close() -> None:
+    ours, peer = _socket_pair()
+    scratch = bytearray(8)
+    io = stream_io(ours, scratch)
+    async with ours, peer:
+        await peer.send_all(b"0123456789")
+        first = bytes(await io.receive())
+        assert first == b"01234567"  # at most the scratch buffer's size
+        assert scratch == bytearray(b"01234567")
+        assert bytes(await io.receive()) == b"89"
+        await peer.send_eof()
+        assert len(await io.receive()) == 0
+
+
+async def test_replies_the_socket_cannot_take_are_copied_then_all_delivered_in_order() -> None:
+    ours, peer = _socket_pair()
+    io = stream_io(ours, bytearray(16))
+    big = bytearray(b"x" * (8 << 20))  # more than any socket buffer takes at once
+    parts: list[bytes | bytearray | memoryview] = [b"head", memoryview(big), b"tail"]
+    expected = b"head" + bytes(big) + b"tail"
+    async with ours, peer:
+        rest = io.send_now(parts)
+        assert rest is not None and 0 < len(rest) < len(expected)
+        big[:] = b"y" * len(big)  # what was left must not depend on the caller's memory
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(io.send_rest, rest)
+            received = await _receive_exactly(peer, len(expected))
+        assert received == expected
+
+
+async def test_small_replies_go_out_at_once() -> None:
+    ours, peer = _socket_pair()
+    io = stream_io(ours, bytearray(16))
+    async with ours, peer:
+        assert io.send_now([b"one", b"two", b"three"]) is None
+        assert await _receive_exactly(peer, 11) == b"onetwothree"
+
+
+async def test_a_peer_gone_breaks_the_send() -> None:
+    ours, peer = _socket_pair()
+    io = stream_io(ours, bytearray(16))
+    await peer.aclose()
+    async with ours:
+        try:
+            for _ in range(10):  # the first write may land before the reset is seen
+                io.send_now([b"x" * 65536])
+        except trio.BrokenResourceError:
+            return
+    raise AssertionError("writing to a closed peer never failed")
