@@ -119,7 +119,8 @@ class SocketIO(StreamIO):
                 sent = os.write(self._fd, data)
                 if sent == len(data):
                     return None
-                return bytes(data[sent:])
+                # bytes cannot change while we wait: only other buffers need copying
+                return memoryview(data)[sent:] if type(data) is bytes else bytes(data[sent:])
             if count <= _IOV_MAX:
                 sent = os.writev(self._fd, parts)
                 total = sum(map(len, parts))

@@ -20,7 +20,7 @@ import trio
 
 from memlease import calls
 from memlease.config import Config, Listener, largest_lease
-from memlease.connection import ConnectionSet, Limits, serve_connection
+from memlease.connection import SCRATCH_SIZE, ConnectionSet, Limits, serve_connection
 from memlease.errors import ConfigError
 from memlease.expiry import ExpiryTask
 from memlease.protocol import ProtocolRegistry, ProtocolSpec
@@ -150,7 +150,7 @@ async def serve(
         connections=connections,
         after_batch=expiry.deadline_may_have_moved,
         # One receive buffer for all connections: each receive is consumed before an await.
-        scratch=bytearray(calls.RECEIVE_SIZE),
+        scratch=bytearray(SCRATCH_SIZE),
     )
     stop = trio.Event()
     async with trio.open_nursery() as connection_nursery:
