@@ -23,6 +23,7 @@ from memlease.config import Config, Listener, largest_lease
 from memlease.connection import SCRATCH_SIZE, ConnectionSet, Limits, serve_connection
 from memlease.errors import ConfigError
 from memlease.expiry import ExpiryTask
+from memlease.heap import keep_large_blocks
 from memlease.protocol import ProtocolRegistry, ProtocolSpec
 from memlease.service import Service
 from memlease.tls import server_context
@@ -255,6 +256,8 @@ def run(config: Config) -> int:
     cannot be bound, ConfigError for a listener whose protocol is not installed.
     """
     configure_logging(config.log_level)
+    # process-wide, so here and not in serve(), which may run inside another program
+    keep_large_blocks(config.max_message)
     try:
         trio.run(partial(serve, config, handle_signals=True))
     except KeyboardInterrupt:
