@@ -15,6 +15,7 @@ from typing import Any
 import trio
 
 from memlease.config import Config, Listener, load_config
+from memlease.heap import keep_large_blocks
 
 
 async def _serve_and_announce(config: Config) -> None:
@@ -42,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
         host="127.0.0.1",
         listeners=tuple(Listener(name, 0) for name in args.protocols),
     )
+    # the same process-wide allocator setting as `memlease serve`, so bench measures that server
+    keep_large_blocks(config.max_message)
     trio.run(_serve_and_announce, config)
     return 0
 
