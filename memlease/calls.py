@@ -146,7 +146,9 @@ def _granted(request: Request, reply: Reply) -> Granted:
 
 
 def _data(request: Request, reply: Reply) -> bytes:
-    return _expect_data(request, reply).data
+    data = _expect_data(request, reply).data
+    # A client codec decodes to bytes; only a server's service may hand out a view.
+    return data if type(data) is bytes else bytes(data)
 
 
 def _done(request: Request, reply: Reply) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, cast
 
@@ -24,7 +24,7 @@ import trio
 from memlease.calls import RECEIVE_SIZE
 from memlease.errors import ErrorCode, ProtocolError
 from memlease.fastio import Bytes, StreamIO, stream_io
-from memlease.messages import ErrorReply, LeaseRequest, RenewRequest, Reply, Request
+from memlease.messages import Data, ErrorReply, LeaseRequest, RenewRequest, Reply, Request
 from memlease.protocol import ProtocolSpec, ServerCodec
 
 log = logging.getLogger("memlease")
@@ -125,6 +125,11 @@ def _buffered_reader(codec: ServerCodec) -> Callable[[], int] | None:
     return reader if callable(reader) else None
 
 
+def _parts_encoder(codec: ServerCodec) -> Callable[[Data], Sequence[Bytes]] | None:
+    encoder = getattr(codec, "encode_data_parts", None)
+    return encoder if callable(encoder) else None
+
+
 async def serve_connection(
     stream: trio.abc.Stream,
     spec: ProtocolSpec,
@@ -223,6 +228,9 @@ async def _serve(
     feed = cast(Callable[[Bytes], None], codec.feed)
     next_request = codec.next_request
     encode_reply = codec.encode_reply
+    # A Data reply whose data is a view of a lease's block goes out as header and view, so
+    # that a large get is not copied (this codec can) or copied once (it joins them).
+    encode_parts = _parts_encoder(codec)
     handle = service.handle
     current_time = trio.current_time
     request_timeout = limits.request_timeout
@@ -268,6 +276,18 @@ async def _serve(
                     reply = handle(request, now)
                     if log_refusals and type(reply) is ErrorReply:
                         _log_refusal(connection.peer, request, reply)
+                    if type(reply) is Data and type(reply.data) is not bytes:
+                        if encode_parts is None:
+                            replies.append(encode_reply(reply))
+                        else:
+                            replies.extend(encode_parts(reply))
+                        decoded = True
+                        # The next request may change or free the block: send (or copy) first.
+                        await send(now, moved)
+                        now = current_time()
+                        held = 0
+                        moved = False
+                        continue
                     encoded = encode_reply(reply)
                     replies.append(encoded)
                     decoded = True

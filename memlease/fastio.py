@@ -43,7 +43,10 @@ class StreamIO:
     def send_now(self, parts: Sequence[Bytes]) -> Bytes | None:
         """Send what can be sent of ``parts`` without waiting; what is left (a copy), or None
         when all of it went."""
-        return parts[0] if len(parts) == 1 else b"".join(parts)
+        if len(parts) == 1 and type(parts[0]) is bytes:
+            return parts[0]
+        # a view (of a lease's block) could change while send_all waits
+        return b"".join(parts)
 
     async def send_rest(self, data: Bytes) -> None:
         """Send ``data`` (what :meth:`send_now` left), waiting as long as it takes."""

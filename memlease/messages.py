@@ -147,11 +147,14 @@ class Granted:
 
 @dataclass(frozen=True, slots=True)
 class Data:
-    """Bytes from a lease: the whole region (``op`` GET) or a part of it (``op`` READ)."""
+    """Bytes from a lease: the whole region (``op`` GET) or a part of it (``op`` READ).
+
+    ``data`` is bytes, except from a server's service that shares blocks: then a read-only
+    view of the lease's block, valid only until the next request is handled."""
 
     op: Op
     lease_id: LeaseId
-    data: bytes
+    data: bytes | memoryview
 
 
 @dataclass(frozen=True, slots=True)

@@ -125,6 +125,8 @@ async def serve(
         max_ttl_ms=config.max_ttl_ms,
         max_lease_size=largest_lease(config),
     )
+    # Connections send a get's view of a block before they handle the next request.
+    service.share_blocks = True
     tls = None
     if config.tls_certificate is not None and config.tls_key is not None:
         tls = server_context(config.tls_certificate, config.tls_key, config.tls_client_ca)

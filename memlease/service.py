@@ -33,6 +33,10 @@ from memlease.messages import (
     WriteRequest,
 )
 
+SHARE_AT = 64 * 1024
+"""Smallest lease a sharing service answers a get for with a view: the connection sends such
+a reply at once, which below this size costs more than the copy it saves."""
+
 
 class Service:
     """Applies requests to one LeaseTable.
@@ -40,10 +44,15 @@ class Service:
     ``connections`` is kept by the server (it counts open connections) and reported by stats.
     The ``refused`` figure of stats counts refused lease requests; ``refused_requests`` counts
     every refused request of any kind.
+
+    With ``share_blocks``, a get's Data holds a read-only view of the lease's block instead
+    of a copy: the caller must use (or copy) it before handling the next request, which may
+    change or free the block.
     """
 
-    def __init__(self, table: LeaseTable) -> None:
+    def __init__(self, table: LeaseTable, *, share_blocks: bool = False) -> None:
         self.table = table
+        self.share_blocks = share_blocks
         self.connections = 0
         self.refused_requests = 0
         # Dispatch by exact type: one dict lookup per request on the hot path.
@@ -126,6 +135,10 @@ class Service:
         return Granted(lease_id, request.size, request.ttl_ms)
 
     def _get(self, request: GetRequest, now: float) -> Reply:
+        if self.share_blocks:
+            view = self.table.view(request.lease_id, now)
+            data = view.toreadonly() if len(view) >= SHARE_AT else view.tobytes()
+            return Data(Op.GET, request.lease_id, data)
         return Data(Op.GET, request.lease_id, self.table.get(request.lease_id, now))
 
     def _read(self, request: ReadRequest, now: float) -> Reply:

@@ -168,7 +168,7 @@ def _echo_id(lease_id: LeaseId | None) -> int:
     return lease_id if type(lease_id) is int and -MAX_ID - 1 <= lease_id <= MAX_ID else 0
 
 
-def data_frame(kind: int, lease_id: LeaseId, data: bytes) -> bytes:
+def data_frame(kind: int, lease_id: LeaseId, data: bytes | memoryview) -> bytes:
     n = len(data)
     return F_ID_AND_DATA.pack(kind, _ID_AND_DATA_SIZE + n, lease_id, n) + data
 
@@ -176,6 +176,17 @@ def data_frame(kind: int, lease_id: LeaseId, data: bytes) -> bytes:
 def _encode_data(reply: Data) -> bytes:
     kind = _T_ACCESS_DATA if reply.op is _GET else _T_READ_DATA
     return data_frame(kind, reply.lease_id, reply.data)
+
+
+def encode_data_parts(reply: Data) -> tuple[bytes, bytes | memoryview]:
+    """``reply``'s frame as header and data, so that the data is sent without a copy."""
+    kind = _T_ACCESS_DATA if reply.op is _GET else _T_READ_DATA
+    data = reply.data
+    n = len(data)
+    try:
+        return F_ID_AND_DATA.pack(kind, _ID_AND_DATA_SIZE + n, reply.lease_id, n), data
+    except struct.error as exc:
+        raise ProtocolError(f"{PROTOCOL}: cannot encode {reply!r:.200}: {exc}") from None
 
 
 def _encode_done(reply: Done) -> bytes:
@@ -265,3 +276,4 @@ class NativeServerCodec(FrameDecoder[Request]):
     # The frame decoder's own method, not a wrapper: this is the hottest call of a server.
     next_request = FrameDecoder.next_message
     encode_reply = staticmethod(encode_reply)
+    encode_data_parts = staticmethod(encode_data_parts)
