@@ -26,7 +26,7 @@ from memlease.cli_client import (
     add_global_options,
 )
 from memlease.config import FLAGS, Config, Listener, load_config
-from memlease.errors import ConfigError, LeaseNotFound, MemleaseError
+from memlease.errors import ConfigError, LeaseNotFound, MemleaseError, not_found_message
 from memlease.protocol import ProtocolRegistry, load_protocols
 
 EXIT_FAILED = 1
@@ -119,7 +119,7 @@ def main(argv: Sequence[str] | None = None, *, registry: ProtocolRegistry | None
         return _fail(f"memlease: {exc}", EXIT_USAGE)
     except LeaseNotFound:
         lease_id = getattr(args, "id", "?")
-        return _fail(f"memlease: lease {lease_id} not found (expired, released or never granted)")
+        return _fail(f"memlease: {not_found_message(lease_id)}")
     except MemleaseError as exc:
         return _fail(f"memlease: {_one_line(str(exc)) or type(exc).__doc__}")
     except OSError as exc:

@@ -116,6 +116,11 @@ _BY_CODE: dict[ErrorCode, type[LeaseError]] = {
 }
 
 
+def not_found_message(lease_id: object) -> str:
+    """What a user is told of an id with no live lease, whichever protocol asked."""
+    return f"lease {lease_id} not found (expired, released or never granted)"
+
+
 def error_for_code(code: ErrorCode, message: str) -> LeaseError:
     """The exception a client raises for an error reply with ``code``."""
     return _BY_CODE.get(code, InternalError)(message)

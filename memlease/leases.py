@@ -32,6 +32,7 @@ from memlease.errors import (
     LeaseError,
     LeaseNotFound,
     LeaseTooSmall,
+    not_found_message,
 )
 from memlease.messages import IdKind, LeaseId
 
@@ -230,7 +231,7 @@ class LeaseTable:
         else:
             slot = None
         if slot is None or self._deadlines[slot] <= now:
-            raise LeaseNotFound(f"lease {lease_id} not found (expired, released or never granted)")
+            raise LeaseNotFound(not_found_message(lease_id))
         return slot
 
     def view(self, lease_id: LeaseId, now: float) -> memoryview:

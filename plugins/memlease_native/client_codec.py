@@ -19,7 +19,7 @@ from memlease_wire.framing import (
     take_tail,
 )
 
-from memlease.errors import ErrorCode, ProtocolError
+from memlease.errors import ErrorCode, ProtocolError, not_found_message
 from memlease.messages import (
     Data,
     Done,
@@ -223,7 +223,7 @@ class NativeClientCodec(FrameDecoder[Reply]):
         if n == 0:
             return ErrorReply(
                 ErrorCode.NOT_FOUND,
-                f"no lease {lease_id}: it expired, was released, or was never granted",
+                not_found_message(lease_id),
                 Op.GET,
                 lease_id,
             )
@@ -243,7 +243,7 @@ class NativeClientCodec(FrameDecoder[Reply]):
         if status == L.DATA_SET_NOT_FOUND:
             return ErrorReply(
                 ErrorCode.NOT_FOUND,
-                f"no lease {lease_id}: it expired, was released, or was never granted",
+                not_found_message(lease_id),
                 Op.SET,
                 lease_id,
             )
