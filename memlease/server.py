@@ -20,10 +20,12 @@ import trio
 
 from memlease import calls
 from memlease.config import Config, Listener, largest_lease
-from memlease.connection import SCRATCH_SIZE, ConnectionSet, Limits, serve_connection
+from memlease.connection import SCRATCH_SIZE, serve_connection
 from memlease.errors import ConfigError
+from memlease.exchange import Limits
 from memlease.expiry import ExpiryTask
 from memlease.heap import keep_large_blocks
+from memlease.open_connections import ConnectionSet
 from memlease.protocol import ProtocolRegistry, ProtocolSpec
 from memlease.service import Service
 from memlease.tls import server_context

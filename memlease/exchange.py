@@ -1,0 +1,196 @@
+"""The request/reply loop of one connection: bytes in through the protocol's codec, each
+request handled by the lease service, the replies of a batch out in one write (or one per MiB
+of replies).
+
+The hot path per receive: feed the codec, decode every whole message, handle each, join the
+replies, one send. Time limits are one cancel scope per connection whose deadline moves: idle
+timeout while waiting for a message, request timeout once a message's first byte came, and the
+same bound on a send so that a client that never reads cannot hold the server up. Shutdown
+lowers the deadline: a short drain for a connection waiting for a request, the shutdown grace
+for one sending replies or receiving a message.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol, cast
+
+import trio
+
+from memlease.errors import ErrorCode, ProtocolError
+from memlease.fastio import Bytes, StreamIO
+from memlease.messages import Data, ErrorReply, LeaseRequest, RenewRequest, Reply, Request
+from memlease.open_connections import Connection, ConnectionSet
+from memlease.protocol import ProtocolSpec, ServerCodec
+
+log = logging.getLogger("memlease")
+
+SEND_AT = 1 << 20
+"""Reply bytes a batch holds before sending them and decoding more: a pipeline of gets for a
+large lease would otherwise make one batch's replies as large as the lease times the number
+of gets that fit in one receive."""
+
+_MOVES_DEADLINES = frozenset({LeaseRequest, RenewRequest})
+"""The requests that can bring the earliest lease deadline forward: only after these does
+the expiry task need telling (looking costs more than the rest of a small request)."""
+
+
+class LeaseService(Protocol):
+    connections: int
+
+    def handle(self, request: Request, now: float) -> Reply: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The per-connection limits of the server's configuration."""
+
+    max_message: int
+    request_timeout: float
+    idle_timeout: float
+
+
+def _buffered_reader(codec: ServerCodec) -> Callable[[], int] | None:
+    reader = getattr(codec, "buffered", None)
+    return reader if callable(reader) else None
+
+
+def _parts_encoder(codec: ServerCodec) -> Callable[[Data], Sequence[Bytes]] | None:
+    encoder = getattr(codec, "encode_data_parts", None)
+    return encoder if callable(encoder) else None
+
+
+async def exchange(
+    io: StreamIO,
+    spec: ProtocolSpec,
+    connection: Connection,
+    service: LeaseService,
+    limits: Limits,
+    connections: ConnectionSet,
+    after_batch: Callable[[], None],
+) -> str:
+    codec = spec.server_codec(limits.max_message)
+    buffered = _buffered_reader(codec)
+    receive = io.receive
+    send_now = io.send_now
+    send_rest = io.send_rest
+    # A codec that copies what it is fed can take the shared scratch buffer's view itself.
+    copies = getattr(codec, "copies_fed_bytes", False) is True
+    feed = cast(Callable[[Bytes], None], codec.feed)
+    next_request = codec.next_request
+    encode_reply = codec.encode_reply
+    # A Data reply whose data is a view of a lease's block goes out as header and view, so
+    # that a large get is not copied (this codec can) or copied once (it joins them).
+    encode_parts = _parts_encoder(codec)
+    handle = service.handle
+    current_time = trio.current_time
+    request_timeout = limits.request_timeout
+    idle_timeout = limits.idle_timeout
+    log_refusals = log.isEnabledFor(logging.INFO)
+    replies: list[Bytes] = []
+    # When the first byte of a message not yet whole arrived; None between messages.
+    partial_since: float | None = None
+    scope = connection.scope
+
+    async def send(now: float, moved: bool) -> None:
+        # before the send: a slow reader must not delay an earlier expiry deadline
+        if moved:
+            after_batch()
+        rest = send_now(replies)
+        replies.clear()
+        if rest is None:
+            return  # the usual case: the socket took it all, no deadline to move
+        scope.deadline = now + request_timeout
+        if connections.closing:
+            scope.deadline = min(scope.deadline, connections.grace_deadline)
+        connection.sending = True
+        await send_rest(rest)
+        connection.sending = False
+
+    with scope:
+        scope.deadline = current_time() + idle_timeout
+        while not connections.closing or partial_since is not None:
+            connection.receiving = True
+            data = await receive()
+            connection.receiving = False
+            if not data:
+                return "closed by the client"
+            feed(data if copies or type(data) is bytes else bytes(data))
+            now = current_time()
+            decoded = False
+            moved = False
+            held = 0
+            try:
+                while (request := next_request()) is not None:
+                    if type(request) in _MOVES_DEADLINES:
+                        moved = True
+                    reply = handle(request, now)
+                    if log_refusals and type(reply) is ErrorReply:
+                        _log_refusal(connection.peer, request, reply)
+                    if type(reply) is Data and type(reply.data) is not bytes:
+                        if encode_parts is None:
+                            replies.append(encode_reply(reply))
+                        else:
+                            replies.extend(encode_parts(reply))
+                        decoded = True
+                        # The next request may change or free the block: send (or copy) first.
+                        await send(now, moved)
+                        now = current_time()
+                        held = 0
+                        moved = False
+                        continue
+                    encoded = encode_reply(reply)
+                    replies.append(encoded)
+                    decoded = True
+                    held += len(encoded)
+                    if held > SEND_AT:
+                        await send(now, moved)
+                        now = current_time()
+                        held = 0
+                        moved = False
+            except ProtocolError as exc:
+                log.warning("%s: bad %s input, closing: %s", connection.peer, spec.name, exc)
+                replies.append(encode_reply(ErrorReply(ErrorCode.BAD_REQUEST, str(exc))))
+                await send(now, moved)
+                return "bad input"
+            if replies:
+                await send(now, moved)
+            pending = (buffered() > 0) if buffered is not None else not decoded
+            connection.partial = pending
+            if not pending:
+                partial_since = None
+                scope.deadline = now + idle_timeout
+            elif partial_since is None or decoded:
+                partial_since = now
+                scope.deadline = now + request_timeout
+            if connections.closing:
+                scope.deadline = min(scope.deadline, connections.grace_deadline)
+        return "server shutting down"
+    if connections.closing:
+        if connection.sending or partial_since is not None:
+            doing = "taking its replies" if connection.sending else "sending a message"
+            log.warning(
+                "%s: still %s when the shutdown grace ended; cut off", connection.peer, doing
+            )
+        return "server shutting down"
+    what = "send" if connection.sending else "request" if partial_since is not None else "idle"
+    _log_timeout(connection.peer, spec.name, what, limits)
+    return f"{what} timeout"
+
+
+def _log_refusal(peer: str, request: Request, reply: ErrorReply) -> None:
+    log.info("%s: %s refused (%s): %s", peer, request.op.value, reply.code.name, reply.message)
+
+
+def _log_timeout(peer: str, protocol: str, what: str, limits: Limits) -> None:
+    if what == "idle":
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s: idle for %gs, closing", peer, limits.idle_timeout)
+        return
+    seconds = limits.request_timeout
+    if what == "send":
+        log.warning("%s: client took over %gs to take its replies; cut off", peer, seconds)
+    else:
+        log.warning("%s: a %s message took over %gs to arrive; cut off", peer, protocol, seconds)
