@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Protocol, cast
 
 import trio
@@ -23,7 +24,7 @@ from memlease.errors import ErrorCode, ProtocolError
 from memlease.fastio import Bytes, StreamIO
 from memlease.messages import Data, ErrorReply, LeaseRequest, RenewRequest, Reply, Request
 from memlease.open_connections import Connection, ConnectionSet
-from memlease.protocol import ProtocolSpec, ServerCodec
+from memlease.protocol import HotOps, ProtocolSpec, ServerCodec
 
 log = logging.getLogger("memlease")
 
@@ -57,6 +58,17 @@ def _buffered_reader(codec: ServerCodec) -> Callable[[], int] | None:
     return reader if callable(reader) else None
 
 
+def _hot_server(
+    codec: ServerCodec, service: LeaseService
+) -> Callable[[float, list[Bytes], int], int] | None:
+    serve_hot = getattr(codec, "serve_hot", None)
+    hot_ops = getattr(service, "hot_ops", None)
+    if callable(serve_hot) and callable(hot_ops):
+        ops: HotOps = hot_ops()
+        return partial(serve_hot, ops)
+    return None
+
+
 def _parts_encoder(codec: ServerCodec) -> Callable[[Data], Sequence[Bytes]] | None:
     encoder = getattr(codec, "encode_data_parts", None)
     return encoder if callable(encoder) else None
@@ -85,6 +97,9 @@ async def exchange(
     # that a large get is not copied (this codec can) or copied once (it joins them).
     encode_parts = _parts_encoder(codec)
     handle = service.handle
+    # Gets and sets of small values answered without message objects, when both the codec
+    # and the service can (most of a pipelined cache workload).
+    serve_hot = _hot_server(codec, service)
     current_time = trio.current_time
     request_timeout = limits.request_timeout
     idle_timeout = limits.idle_timeout
@@ -123,7 +138,21 @@ async def exchange(
             moved = False
             held = 0
             try:
-                while (request := next_request()) is not None:
+                while True:
+                    if serve_hot is not None:
+                        appended = serve_hot(now, replies, SEND_AT - held)
+                        if appended:
+                            decoded = True
+                            held += appended
+                            if held >= SEND_AT:
+                                await send(now, moved)
+                                now = current_time()
+                                held = 0
+                                moved = False
+                                continue
+                    request = next_request()
+                    if request is None:
+                        break
                     if type(request) in _MOVES_DEADLINES:
                         moved = True
                     reply = handle(request, now)

@@ -275,6 +275,32 @@ class LeaseTable:
         """Write ``data`` as a prefix of the region; the rest is left as it was."""
         self.write(lease_id, 0, data, now)
 
+    # The two calls below serve a pipeline of small gets and sets without an exception per
+    # miss: None / False says only "not like this", and the caller then asks get / set,
+    # whose exception says why.
+
+    def peek(self, lease_id: int, now: float, largest: int) -> bytes | None:
+        """A copy of int lease ``lease_id``'s region, as :meth:`get`; None when there is no
+        such live lease or its region is larger than ``largest`` bytes."""
+        slot = self._by_int.get(lease_id)
+        if slot is None or self._deadlines[slot] <= now:
+            return None
+        size = self._sizes[slot]
+        if size > largest:
+            return None
+        offset = self._offsets[slot]
+        return self._memory[offset : offset + size].tobytes()
+
+    def put(self, lease_id: int, data: bytes | bytearray | memoryview, now: float) -> bool:
+        """:meth:`set` for an int lease: whether it was done. False (nothing written) when
+        there is no such live lease or ``data`` is longer than its region."""
+        slot = self._by_int.get(lease_id)
+        if slot is None or self._deadlines[slot] <= now or len(data) > self._sizes[slot]:
+            return False
+        start = self._offsets[slot]
+        self._memory[start : start + len(data)] = data
+        return True
+
     def stat(self, lease_id: LeaseId, now: float) -> LeaseStat:
         """The lease's size and remaining ttl (whole ms, rounded up, at least 1)."""
         slot = self._slot(lease_id, now)

@@ -63,6 +63,29 @@ class ServerCodec(TypingProtocol):
         """The bytes of ``reply``. An ErrorReply without ``op`` answers bytes that could not
         be parsed; a protocol with no way to say so returns b""."""
 
+    # Optional, found by name: ``serve_hot(ops: HotOps, now, out, budget) -> int`` answers the
+    # whole gets and sets at the front of the buffer through ``ops``, without building
+    # messages: it appends their replies' bytes to ``out`` and returns how many bytes it
+    # appended, stopping at the first other message, a message not yet whole, any get or set
+    # that ``ops`` declines, or once ``budget`` bytes are appended. What it stops at is left
+    # for ``next_request``, so refusals and errors are the general path's. Its replies must
+    # be the bytes ``encode_reply`` gives for the same requests handled by the service.
+
+
+@dataclass(frozen=True, slots=True)
+class HotOps:
+    """A lease service's get and set for a codec's ``serve_hot``: plain values in and out.
+
+    ``get(lease_id, now, largest)`` is a copy of a live int lease's region, or None when there
+    is none or it is larger than ``largest`` bytes; ``set(lease_id, data, now)`` writes data
+    as the region's prefix and says whether it did (False: nothing written). ``largest_get``
+    is the ``largest`` a codec passes: bigger gets go through the general path.
+    """
+
+    get: Callable[[int, float, int], bytes | None]
+    set: Callable[[int, bytes | bytearray | memoryview, float], bool]
+    largest_get: int
+
 
 class ClientCodec(TypingProtocol):
     """The client's end of one connection: requests in, bytes out; bytes in, replies out.

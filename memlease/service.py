@@ -32,6 +32,7 @@ from memlease.messages import (
     StatsRequest,
     WriteRequest,
 )
+from memlease.protocol import HotOps
 
 SHARE_AT = 64 * 1024
 """Smallest lease a sharing service answers a get for with a view: the connection sends such
@@ -99,6 +100,13 @@ class Service:
             return ErrorReply(
                 exc.code, str(exc), op=request.op, lease_id=getattr(request, "lease_id", None)
             )
+
+    def hot_ops(self) -> HotOps:
+        """Get and set for a codec's ``serve_hot``: the lease table's own, gets limited to
+        the leases this service answers with a copy."""
+        table = self.table
+        largest = SHARE_AT - 1 if self.share_blocks else table.max_lease_size
+        return HotOps(table.peek, table.put, largest)
 
     def expire(self, now: float, limit: int = 1000) -> int:
         """Free at most ``limit`` leases past their deadline; how many were freed."""

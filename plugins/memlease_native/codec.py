@@ -14,6 +14,7 @@ from typing import Any
 from memlease_wire.derive import derive
 from memlease_wire.framing import (
     FrameDecoder,
+    HotForms,
     PayloadRule,
     short_text,
     take_tail,
@@ -260,6 +261,26 @@ def encode_reply(reply: Reply) -> bytes:
         raise ProtocolError(f"{PROTOCOL}: cannot encode {reply!r:.200}: {exc}") from None
 
 
+def _data_head(lease_id: int, n: int) -> bytes:
+    return F_ID_AND_DATA.pack(_T_ACCESS_DATA, _ID_AND_DATA_SIZE + n, lease_id, n)
+
+
+def _set_done(lease_id: int) -> bytes:
+    return _SET_DONE
+
+
+HOT_FORMS = HotForms(
+    get_key=T.ACCESS_DATA,
+    get_id=S_ID,
+    set_key=T.SET_DATA,
+    set_head=S_ID_AND_DATA,
+    data_reply_head=_data_head,
+    set_reply=_set_done,
+)
+"""Gets and sets served without message objects; the replies are _encode_data's and
+_encode_done's (tests/test_hot_path.py checks they are the same bytes)."""
+
+
 class NativeServerCodec(FrameDecoder[Request]):
     """The server's end of one native connection."""
 
@@ -271,6 +292,7 @@ class NativeServerCodec(FrameDecoder[Request]):
             header=S_HEADER,
             rules=REQUEST_RULES,
             max_message=max_message,
+            hot=HOT_FORMS,
         )
 
     # The frame decoder's own method, not a wrapper: this is the hottest call of a server.

@@ -15,11 +15,11 @@ from typing import Any
 from memlease.errors import ProtocolError
 from memlease.messages import IdKind, Reply, Request
 from memlease_wire.derive import derive
-from memlease_wire.framing import FrameDecoder
+from memlease_wire.framing import FrameDecoder, HotForms
 from memlease_wire.network_decoding import reply_rules, request_rules
 from memlease_wire.network_encoding import encode_request, reply_encoders
 from memlease_wire.network_ids import IdFormat
-from memlease_wire.network_layout import HEADER, VERSION, declare
+from memlease_wire.network_layout import HEADER, VERSION, NetType, declare
 
 # Decoding reads the header's version, type and flags as one big-endian word, so that one
 # dict lookup checks all three; the word's layout is the declared header's (checked here
@@ -80,6 +80,29 @@ class NetworkFormat:
         self.request_rules = {header_key(k): r for k, r in request_rules(self).items()}
         self.reply_rules = {header_key(k): r for k, r in reply_rules(self).items()}
         self.reply_encoders: dict[type, Callable[[Any], bytes]] = reply_encoders(self)
+        # UUID ids would need a UUID object per request to look the lease up: only int ids
+        # take the path without messages.
+        self.hot_forms = None if self.uuid_ids else self._hot_forms()
+
+    def _hot_forms(self) -> HotForms:
+        f_data, f_id = self.f_id_and_data, self.f_id
+        data_size, id_size = self.s_id_and_data.size, self.s_id.size
+        get_data, set_done = int(NetType.GET_DATA), int(NetType.SET_DONE)
+
+        def data_reply_head(lease_id: int, n: int) -> bytes:
+            return f_data.pack(VERSION, get_data, 0, data_size + n, lease_id, n)
+
+        def set_reply(lease_id: int) -> bytes:
+            return f_id.pack(VERSION, set_done, 0, id_size, lease_id)
+
+        return HotForms(
+            get_key=header_key(NetType.GET),
+            get_id=self.s_id,
+            set_key=header_key(NetType.SET),
+            set_head=self.s_id_and_data,
+            data_reply_head=data_reply_head,
+            set_reply=set_reply,
+        )
 
     def server_codec(self, max_message: int) -> NetworkServerCodec:
         """A server codec for one connection."""
@@ -116,6 +139,7 @@ class NetworkServerCodec(FrameDecoder[Request]):
             rules=fmt.request_rules,
             max_message=max_message,
             unknown=describe_key,
+            hot=fmt.hot_forms,
         )
         self.encode_reply: Callable[[Reply], bytes] = fmt.encode_reply
 
