@@ -147,7 +147,7 @@ def _granted(request: Request, reply: Reply) -> Granted:
 
 def _data(request: Request, reply: Reply) -> bytes:
     data = _expect_data(request, reply).data
-    # A client codec decodes to bytes; only a server's service may hand out a view.
+    # A large reply decodes to a view of its own buffer; callers get bytes.
     return data if type(data) is bytes else bytes(data)
 
 

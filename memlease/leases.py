@@ -258,7 +258,9 @@ class LeaseTable:
         start = self._offsets[slot] + offset
         return self._memory[start : start + length].tobytes()
 
-    def write(self, lease_id: LeaseId, offset: int, data: bytes, now: float) -> None:
+    def write(
+        self, lease_id: LeaseId, offset: int, data: bytes | bytearray | memoryview, now: float
+    ) -> None:
         """Write ``data`` at ``offset``; nothing is written if it does not fit."""
         slot = self._slot(lease_id, now)
         size = self._sizes[slot]
@@ -271,7 +273,7 @@ class LeaseTable:
         start = self._offsets[slot] + offset
         self._memory[start : start + length] = data
 
-    def set(self, lease_id: LeaseId, data: bytes, now: float) -> None:
+    def set(self, lease_id: LeaseId, data: bytes | bytearray | memoryview, now: float) -> None:
         """Write ``data`` as a prefix of the region; the rest is left as it was."""
         self.write(lease_id, 0, data, now)
 

@@ -63,7 +63,8 @@ class SetRequest:
     """Write ``data`` at offset 0 (a prefix; the rest of the region is left as it was)."""
 
     lease_id: LeaseId
-    data: bytes
+    data: bytes | memoryview
+    """bytes, or on the server a read-only view of a large message's own buffer."""
     op = Op.SET
 
 
@@ -83,7 +84,8 @@ class WriteRequest:
 
     lease_id: LeaseId
     offset: int
-    data: bytes
+    data: bytes | memoryview
+    """bytes, or on the server a read-only view of a large message's own buffer."""
     op = Op.WRITE
 
 

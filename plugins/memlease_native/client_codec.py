@@ -282,5 +282,5 @@ class NativeClientCodec(FrameDecoder[Reply]):
         if self._pending:
             self._pending.popleft()
         return ErrorReply(
-            error_code(code), message.decode("utf-8", "replace"), op, lease_id or None
+            error_code(code), bytes(message).decode("utf-8", "replace"), op, lease_id or None
         )

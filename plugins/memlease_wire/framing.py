@@ -30,6 +30,18 @@ _SMALL_TAIL = 1024
 # precomputed form per small length (about 140 KB in all) keeps 64-byte payloads cheap.
 _TAIL_FORMS = tuple(struct.Struct(f"{n}s") for n in range(_SMALL_TAIL))
 
+LARGE_FRAME = 256 * 1024
+"""A frame of at least this many bytes gets a buffer of its own, which the caller can receive
+into (``receive_buffer``) and whose message's data is a view of it: no copy on the way in."""
+_RESERVE_AT = 8
+"""A large frame's buffer is made once 1/8 of the frame has arrived, not on its header
+alone: a peer must send bytes for the server to hold a multiple of them."""
+
+
+class FrameBuffer(bytearray):
+    """A large frame's own buffer. It is handed over with the frame's message and never
+    reused, so the message's data may be a view of it."""
+
 
 @dataclass(frozen=True, slots=True)
 class PayloadRule(Generic[T]):
@@ -102,6 +114,8 @@ class FrameDecoder(Generic[T]):
     __slots__ = (
         "_broken",
         "_buf",
+        "_frame",
+        "_frame_filled",
         "_header",
         "_hot",
         "_max",
@@ -137,9 +151,22 @@ class FrameDecoder(Generic[T]):
         self._buf = bytearray()
         self._start = 0
         self._broken: str | None = None
+        # A large frame being received into its own buffer, and how much of it is in.
+        self._frame: FrameBuffer | None = None
+        self._frame_filled = 0
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Append received bytes, in any chunking."""
+        frame = self._frame
+        if frame is not None:
+            room = len(frame) - self._frame_filled
+            if room:
+                taken = min(room, len(data))
+                frame[self._frame_filled : self._frame_filled + taken] = data[:taken]
+                self._frame_filled += taken
+                data = data[taken:]
+            if not data:
+                return
         start = self._start
         if start:
             buf = self._buf
@@ -151,14 +178,30 @@ class FrameDecoder(Generic[T]):
                 self._start = 0
         self._buf += data
 
+    def receive_buffer(self) -> memoryview | None:
+        """Where the next received bytes should go, when a large frame is being received
+        into its own buffer: the rest of that frame (tell :meth:`received` how much was
+        written). None when bytes should be fed as usual."""
+        frame = self._frame
+        if frame is None or self._frame_filled == len(frame):
+            return None
+        return memoryview(frame)[self._frame_filled :]
+
+    def received(self, count: int) -> None:
+        """``count`` bytes were written at the front of :meth:`receive_buffer`'s view."""
+        self._frame_filled += count
+
     def buffered(self) -> int:
         """Bytes received and not yet taken off as messages."""
-        return len(self._buf) - self._start
+        pending = len(self._buf) - self._start
+        return pending if self._frame is None else pending + self._frame_filled
 
     def next_message(self) -> T | None:
         """The next whole message, or None until more bytes arrive. Raises ProtocolError."""
         if self._broken is not None:
             raise ProtocolError(self._broken)
+        if self._frame is not None:
+            return self._large_message()
         buf = self._buf
         start = self._start
         payload = start + self._header
@@ -173,12 +216,42 @@ class FrameDecoder(Generic[T]):
             raise self._fail(self._bad_length(rule[3], length))
         end = payload + length
         if len(buf) < end:
+            size = end - start
+            if size >= LARGE_FRAME and (len(buf) - start) * _RESERVE_AT >= size:
+                self._begin_large(size)
             return None
         try:
             message: T = decode(buf, payload, length)
         except ProtocolError as exc:
             raise self._fail(str(exc)) from None
         self._start = end
+        return message
+
+    def _begin_large(self, size: int) -> None:
+        # Everything after the read offset is the start of this frame.
+        buf, start = self._buf, self._start
+        frame = FrameBuffer(size)
+        have = len(buf) - start
+        with memoryview(buf) as view:
+            frame[:have] = view[start:]
+        buf.clear()
+        self._start = 0
+        self._frame = frame
+        self._frame_filled = have
+
+    def _large_message(self) -> T | None:
+        frame = self._frame
+        assert frame is not None
+        if self._frame_filled < len(frame):
+            return None
+        # The header was checked when the frame began.
+        key, length = self._unpack(frame, 0)
+        self._frame = None
+        self._frame_filled = 0
+        try:
+            message: T = self._rules[key][2](frame, self._header, length)
+        except ProtocolError as exc:
+            raise self._fail(str(exc)) from None
         return message
 
     def serve_hot(
@@ -190,7 +263,8 @@ class FrameDecoder(Generic[T]):
         ``ops`` declines, or ``budget`` bytes appended. That message is left in the buffer
         for :meth:`next_message`, which decodes (or refuses) it as usual."""
         hot = self._hot
-        if hot is None or self._broken is not None:
+        # Bytes after a large frame must wait for its message: requests are served in order.
+        if hot is None or self._broken is not None or self._frame is not None:
             return 0
         buf = self._buf
         start = self._start
@@ -264,9 +338,10 @@ class FrameDecoder(Generic[T]):
 
 def take_tail(
     buf: bytearray, offset: int, fixed: int, claimed: int, length: int, what: str
-) -> bytes:
+) -> bytes | memoryview:
     """The variable tail of a payload whose inner length field says ``claimed`` bytes follow
-    the ``fixed`` part; a ProtocolError when the frame says otherwise."""
+    the ``fixed`` part; a ProtocolError when the frame says otherwise. A copy, except from a
+    large frame's own buffer: a read-only view of it."""
     if claimed != length - fixed:
         raise ProtocolError(
             f"{what} claims {claimed} bytes of data but its frame carries {length - fixed}"
@@ -275,6 +350,8 @@ def take_tail(
         tail: bytes = _TAIL_FORMS[claimed].unpack_from(buf, offset + fixed)[0]
         return tail
     begin = offset + fixed
+    if type(buf) is FrameBuffer:
+        return memoryview(buf)[begin : begin + claimed].toreadonly()
     # A view copies once; slicing the bytearray first would copy a large payload twice.
     with memoryview(buf) as view:
         return view[begin : begin + claimed].tobytes()

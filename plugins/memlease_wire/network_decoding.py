@@ -135,7 +135,7 @@ def reply_rules(fmt: NetworkFormat) -> dict[int, PayloadRule[Reply]]:
         if request_type and op is None:
             raise ProtocolError(f"error reply names unknown request type {request_type}")
         lease_id = None if raw == absent else raw if to_uuid is None else to_uuid(raw)
-        return ErrorReply(error_code(code), message.decode("utf-8", "replace"), op, lease_id)
+        return ErrorReply(error_code(code), bytes(message).decode("utf-8", "replace"), op, lease_id)
 
     table: list[tuple[NetType, int, bool, Decoder]] = [
         (NetType.GRANTED, s_granted.size, False, granted),
