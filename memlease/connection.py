@@ -7,14 +7,16 @@ up. Never raises for the peer's doing.
 from __future__ import annotations
 
 import logging
+import socket
 import ssl
 from collections.abc import Callable
 
 import trio
 
+from memlease.accept import close_socket
 from memlease.calls import RECEIVE_SIZE
 from memlease.exchange import LeaseService, Limits, exchange
-from memlease.fastio import stream_io
+from memlease.fastio import SocketIO, StreamIO
 from memlease.open_connections import Connection, ConnectionSet
 from memlease.protocol import ProtocolSpec
 
@@ -30,7 +32,7 @@ that never reads must not hold a task."""
 
 
 async def serve_connection(
-    stream: trio.abc.Stream,
+    sock: socket.socket,
     spec: ProtocolSpec,
     peer: str,
     tls: ssl.SSLContext | None = None,
@@ -41,9 +43,10 @@ async def serve_connection(
     after_batch: Callable[[], None],
     scratch: bytearray | None = None,
 ) -> None:
-    """Serve one connection until the peer closes it, a limit cuts it off, it sends bytes that
-    do not follow the protocol, or the server shuts down. With ``tls``, first a TLS handshake
-    as the server, bounded by the request timeout. Never raises for the peer's doing.
+    """Serve one accepted connection (a non-blocking socket, which this closes) until the
+    peer closes it, a limit cuts it off, it sends bytes that do not follow the protocol, or
+    the server shuts down. With ``tls``, first a TLS handshake as the server, bounded by the
+    request timeout. Never raises for the peer's doing.
 
     ``scratch``: the receive buffer, which every connection of a server may share (each
     receive is consumed before the next await); a buffer of its own when None."""
@@ -52,16 +55,21 @@ async def serve_connection(
     debug = log.isEnabledFor(logging.DEBUG)
     if debug:
         log.debug("%s: %s connection opened (%d open)", peer, spec.name, len(connections))
+    if scratch is None:
+        scratch = bytearray(RECEIVE_SIZE)
     reason = "closed by the client"
+    stream: trio.SSLStream[trio.abc.Stream] | None = None
     try:
-        if tls is not None:
-            stream = trio.SSLStream(stream, tls, server_side=True)
+        if tls is None:
+            # A plain connection needs no trio stream: system calls on the socket itself.
+            io: StreamIO = SocketIO(sock, scratch)
+        else:
+            plain = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
+            stream = trio.SSLStream(plain, tls, server_side=True)
             if not await _handshake(stream, connection, spec.name, limits, connections):
                 reason = "TLS handshake failed"
                 return
-        if scratch is None:
-            scratch = bytearray(RECEIVE_SIZE)
-        io = stream_io(stream, scratch)
+            io = StreamIO(stream, len(scratch))
         reason = await exchange(io, spec, connection, service, limits, connections, after_batch)
     except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
         reason = f"broken ({exc or type(exc).__name__})"
@@ -70,10 +78,12 @@ async def serve_connection(
         reason = "internal error"
     finally:
         connections.discard(connection)
-        with trio.CancelScope(shield=True) as closing:
-            if tls is not None:
+        if stream is None:
+            close_socket(sock)
+        else:
+            with trio.CancelScope(shield=True) as closing:
                 closing.deadline = trio.current_time() + CLOSE_TIMEOUT
-            await stream.aclose()
+                await stream.aclose()
         if debug:
             log.debug("%s: connection closed: %s (%d open)", peer, reason, len(connections))
 

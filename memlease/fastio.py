@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import os
+import socket
 from collections.abc import Sequence
 
 import trio
@@ -40,6 +41,14 @@ class StreamIO:
         it) before the next await."""
         return await self._stream.receive_some(self._receive_size)
 
+    async def receive_into(self, view: memoryview) -> int:
+        """Read at most ``len(view)`` bytes from the peer into ``view`` (which must not be
+        empty); how many, 0 once it closed its end."""
+        data = await self._stream.receive_some(len(view))
+        received = len(data)
+        view[:received] = data
+        return received
+
     def send_now(self, parts: Sequence[Bytes]) -> Bytes | None:
         """Send what can be sent of ``parts`` without waiting; what is left (a copy), or None
         when all of it went."""
@@ -54,7 +63,8 @@ class StreamIO:
 
 
 class SocketIO(StreamIO):
-    """Receive and send with system calls on a trio.SocketStream's socket.
+    """Receive and send with system calls on a connected non-blocking socket (a plain one,
+    or a trio socket such as a trio.SocketStream's), which the caller closes.
 
     ``scratch`` may be shared by every connection of a server: what :meth:`receive` returns
     is read into it and must be consumed before the caller's next await.
@@ -70,10 +80,11 @@ class SocketIO(StreamIO):
         "_yield_next",
     )
 
-    def __init__(self, stream: trio.SocketStream, scratch: bytearray) -> None:
-        super().__init__(stream, len(scratch))
-        self._socket = stream.socket
-        self._fd = stream.socket.fileno()
+    # No StreamIO.__init__: there is no stream, and every method that would use it is
+    # overridden here.
+    def __init__(self, sock: socket.socket | trio.socket.SocketType, scratch: bytearray) -> None:
+        self._socket = sock
+        self._fd = sock.fileno()
         self._scratch = [scratch]
         self._view = memoryview(scratch)
         self._size = len(scratch)
@@ -81,6 +92,16 @@ class SocketIO(StreamIO):
         self._waited = False
 
     async def receive(self) -> Bytes:
+        received = await self._read(self._scratch, self._size)
+        return self._view[:received]
+
+    async def receive_into(self, view: memoryview) -> int:
+        size = len(view)
+        if not size:
+            raise ValueError("receive_into needs room for at least one byte")
+        return await self._read([view], size)
+
+    async def _read(self, buffers: list[bytearray] | list[memoryview], size: int) -> int:
         # A read that needed no wait yields before the next one, so that a peer that keeps
         # the socket full cannot starve other connections; the yield comes before the read,
         # never between it and the caller's use of the shared scratch buffer.
@@ -94,9 +115,9 @@ class SocketIO(StreamIO):
         # pay for a read that fails.
         if not self._waited:
             try:
-                received = os.readv(fd, self._scratch)
+                received = os.readv(fd, buffers)
                 self._yield_next = True
-                return self._view[:received]
+                return received
             except BlockingIOError:
                 pass
             except OSError as exc:
@@ -104,15 +125,15 @@ class SocketIO(StreamIO):
         while True:
             await wait_readable(self._socket)
             try:
-                received = os.readv(fd, self._scratch)
+                received = os.readv(fd, buffers)
                 break
             except BlockingIOError:
                 continue
             except OSError as exc:
                 raise _broken(exc) from exc
         self._yield_next = False
-        self._waited = received < self._size
-        return self._view[:received]
+        self._waited = received < size
+        return received
 
     def send_now(self, parts: Sequence[Bytes]) -> Bytes | None:
         count = len(parts)
@@ -161,5 +182,5 @@ def _broken(exc: OSError) -> trio.BrokenResourceError | trio.ClosedResourceError
 def stream_io(stream: trio.abc.Stream, scratch: bytearray) -> StreamIO:
     """System-call I/O for a plain TCP stream; the stream's own methods for anything else."""
     if type(stream) is trio.SocketStream:
-        return SocketIO(stream, scratch)
+        return SocketIO(stream.socket, scratch)
     return StreamIO(stream, len(scratch))

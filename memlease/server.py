@@ -7,9 +7,9 @@ SIGINT/SIGTERM the server stops accepting, lets requests in flight finish, and r
 
 from __future__ import annotations
 
-import errno
 import logging
 import signal
+import socket
 import ssl
 import sys
 from collections.abc import Awaitable, Callable
@@ -19,6 +19,7 @@ from functools import partial
 import trio
 
 from memlease import calls
+from memlease.accept import CAPACITY_ERRNOS, accept_forever, close_socket, listening_socket
 from memlease.config import Config, Listener, largest_lease
 from memlease.connection import SCRATCH_SIZE, serve_connection
 from memlease.errors import ConfigError
@@ -32,9 +33,6 @@ from memlease.tls import server_context
 
 log = logging.getLogger("memlease")
 
-# accept() fails with these when the process or system is out of sockets or memory: a reason
-# to wait and try again, not to stop serving.
-_ACCEPT_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 _ACCEPT_RETRY_AFTER = 0.1
 
 
@@ -50,7 +48,7 @@ class BoundListener:
 
 @dataclass(frozen=True)
 class _OpenListener:
-    listener: trio.abc.Listener[trio.abc.Stream]
+    listener: socket.socket
     spec: ProtocolSpec
     bound: BoundListener
     tls: ssl.SSLContext | None
@@ -72,25 +70,11 @@ async def open_listener(
         ) from exc
     opened = []
     for socket_listener in sockets:
-        address = socket_listener.socket.getsockname()
+        sock = listening_socket(socket_listener)
+        address = sock.getsockname()
         bound = BoundListener(listener.protocol, str(address[0]), int(address[1]), tls is not None)
-        opened.append(_OpenListener(socket_listener, spec, bound, tls))
+        opened.append(_OpenListener(sock, spec, bound, tls))
     return opened
-
-
-def _peer_of(stream: trio.abc.Stream) -> str:
-    sock = getattr(stream, "socket", None)
-    if sock is None:
-        transport = getattr(stream, "transport_stream", None)
-        sock = getattr(transport, "socket", None)
-    try:
-        address = sock.getpeername() if sock is not None else None
-    except OSError:
-        address = None
-    if isinstance(address, tuple):
-        host, port = address[0], address[1]
-        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
-    return "unknown peer"
 
 
 def _specs_for(config: Config, registry: ProtocolRegistry) -> list[tuple[Listener, ProtocolSpec]]:
@@ -139,7 +123,7 @@ async def serve(
             opened += await open_listener(config.host, listener, spec, context)
     except BaseException:
         for entry in opened:
-            await entry.listener.aclose()
+            entry.listener.close()
         raise
     expiry = ExpiryTask(service, batch=config.expiry_batch)
     connections = ConnectionSet(service, config.max_connections)
@@ -177,35 +161,34 @@ async def serve(
 async def _accept(
     entry: _OpenListener,
     connections: ConnectionSet,
-    handler: Callable[[trio.abc.Stream, ProtocolSpec, str, ssl.SSLContext | None], Awaitable[None]],
+    handler: Callable[[socket.socket, ProtocolSpec, str, ssl.SSLContext | None], Awaitable[None]],
     nursery: trio.Nursery,
 ) -> None:
-    listener, spec = entry.listener, entry.spec
+    spec, tls = entry.spec, entry.tls
+
+    def accepted(connection: socket.socket, peer: str) -> None:
+        if connections.full() or connections.closing:
+            log.warning(
+                "%s: %s connection refused: %d open, the max_connections limit",
+                peer,
+                spec.name,
+                len(connections),
+            )
+            connection.close()  # nobody waited on it yet: trio has nothing to be told
+            return
+        nursery.start_soon(handler, connection, spec, peer, tls)
+
     try:
         while True:
             try:
-                stream = await listener.accept()
+                await accept_forever(entry.listener, accepted)
             except OSError as exc:
-                if exc.errno not in _ACCEPT_CAPACITY_ERRNOS:
+                if exc.errno not in CAPACITY_ERRNOS:
                     raise
                 log.error("cannot accept on %s: %s; retrying", entry.bound.port, exc.strerror)
                 await trio.sleep(_ACCEPT_RETRY_AFTER)
-                continue
-            peer = _peer_of(stream)
-            if connections.full() or connections.closing:
-                log.warning(
-                    "%s: %s connection refused: %d open, the max_connections limit",
-                    peer,
-                    spec.name,
-                    len(connections),
-                )
-                with trio.CancelScope(shield=True):
-                    await stream.aclose()
-                continue
-            nursery.start_soon(handler, stream, spec, peer, entry.tls)
     finally:
-        with trio.CancelScope(shield=True):
-            await listener.aclose()
+        close_socket(entry.listener)
 
 
 async def _watch_signals(

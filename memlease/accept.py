@@ -1,0 +1,129 @@
+"""Accepting TCP connections with the listening socket's own ``accept``.
+
+``trio.SocketListener.accept`` costs a scheduler pass per connection, wraps each in a trio
+socket and a ``SocketStream`` (two ``setsockopt`` calls among other things) and drops the
+peer's address, which then takes a ``getpeername``. When each connection carries one
+request, as the original C++ client works, that was a fifth of the server's time. Here every
+connection waiting in the backlog is taken per wakeup, as a plain non-blocking socket with
+its peer's address; the TCP options trio would set are set once on the listening socket,
+which Linux copies to each accepted one.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import sys
+from collections.abc import Callable
+from contextlib import suppress
+
+import trio
+from trio.lowlevel import checkpoint, notify_closing, wait_readable
+
+Accepted = Callable[[socket.socket, str], None]
+
+ACCEPT_BATCH = 64
+"""Connections taken from the backlog in one go before the scheduler runs the others: a flood
+of connections must not starve the connections already open."""
+
+CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+"""accept() fails with these when the process or system is out of sockets or memory: a
+reason to wait and try again, not to stop serving."""
+
+# What trio.SocketListener ignores too: a connection that died in the backlog, or that a
+# firewall refused, is nobody's problem but its own.
+_IGNORED_ERRNOS = frozenset(
+    getattr(errno, name)
+    for name in (
+        "EPERM",
+        "ECONNABORTED",
+        "EPROTO",
+        "ENETDOWN",
+        "ENOPROTOOPT",
+        "EHOSTDOWN",
+        "ENONET",
+        "EHOSTUNREACH",
+        "EOPNOTSUPP",
+        "ENETUNREACH",
+        "ENOSR",
+        "ESOCKTNOSUPPORT",
+        "EPROTONOSUPPORT",
+        "ETIMEDOUT",
+        "ECONNRESET",
+    )
+    if hasattr(errno, name)
+)
+
+# Linux copies TCP_NODELAY and TCP_NOTSENT_LOWAT from the listening socket to the accepted
+# one; elsewhere each connection gets them itself.
+_INHERITS_TCP_OPTIONS = sys.platform == "linux"
+
+# What trio.SocketStream sets: replies go out at once; a socket reports writable only when
+# little is left unsent, so a slow reader does not wake its sender for every few bytes.
+_TCP_OPTIONS: tuple[tuple[int, int], ...] = tuple(
+    (getattr(socket, name), value)
+    for name, value in (("TCP_NODELAY", 1), ("TCP_NOTSENT_LOWAT", 1 << 14))
+    if hasattr(socket, name)
+)
+
+
+def listening_socket(listener: trio.SocketListener) -> socket.socket:
+    """Take the socket of a trio listener (which is left closed) as a plain non-blocking
+    socket, with the TCP options its connections should have."""
+    trio_socket = listener.socket
+    family, kind, proto = trio_socket.family, trio_socket.type, trio_socket.proto
+    sock = socket.socket(family, kind, proto, fileno=trio_socket.detach())
+    sock.setblocking(False)
+    _set_tcp_options(sock)
+    return sock
+
+
+def _set_tcp_options(sock: socket.socket) -> None:
+    for option, value in _TCP_OPTIONS:
+        # not a TCP socket (a Unix socket), or an option this kernel lacks
+        with suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, option, value)
+
+
+def peer_name(address: object) -> str:
+    """``host:port`` (``[host]:port`` for IPv6) of an address as accept() returns it."""
+    if isinstance(address, tuple) and len(address) >= 2:
+        host, port = address[0], address[1]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return "unknown peer"
+
+
+async def accept_forever(sock: socket.socket, accepted: Accepted) -> None:
+    """Call ``accepted(connection, peer)`` for every connection ``sock`` accepts, each
+    connection a non-blocking socket that ``accepted`` now owns, until cancelled.
+
+    Raises OSError when accept() fails for want of sockets or memory (CAPACITY_ERRNOS: the
+    caller may wait and call again) or for a reason that is not the peer's doing. Does not
+    close ``sock``."""
+    while True:
+        for _ in range(ACCEPT_BATCH):
+            try:
+                connection, address = sock.accept()
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                if exc.errno in _IGNORED_ERRNOS:
+                    continue
+                raise
+            connection.setblocking(False)
+            if not _INHERITS_TCP_OPTIONS:
+                _set_tcp_options(connection)
+            accepted(connection, peer_name(address))
+        else:
+            await checkpoint()
+            continue
+        await wait_readable(sock)
+
+
+def close_socket(sock: socket.socket) -> None:
+    """Close ``sock``, waking (with ClosedResourceError) any task waiting on it, as trio
+    requires of a socket that may have been waited on. Does not block, and is no
+    cancellation point."""
+    if sock.fileno() != -1:
+        notify_closing(sock)
+        sock.close()
