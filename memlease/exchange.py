@@ -58,6 +58,20 @@ def _buffered_reader(codec: ServerCodec) -> Callable[[], int] | None:
     return reader if callable(reader) else None
 
 
+def _direct_receiver(
+    codec: ServerCodec,
+) -> tuple[Callable[[], memoryview | None] | None, Callable[[int], None]]:
+    receive_buffer = getattr(codec, "receive_buffer", None)
+    received = getattr(codec, "received", None)
+    if callable(receive_buffer) and callable(received):
+        return receive_buffer, received
+    return None, _never_called
+
+
+def _never_called(count: int) -> None:
+    raise AssertionError("received() without a receive buffer")
+
+
 def _hot_server(
     codec: ServerCodec, service: LeaseService
 ) -> Callable[[float, list[Bytes], int], int] | None:
@@ -86,6 +100,8 @@ async def exchange(
     codec = spec.server_codec(limits.max_message)
     buffered = _buffered_reader(codec)
     receive = io.receive
+    receive_into = io.receive_into
+    receive_buffer, received = _direct_receiver(codec)
     send_now = io.send_now
     send_rest = io.send_rest
     # A codec that copies what it is fed can take the shared scratch buffer's view itself.
@@ -128,11 +144,21 @@ async def exchange(
         scope.deadline = current_time() + idle_timeout
         while not connections.closing or partial_since is not None:
             connection.receiving = True
-            data = await receive()
-            connection.receiving = False
-            if not data:
-                return "closed by the client"
-            feed(data if copies or type(data) is bytes else bytes(data))
+            # A large message is received straight into a buffer of its own.
+            target = receive_buffer() if receive_buffer is not None else None
+            if target is not None:
+                with target:
+                    count = await receive_into(target)
+                connection.receiving = False
+                if not count:
+                    return "closed by the client"
+                received(count)
+            else:
+                data = await receive()
+                connection.receiving = False
+                if not data:
+                    return "closed by the client"
+                feed(data if copies or type(data) is bytes else bytes(data))
             now = current_time()
             decoded = False
             moved = False
