@@ -165,6 +165,8 @@ async def _accept(
     nursery: trio.Nursery,
 ) -> None:
     spec, tls = entry.spec, entry.tls
+    # trio would work the name out of the handler for every connection
+    task_name = f"memlease connection ({spec.name})"
 
     def accepted(connection: socket.socket, peer: str) -> None:
         if connections.full() or connections.closing:
@@ -176,7 +178,7 @@ async def _accept(
             )
             connection.close()  # nobody waited on it yet: trio has nothing to be told
             return
-        nursery.start_soon(handler, connection, spec, peer, tls)
+        nursery.start_soon(handler, connection, spec, peer, tls, name=task_name)
 
     try:
         while True:
