@@ -34,7 +34,7 @@ that never reads must not hold a task."""
 async def serve_connection(
     sock: socket.socket,
     spec: ProtocolSpec,
-    peer: str,
+    connection: Connection,
     tls: ssl.SSLContext | None = None,
     *,
     service: LeaseService,
@@ -48,10 +48,13 @@ async def serve_connection(
     the server shuts down. With ``tls``, first a TLS handshake as the server, bounded by the
     request timeout. Never raises for the peer's doing.
 
+    ``connection`` is already counted in ``connections`` (by whoever accepted the socket, so
+    that connections accepted in one go count against the limit before any task runs);
+    this takes it out when done.
+
     ``scratch``: the receive buffer, which every connection of a server may share (each
     receive is consumed before the next await); a buffer of its own when None."""
-    connection = Connection(peer)
-    connections.add(connection)
+    peer = connection.peer
     debug = log.isEnabledFor(logging.DEBUG)
     if debug:
         log.debug("%s: %s connection opened (%d open)", peer, spec.name, len(connections))

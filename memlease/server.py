@@ -26,7 +26,7 @@ from memlease.errors import ConfigError
 from memlease.exchange import Limits
 from memlease.expiry import ExpiryTask
 from memlease.heap import keep_large_blocks
-from memlease.open_connections import ConnectionSet
+from memlease.open_connections import Connection, ConnectionSet
 from memlease.protocol import ProtocolRegistry, ProtocolSpec
 from memlease.service import Service
 from memlease.tls import server_context
@@ -161,7 +161,9 @@ async def serve(
 async def _accept(
     entry: _OpenListener,
     connections: ConnectionSet,
-    handler: Callable[[socket.socket, ProtocolSpec, str, ssl.SSLContext | None], Awaitable[None]],
+    handler: Callable[
+        [socket.socket, ProtocolSpec, Connection, ssl.SSLContext | None], Awaitable[None]
+    ],
     nursery: trio.Nursery,
 ) -> None:
     spec, tls = entry.spec, entry.tls
@@ -178,7 +180,16 @@ async def _accept(
             )
             connection.close()  # nobody waited on it yet: trio has nothing to be told
             return
-        nursery.start_soon(handler, connection, spec, peer, tls, name=task_name)
+        # Counted now, not when its task first runs: a batch of accepts must not pass the
+        # limit check before any of them is counted.
+        opened = Connection(peer)
+        connections.add(opened)
+        try:
+            nursery.start_soon(handler, connection, spec, opened, tls, name=task_name)
+        except BaseException:
+            connections.discard(opened)
+            connection.close()
+            raise
 
     try:
         while True:

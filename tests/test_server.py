@@ -134,6 +134,43 @@ async def test_beyond_max_connections_new_ones_are_closed_and_logged(
     await second.aclose()
 
 
+async def test_connections_arriving_together_still_count_against_max_connections(
+    start_server: StartServer,
+) -> None:
+    # All of them wait in the backlog when the server next looks: one wakeup accepts them
+    # in a row, and each must count before the next one is checked against the limit.
+    server = await start_server("native", max_connections=2)
+    codec = server.registry.get("native").client_codec(server.config.max_message)
+    stats = codec.encode_request(StatsRequest())
+    socks = [socket.create_connection(server.address("native")) for _ in range(10)]
+    try:
+        for sock in socks:
+            sock.sendall(stats)  # blocking calls: the server has not run yet
+        served = 0
+        for sock in socks:
+            sock.setblocking(False)
+            with trio.move_on_after(2):
+                while True:
+                    await trio.lowlevel.wait_readable(sock)
+                    try:
+                        data = sock.recv(4096)
+                    except OSError:  # reset: refused
+                        break
+                    if not data:  # closed: refused
+                        break
+                    reply_codec = server.registry.get("native").client_codec(1 << 20)
+                    reply_codec.encode_request(StatsRequest())
+                    reply_codec.feed(data)
+                    reply = reply_codec.next_reply()
+                    assert reply is not None and reply.connections <= 2  # type: ignore[union-attr]
+                    served += 1
+                    break
+        assert served == 2
+    finally:
+        for sock in socks:
+            sock.close()
+
+
 async def test_bad_input_gets_an_error_reply_then_the_connection_closes(
     server: RunningServer, protocol: str, caplog: Caplog
 ) -> None:
