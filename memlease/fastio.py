@@ -44,7 +44,9 @@ class StreamIO:
     async def receive_into(self, view: memoryview) -> int:
         """Read at most ``len(view)`` bytes from the peer into ``view`` (which must not be
         empty); how many, 0 once it closed its end."""
-        data = await self._stream.receive_some(len(view))
+        # Not len(view): a TLS stream allocates what it is asked for on every read, and a
+        # large message's view can be max_message long.
+        data = await self._stream.receive_some(min(len(view), self._receive_size))
         received = len(data)
         view[:received] = data
         return received

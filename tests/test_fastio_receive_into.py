@@ -108,3 +108,23 @@ async def test_stream_io_copies_at_most_the_view_then_sees_the_close() -> None:
     assert buffer == bytearray(b"0123456789..")
     await peer.aclose()
     assert await io.receive_into(view) == 0
+
+
+async def test_stream_io_asks_its_stream_for_no_more_than_its_receive_size() -> None:
+    # A TLS stream allocates whatever it is asked for on every read; a large message's view
+    # may be max_message long.
+    asked: list[int] = []
+    ours, peer = trio.testing.memory_stream_pair()
+    receive_some = ours.receive_some
+
+    async def recording(max_bytes: int | None = None) -> bytes | bytearray:
+        assert max_bytes is not None
+        asked.append(max_bytes)
+        return await receive_some(max_bytes)
+
+    ours.receive_some = recording  # type: ignore[method-assign]
+    io = stream_io(ours, bytearray(16))
+    await peer.send_all(b"x" * 40)
+    view = memoryview(bytearray(1 << 20))
+    assert await io.receive_into(view) == 16
+    assert asked == [16]
