@@ -172,11 +172,9 @@ async def _accept(
 
     def accepted(connection: socket.socket, peer: str) -> None:
         if connections.full() or connections.closing:
+            why = "shutting down" if connections.closing else "the max_connections limit"
             log.warning(
-                "%s: %s connection refused: %d open, the max_connections limit",
-                peer,
-                spec.name,
-                len(connections),
+                "%s: %s connection refused: %d open, %s", peer, spec.name, len(connections), why
             )
             connection.close()  # nobody waited on it yet: trio has nothing to be told
             return
