@@ -66,7 +66,8 @@ class Conn:
 def _matches(buf: bytearray, pos: int, exp: Expected) -> bool:
     n = len(exp.reply)
     if exp.variable is None:
-        return buf[pos : pos + n] == exp.reply
+        # startswith compares in place; a slice would copy a 512 KiB reply first (2x slower)
+        return buf.startswith(exp.reply, pos)
     a, b = exp.variable
     return (
         buf[pos : pos + a] == exp.reply[:a]
