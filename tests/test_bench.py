@@ -173,3 +173,34 @@ def test_compare_with_memcached_and_redis_gives_ratios() -> None:
         assert median["ops"] > 0
         assert median["errors"] == 0, median["error_kinds"]
         assert case["ratios"][peer] > 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    weights=st.lists(st.integers(0, 5), min_size=2, max_size=5).filter(lambda ws: sum(ws) > 0),
+    depth=st.integers(1, 40),
+    sizes=st.lists(st.integers(16, 1 << 20), min_size=5, max_size=5),
+    seed=st.integers(0, 1000),
+)
+def test_a_connection_s_cycle_of_batches_holds_the_mix_exactly(
+    weights: list[int], depth: int, sizes: list[int], seed: int
+) -> None:
+    import random
+    from collections import Counter
+
+    from memlease.bench.targets import OpTemplate
+    from memlease.bench.worker import make_batches
+
+    names = ["get", "set", "read", "write", "lease"][: len(weights)]
+    templates = {
+        name: OpTemplate(name, bytes(size), None)  # type: ignore[arg-type]
+        for name, size in zip(names, sizes, strict=False)
+    }
+    workload = Workload(mix=tuple(zip(names, weights, strict=True)), depth=depth)
+    batches = make_batches(templates, workload, random.Random(seed))
+    assert batches and all(len(batch.ops) == depth for batch in batches)
+    counts = Counter(op.op for batch in batches for op in batch.ops)
+    slots = len(batches) * depth
+    total = sum(weights)
+    for name, weight in zip(names, weights, strict=True):
+        assert counts[name] * total == slots * weight

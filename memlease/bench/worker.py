@@ -9,6 +9,7 @@ sends the next batch. A wrong reply is counted as an error and the connection re
 from __future__ import annotations
 
 import errno
+import math
 import os
 import random
 import selectors
@@ -35,13 +36,21 @@ class Batch:
 
 
 def make_batches(templates: dict[str, OpTemplate], w: Workload, rng: random.Random) -> list[Batch]:
-    names = [name for name, weight in w.mix if weight > 0]
-    weights = [weight for _, weight in w.mix if weight > 0]
-    longest = max(len(templates[n].request) for n in names)
-    count = max(1, min(64, MAX_BATCH_BYTES // (longest * w.depth)))
+    """The cycle of batches a connection sends, ``depth`` requests each. Over the cycle the
+    ops come exactly in the mix's proportions, shuffled: a few random draws (all that fit
+    MAX_BATCH_BYTES with 512 KiB values) could otherwise make a 1:1 mix 4:3 or 5:2."""
+    mix = [(name, weight) for name, weight in w.mix if weight > 0]
+    total = sum(weight for _, weight in mix)
+    one_round = total // math.gcd(*(weight for _, weight in mix))  # fewest slots: exact mix
+    step = math.lcm(one_round, w.depth)
+    mean_request = sum(len(templates[name].request) * weight for name, weight in mix) / total
+    fit = min(64 * w.depth, int(MAX_BATCH_BYTES // max(mean_request, 1.0)))
+    slots = max(step, fit // step * step)
+    sequence = [name for name, weight in mix for _ in range(slots * weight // total)]
+    rng.shuffle(sequence)
     batches = []
-    for _ in range(count):
-        ops = tuple(templates[n] for n in rng.choices(names, weights, k=w.depth))
+    for at in range(0, slots, w.depth):
+        ops = tuple(templates[n] for n in sequence[at : at + w.depth])
         batches.append(Batch(b"".join(t.request for t in ops), ops))
     return batches
 
