@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from memlease_wire.derive import derive
@@ -169,9 +170,13 @@ def _echo_id(lease_id: LeaseId | None) -> int:
     return lease_id if type(lease_id) is int and -MAX_ID - 1 <= lease_id <= MAX_ID else 0
 
 
+def data_header(kind: int, lease_id: LeaseId, n: int) -> bytes:
+    """The header of a data frame (a get's or read's reply, or a set) of ``n`` data bytes."""
+    return F_ID_AND_DATA.pack(kind, _ID_AND_DATA_SIZE + n, lease_id, n)
+
+
 def data_frame(kind: int, lease_id: LeaseId, data: bytes | memoryview) -> bytes:
-    n = len(data)
-    return F_ID_AND_DATA.pack(kind, _ID_AND_DATA_SIZE + n, lease_id, n) + data
+    return data_header(kind, lease_id, len(data)) + data
 
 
 def _encode_data(reply: Data) -> bytes:
@@ -183,9 +188,8 @@ def encode_data_parts(reply: Data) -> tuple[bytes, bytes | memoryview]:
     """``reply``'s frame as header and data, so that the data is sent without a copy."""
     kind = _T_ACCESS_DATA if reply.op is _GET else _T_READ_DATA
     data = reply.data
-    n = len(data)
     try:
-        return F_ID_AND_DATA.pack(kind, _ID_AND_DATA_SIZE + n, reply.lease_id, n), data
+        return data_header(kind, reply.lease_id, len(data)), data
     except struct.error as exc:
         raise ProtocolError(f"{PROTOCOL}: cannot encode {reply!r:.200}: {exc}") from None
 
@@ -261,10 +265,6 @@ def encode_reply(reply: Reply) -> bytes:
         raise ProtocolError(f"{PROTOCOL}: cannot encode {reply!r:.200}: {exc}") from None
 
 
-def _data_head(lease_id: int, n: int) -> bytes:
-    return F_ID_AND_DATA.pack(_T_ACCESS_DATA, _ID_AND_DATA_SIZE + n, lease_id, n)
-
-
 def _set_done(lease_id: int) -> bytes:
     return _SET_DONE
 
@@ -274,7 +274,7 @@ HOT_FORMS = HotForms(
     get_id=S_ID,
     set_key=T.SET_DATA,
     set_head=S_ID_AND_DATA,
-    data_reply_head=_data_head,
+    data_reply_head=partial(data_header, _T_ACCESS_DATA),
     set_reply=_set_done,
 )
 """Gets and sets served without message objects; the replies are _encode_data's and
