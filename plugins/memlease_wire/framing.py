@@ -272,9 +272,11 @@ class FrameDecoder(Generic[T]):
         header = self._header
         unpack = self._unpack
         get_key, set_key = hot.get_key, hot.set_key
-        get_size, unpack_id = hot.get_id.size, hot.get_id.unpack_from
+        unpack_id = hot.get_id.unpack_from
         set_size, unpack_set = hot.set_head.size, hot.set_head.unpack_from
-        most = self._max - header
+        # The same length bounds next_message applies to these types.
+        get_least, get_most, _, _ = self._rules[get_key]
+        set_least, set_most, _, _ = self._rules[set_key]
         data_reply_head, set_reply = hot.data_reply_head, hot.set_reply
         get, put, largest = ops.get, ops.set, ops.largest_get
         append = out.append
@@ -289,7 +291,7 @@ class FrameDecoder(Generic[T]):
                 key, length = unpack(buf, start)
                 stop = payload + length
                 if key == get_key:
-                    if length != get_size or stop > end:
+                    if not get_least <= length <= get_most or stop > end:
                         break
                     (lease_id,) = unpack_id(buf, payload)
                     data = get(lease_id, now, largest)
@@ -300,7 +302,7 @@ class FrameDecoder(Generic[T]):
                     append(data)
                     appended += len(head) + len(data)
                 elif key == set_key:
-                    if not set_size <= length <= most or stop > end:
+                    if not set_least <= length <= set_most or stop > end:
                         break
                     lease_id, n = unpack_set(buf, payload)
                     if n != length - set_size or not put(
