@@ -103,7 +103,7 @@ async def _handshake(
     connection.receiving = True  # shutdown may cut a handshake short, as it does a wait
     try:
         with handshake:
-            handshake.deadline = trio.current_time() + timeout
+            handshake.deadline = connection.due = trio.current_time() + timeout
             await stream.do_handshake()
             return True
         if connections.closing:

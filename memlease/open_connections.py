@@ -21,11 +21,14 @@ request already sent (or readable in the same instant as the signal) is served, 
 class Connection:
     """What the server keeps of an open connection: enough to close it on shutdown."""
 
-    __slots__ = ("partial", "peer", "receiving", "scope", "sending")
+    __slots__ = ("due", "partial", "peer", "receiving", "scope", "sending")
 
     def __init__(self, peer: str) -> None:
         self.peer = peer
         self.scope = trio.CancelScope()
+        # When its current time limit ends. While it waits for bytes, the scope's deadline
+        # may be earlier: moving a deadline later costs more than a small request (exchange).
+        self.due = math.inf
         self.receiving = False
         self.sending = False
         # Part of a message is in: shutdown then gives it the grace, not the short drain.
@@ -68,4 +71,4 @@ class ConnectionSet:
             scope = connection.scope
             waiting = connection.receiving and not connection.partial
             limit = now + SHUTDOWN_DRAIN if waiting else self.grace_deadline
-            scope.deadline = min(scope.deadline, limit)
+            scope.deadline = connection.due = min(connection.due, limit)
