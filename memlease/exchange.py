@@ -128,8 +128,10 @@ async def exchange(
     replies: list[Bytes] = []
     # When the first byte of a message not yet whole arrived; None between messages.
     partial_since: float | None = None
-    scope = connection.scope
-    scope.deadline = connection.due = current_time() + idle_timeout
+    # A new scope (nothing has entered the connection's yet) takes its deadline for less than
+    # the deadline setter costs.
+    connection.due = current_time() + idle_timeout
+    scope = connection.scope = trio.CancelScope(deadline=connection.due)
 
     async def send(now: float, moved: bool) -> None:
         # before the send: a slow reader must not delay an earlier expiry deadline

@@ -78,7 +78,7 @@ class SocketIO(StreamIO):
         "_size",
         "_socket",
         "_view",
-        "_waited",
+        "_wait_first",
         "_yield_next",
     )
 
@@ -90,8 +90,9 @@ class SocketIO(StreamIO):
         self._scratch = [scratch]
         self._view = memoryview(scratch)
         self._size = len(scratch)
+        # A new connection's first request is usually in already.
+        self._wait_first = False
         self._yield_next = False
-        self._waited = False
 
     async def receive(self) -> Bytes:
         received = await self._read(self._scratch, self._size)
@@ -104,27 +105,27 @@ class SocketIO(StreamIO):
         return await self._read([view], size)
 
     async def _read(self, buffers: list[bytearray] | list[memoryview], size: int) -> int:
-        # A read that needed no wait yields before the next one, so that a peer that keeps
-        # the socket full cannot starve other connections; the yield comes before the read,
-        # never between it and the caller's use of the shared scratch buffer.
-        if self._yield_next:
-            await checkpoint()
-        else:
-            await checkpoint_if_cancelled()
+        # A peer that waits for each reply (or closes after it) has sent nothing more when we
+        # come back: after a read that did not fill the buffer, wait first rather than pay
+        # for a read that fails. A read that needed no wait yields before the next one, so
+        # that a peer that keeps the socket full cannot starve other connections; the yield
+        # comes before the read, never between it and the caller's use of the scratch buffer.
         fd = self._fd
-        # A peer that waits for each reply has sent nothing yet when we come back for more:
-        # after a read that had to wait and did not fill the buffer, wait first rather than
-        # pay for a read that fails.
-        if not self._waited:
+        if not self._wait_first:
+            if self._yield_next:
+                await checkpoint()
+            else:
+                await checkpoint_if_cancelled()
             try:
                 received = os.readv(fd, buffers)
                 self._yield_next = True
+                self._wait_first = received < size
                 return received
             except BlockingIOError:
                 pass
             except OSError as exc:
                 raise _broken(exc) from exc
-        while True:
+        while True:  # wait_readable is a cancellation point
             await wait_readable(self._socket)
             try:
                 received = os.readv(fd, buffers)
@@ -134,7 +135,7 @@ class SocketIO(StreamIO):
             except OSError as exc:
                 raise _broken(exc) from exc
         self._yield_next = False
-        self._waited = received < size
+        self._wait_first = received < size
         return received
 
     def send_now(self, parts: Sequence[Bytes]) -> Bytes | None:

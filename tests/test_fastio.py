@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
+
+import pytest
 import trio
 import trio.testing
 
@@ -79,3 +83,37 @@ async def test_a_peer_gone_breaks_the_send() -> None:
         except trio.BrokenResourceError:
             return
     raise AssertionError("writing to a closed peer never failed")
+
+
+async def test_after_a_read_that_drained_the_socket_the_next_waits_instead_of_failing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A peer that waits for each reply has sent nothing more when the server comes back:
+    # a read then would only fail (EAGAIN), one system call and a scheduler pass wasted.
+    reads: list[int] = []
+    readv = os.readv
+
+    def counted(fd: int, buffers: Sequence[bytearray | memoryview]) -> int:
+        try:
+            count = readv(fd, buffers)
+        except BlockingIOError:
+            reads.append(-1)
+            raise
+        reads.append(count)
+        return count
+
+    monkeypatch.setattr(os, "readv", counted)
+    ours, peer = _socket_pair()
+    async with ours, peer:
+        io = SocketIO(ours.socket, bytearray(16))
+        await peer.send_all(b"first")
+        assert bytes(await io.receive()) == b"first"  # read at once: no wait, nothing failed
+        async with trio.open_nursery() as nursery:
+
+            async def reply_then_next() -> None:
+                await trio.testing.wait_all_tasks_blocked()
+                await peer.send_all(b"second")
+
+            nursery.start_soon(reply_then_next)
+            assert bytes(await io.receive()) == b"second"
+        assert reads == [5, 6]
