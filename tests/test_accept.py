@@ -46,7 +46,11 @@ async def test_each_connection_comes_non_blocking_with_the_peer_address_accept_g
         taken = await _accept_all(sock, 3)
         expected = {f"127.0.0.1:{client.getsockname()[1]}" for client in clients}
         assert {peer for _, peer in taken} == expected
-        for connection, _ in taken:
+        for connection, peer in taken:
+            # a whole socket.socket (TLS wraps it in trio's), of the listener's kind
+            assert type(connection) is socket.socket
+            assert (connection.family, connection.type) == (socket.AF_INET, socket.SOCK_STREAM)
+            assert peer_name(connection.getpeername()) == peer
             assert connection.getblocking() is False
             assert connection.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
             connection.close()
