@@ -116,6 +116,4 @@ async def _handshake(
         log.warning("%s: %s TLS handshake failed: %s", connection.peer, protocol, cause)
     finally:
         connection.receiving = False
-        # A cancel scope is entered once: the connection's requests get a new one.
-        connection.scope = trio.CancelScope()
     return False

@@ -10,9 +10,10 @@ message's first byte came, and the same bound on a send so that a client that ne
 cannot hold the server up. The connection's cancel scope enforces them. While receiving, its
 deadline is only ever moved earlier, never later (moving a trio deadline cost about a third
 of a small request's time): when it fires before the limit, the connection goes on under a
-new scope. A send's deadline is exact. Shutdown lowers the deadline: a short drain for a
-connection waiting for a request, the shutdown grace for one sending replies or receiving a
-message.
+new scope, waiting again, or answering the bytes that came in the same scheduler pass as the
+early deadline (trio cancels the scope all the same). A send's deadline is exact. Shutdown
+lowers the deadline: a short drain for a connection waiting for a request, the shutdown grace
+for one sending replies or receiving a message.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from enum import Enum
 from functools import partial
 from typing import Protocol, cast
 
@@ -41,6 +43,20 @@ of gets that fit in one receive."""
 _MOVES_DEADLINES = frozenset({LeaseRequest, RenewRequest})
 """The requests that can bring the earliest lease deadline forward: only after these does
 the expiry task need telling (looking costs more than the rest of a small request)."""
+
+
+class _Resume(Enum):
+    """Where a connection's loop starts under its scope."""
+
+    FRESH = "fresh"
+    RECEIVE = "receive"
+    """Its wait for bytes met an early deadline: wait again."""
+    DECODE = "decode"
+    """An early deadline fell due as its bytes came: answer them."""
+
+
+class _FiredEarly(Exception):
+    """The scope's early deadline fell due in the pass that brought the connection bytes."""
 
 
 class LeaseService(Protocol):
@@ -149,25 +165,34 @@ async def exchange(
         await send_rest(rest)
         connection.sending = False
 
-    async def serve_batches() -> str:
+    async def serve_batches(resume: _Resume) -> str:
         nonlocal partial_since
-        while not connections.closing or partial_since is not None:
-            connection.receiving = True
-            # A large message is received straight into a buffer of its own.
-            target = receive_buffer() if receive_buffer is not None else None
-            if target is not None:
-                with target:
-                    count = await receive_into(target)
-                connection.receiving = False
-                if not count:
-                    return "closed by the client"
-                received(count)
-            else:
-                data = await receive()
-                connection.receiving = False
-                if not data:
-                    return "closed by the client"
-                feed(data if copies or type(data) is bytes else bytes(data))
+        # Resumed under a new scope, the connection carries on where the early deadline
+        # stopped it, shutdown or not (its limit says when it ends).
+        while resume is not _Resume.FRESH or not connections.closing or partial_since is not None:
+            if resume is not _Resume.DECODE:
+                connection.receiving = True
+                # A large message is received straight into a buffer of its own.
+                target = receive_buffer() if receive_buffer is not None else None
+                if target is not None:
+                    with target:
+                        count = await receive_into(target)
+                    connection.receiving = False
+                    if not count:
+                        return "closed by the client"
+                    received(count)
+                else:
+                    data = await receive()
+                    connection.receiving = False
+                    if not data:
+                        return "closed by the client"
+                    feed(data if copies or type(data) is bytes else bytes(data))
+                # An early deadline that fell due in the pass that brought these bytes has
+                # cancelled the scope all the same: the next wait would raise. Answer them
+                # under a new scope.
+                if scope.cancel_called and current_time() < connection.due:
+                    raise _FiredEarly
+            resume = _Resume.FRESH
             now = current_time()
             decoded = False
             moved = False
@@ -230,18 +255,24 @@ async def exchange(
                 partial_since = now
                 connection.due = now + request_timeout
             if connections.closing:
-                # exact from now on: whatever fires then is the end
-                scope.deadline = connection.due = min(connection.due, connections.grace_deadline)
-            elif connection.due < scope.deadline:
+                connection.due = min(connection.due, connections.grace_deadline)
+            if connection.due < scope.deadline:
                 scope.deadline = connection.due
         return "server shutting down"
 
+    resume = _Resume.FRESH
     while True:
-        with scope:
-            return await serve_batches()
-        # The deadline fired before the limit (see the module's doc): go on under a new scope.
-        if not connection.receiving or connections.closing or current_time() >= connection.due:
-            break
+        try:
+            with scope:
+                return await serve_batches(resume)
+        except _FiredEarly:
+            resume = _Resume.DECODE
+        else:
+            # The deadline fired. Only a wait for bytes can meet an early one (a send's is
+            # exact): then, before the limit, the connection goes on under a new scope.
+            if not connection.receiving or current_time() >= connection.due:
+                break
+            resume = _Resume.RECEIVE
         scope = connection.scope = trio.CancelScope(deadline=connection.due)
     if connections.closing:
         if connection.sending or partial_since is not None:

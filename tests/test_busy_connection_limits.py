@@ -1,21 +1,26 @@
 """A connection's time limits stay exact on a busy connection, whose cancel scope's deadline
 may be an early bound that the server re-arms rather than moves (memlease/exchange.py): busy
 for longer than either timeout costs it nothing; once idle, or stalled in a message, or caught
-by shutdown half-way through one, it is cut off exactly when the limit says."""
+by shutdown half-way through one, it is cut off exactly when the limit says. An early
+deadline falling due in the same scheduler pass as a request is not taken for a timeout of
+that request's reply."""
 
 from __future__ import annotations
 
 import logging
 import os
 import signal
+import socket
 from functools import partial
 
 import pytest
 import trio
+import trio.testing
 from conftest import StartServer, make_config
 from trio.testing import MockClock
 
-from memlease.messages import StatsRequest
+from memlease.client import connect
+from memlease.messages import GetRequest, StatsRequest
 from memlease.protocol import ProtocolRegistry
 from memlease.server import BoundListener, serve
 
@@ -90,3 +95,42 @@ async def test_shutdown_gives_a_half_sent_message_the_whole_grace_on_a_busy_conn
             assert trio.current_time() - started == pytest.approx(14.0)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("still sending a message when the shutdown grace ended" in m for m in warnings)
+
+
+async def test_an_early_deadline_due_as_a_request_comes_does_not_cut_its_reply(
+    start_server: StartServer, mock_clock: MockClock, caplog: Caplog
+) -> None:
+    # The clock moves only when told: the old early deadline and the request's bytes then
+    # come in one scheduler pass, and the reply (8 MiB, to a slow reader) has to wait.
+    big = 8 << 20
+    server = await start_server(
+        "native", arena_size=4 * big, max_message=2 * big, request_timeout=10.0, idle_timeout=60.0
+    )
+    async with await connect(server.address(), registry=server.registry) as client:
+        lease_id = (await client.lease(big, 3_600_000)).lease_id
+        await client.set(lease_id, b"v" * big)
+    frame = _stats_frame(server.registry)
+    get = server.registry.get("native").client_codec(2 * big).encode_request(GetRequest(lease_id))
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(server.address())
+    sock.setblocking(False)
+    with sock:
+        await trio.testing.wait_all_tasks_blocked()
+        sock.send(frame[:3])  # a message begun at 0: the deadline moves earlier, to 10
+        await trio.testing.wait_all_tasks_blocked()
+        mock_clock.jump(1.0)
+        sock.send(frame[3:])  # whole at 1: the limit is 61, the scope still says 10
+        await trio.testing.wait_all_tasks_blocked()
+        assert sock.recv(65536)
+        sock.send(get)
+        mock_clock.jump(10.0)
+        received = 0
+        while received < big:
+            await trio.lowlevel.wait_readable(sock)
+            chunk = sock.recv(1 << 20)
+            if not chunk:
+                break
+            received += len(chunk)
+    assert received >= big
+    assert not [r for r in caplog.records if "take its replies" in r.getMessage()]
