@@ -77,6 +77,34 @@ async def test_more_connections_waiting_than_one_batch_are_all_taken(
             client.close()
 
 
+class _PlainAcceptOnly:
+    """A listening socket seen through accept() and fileno() only, as on a Python whose
+    sockets have no raw ``_accept``."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+
+    def accept(self) -> tuple[socket.socket, object]:
+        return self._sock.accept()
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+
+async def test_without_a_raw_accept_the_socket_s_own_accept_serves() -> None:
+    sock = await _listening()
+    client = _connect(sock)
+    try:
+        taken = await _accept_all(_PlainAcceptOnly(sock), 1)  # type: ignore[arg-type]
+        ((connection, peer),) = taken
+        assert peer == f"127.0.0.1:{client.getsockname()[1]}"
+        assert connection.getblocking() is False
+        connection.close()
+    finally:
+        sock.close()
+        client.close()
+
+
 async def test_the_listener_is_taken_from_trio_non_blocking_with_the_tcp_options() -> None:
     (listener,) = await trio.open_tcp_listeners(0, host="127.0.0.1")
     sock = listening_socket(listener)
