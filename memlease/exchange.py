@@ -21,9 +21,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from enum import Enum
 from functools import partial
-from typing import Protocol, cast
+from typing import Literal, Protocol, cast
 
 import trio
 
@@ -45,14 +44,9 @@ _MOVES_DEADLINES = frozenset({LeaseRequest, RenewRequest})
 the expiry task need telling (looking costs more than the rest of a small request)."""
 
 
-class _Resume(Enum):
-    """Where a connection's loop starts under its scope."""
-
-    FRESH = "fresh"
-    RECEIVE = "receive"
-    """Its wait for bytes met an early deadline: wait again."""
-    DECODE = "decode"
-    """An early deadline fell due as its bytes came: answer them."""
+_Resume = Literal["fresh", "receive", "decode"]
+"""Where a connection's loop starts under a new scope: afresh; waiting again for the bytes an
+early deadline interrupted the wait for; answering the bytes that came as one fell due."""
 
 
 class _FiredEarly(Exception):
@@ -169,8 +163,8 @@ async def exchange(
         nonlocal partial_since
         # Resumed under a new scope, the connection carries on where the early deadline
         # stopped it, shutdown or not (its limit says when it ends).
-        while resume is not _Resume.FRESH or not connections.closing or partial_since is not None:
-            if resume is not _Resume.DECODE:
+        while resume != "fresh" or not connections.closing or partial_since is not None:
+            if resume != "decode":
                 connection.receiving = True
                 # A large message is received straight into a buffer of its own.
                 target = receive_buffer() if receive_buffer is not None else None
@@ -187,13 +181,15 @@ async def exchange(
                     if not data:
                         return "closed by the client"
                     feed(data if copies or type(data) is bytes else bytes(data))
+                now = current_time()
                 # An early deadline that fell due in the pass that brought these bytes has
                 # cancelled the scope all the same: the next wait would raise. Answer them
                 # under a new scope.
-                if scope.cancel_called and current_time() < connection.due:
+                if now >= scope.deadline and now < connection.due:
                     raise _FiredEarly
-            resume = _Resume.FRESH
-            now = current_time()
+            else:
+                now = current_time()
+            resume = "fresh"
             decoded = False
             moved = False
             held = 0
@@ -260,19 +256,19 @@ async def exchange(
                 scope.deadline = connection.due
         return "server shutting down"
 
-    resume = _Resume.FRESH
+    resume: _Resume = "fresh"
     while True:
         try:
             with scope:
                 return await serve_batches(resume)
         except _FiredEarly:
-            resume = _Resume.DECODE
+            resume = "decode"
         else:
             # The deadline fired. Only a wait for bytes can meet an early one (a send's is
             # exact): then, before the limit, the connection goes on under a new scope.
             if not connection.receiving or current_time() >= connection.due:
                 break
-            resume = _Resume.RECEIVE
+            resume = "receive"
         scope = connection.scope = trio.CancelScope(deadline=connection.due)
     if connections.closing:
         if connection.sending or partial_since is not None:
