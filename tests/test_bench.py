@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from memlease.bench.__main__ import main as bench_main
+from memlease.bench.command import rotated
 from memlease.bench.histogram import SUB_COUNT, LatencyHistogram, bucket_low, bucket_of
 from memlease.bench.runner import split_connections
 from memlease.bench.servers import start_memlease
@@ -70,6 +71,18 @@ def test_mix_parsing_and_its_errors() -> None:
         parse_mix("get=x")
     with pytest.raises(ConfigError, match="one request per connection"):
         Workload(depth=4, conn_per_request=True)
+
+
+def test_each_repeat_starts_with_the_next_target() -> None:
+    targets = ["memlease", "memcached", "redis"]
+    orders = [rotated(targets, repeat) for repeat in range(4)]
+    assert orders == [
+        ["memlease", "memcached", "redis"],
+        ["memcached", "redis", "memlease"],
+        ["redis", "memlease", "memcached"],
+        ["memlease", "memcached", "redis"],
+    ]
+    assert rotated([], 2) == []
 
 
 def test_connections_are_dealt_to_workers_without_an_idle_worker() -> None:

@@ -8,6 +8,7 @@ import os
 import sys
 from contextlib import ExitStack
 from pathlib import Path
+from typing import TypeVar
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -21,6 +22,8 @@ from memlease.bench.workload import TargetSpec, Workload, parse_mix
 from memlease.calls import parse_address
 from memlease.config import parse_duration, parse_size
 from memlease.errors import MemleaseError
+
+T = TypeVar("T")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -161,7 +164,7 @@ def _run(args: argparse.Namespace, console: Console) -> list[CaseResult]:
             overall = progress.add_task(f"{runs} runs", total=runs, rate="")
             for result in results:
                 for repeat in range(args.repeat):
-                    for label, spec in targets.items():
+                    for label, spec in rotated(list(targets.items()), repeat):
                         _one(
                             progress,
                             result,
@@ -174,6 +177,16 @@ def _run(args: argparse.Namespace, console: Console) -> list[CaseResult]:
                         )
                         progress.advance(overall)
     return results
+
+
+def rotated(items: list[T], turn: int) -> list[T]:
+    """``items`` starting at ``turn`` (mod their number): each repeat starts with the next
+    target, so that none always runs after the same one (a connection per request leaves
+    thousands of client sockets in TIME_WAIT for the next run's connects to step round)."""
+    if not items:
+        return items
+    start = turn % len(items)
+    return items[start:] + items[:start]
 
 
 def _arena_for(cases: list[Case]) -> str | None:
