@@ -143,14 +143,15 @@ async def exchange(
     connection.due = current_time() + idle_timeout
     scope = connection.scope = trio.CancelScope(deadline=connection.due)
 
-    async def send(now: float, moved: bool) -> None:
-        # before the send: a slow reader must not delay an earlier expiry deadline
+    async def send(now: float, moved: bool) -> float:
+        # Returns the time after the send, from which the next limit counts: ``now`` when the
+        # socket took it all at once, as it usually does (no deadline to move then).
         if moved:
-            after_batch()
+            after_batch()  # before the send: a slow reader must not delay an expiry
         rest = send_now(replies)
         replies.clear()
         if rest is None:
-            return  # the usual case: the socket took it all, no deadline to move
+            return now
         due = now + request_timeout
         if connections.closing:
             due = min(due, connections.grace_deadline)
@@ -158,6 +159,7 @@ async def exchange(
         connection.sending = True
         await send_rest(rest)
         connection.sending = False
+        return current_time()
 
     async def serve_batches(resume: _Resume) -> str:
         nonlocal partial_since
@@ -201,8 +203,7 @@ async def exchange(
                             decoded = True
                             held += appended
                             if held >= SEND_AT:
-                                await send(now, moved)
-                                now = current_time()
+                                now = await send(now, moved)
                                 held = 0
                                 moved = False
                                 continue
@@ -221,8 +222,7 @@ async def exchange(
                             replies.extend(encode_parts(reply))
                         decoded = True
                         # The next request may change or free the block: send (or copy) first.
-                        await send(now, moved)
-                        now = current_time()
+                        now = await send(now, moved)
                         held = 0
                         moved = False
                         continue
@@ -231,8 +231,7 @@ async def exchange(
                     decoded = True
                     held += len(encoded)
                     if held > SEND_AT:
-                        await send(now, moved)
-                        now = current_time()
+                        now = await send(now, moved)
                         held = 0
                         moved = False
             except ProtocolError as exc:
@@ -241,7 +240,7 @@ async def exchange(
                 await send(now, moved)
                 return "bad input"
             if replies:
-                await send(now, moved)
+                now = await send(now, moved)
             pending = (buffered() > 0) if buffered is not None else not decoded
             connection.partial = pending
             if not pending:

@@ -134,3 +134,39 @@ async def test_an_early_deadline_due_as_a_request_comes_does_not_cut_its_reply(
             received += len(chunk)
     assert received >= big
     assert not [r for r in caplog.records if "take its replies" in r.getMessage()]
+
+
+async def test_the_idle_timeout_counts_from_the_end_of_a_slow_send(
+    start_server: StartServer, autojump_clock: MockClock
+) -> None:
+    # 30 gets of 32 KiB: replies copied (not views), under 1 MiB, so one send at the end of
+    # the batch, to a reader that takes seconds over them.
+    server = await start_server("native", request_timeout=60.0, idle_timeout=5.0)
+    async with await connect(server.address(), registry=server.registry) as client:
+        lease_id = (await client.lease(32 * 1024, 3_600_000)).lease_id
+    get = server.registry.get("native").client_codec(4096).encode_request(GetRequest(lease_id))
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(server.address())
+    sock.setblocking(False)
+    with sock:
+        sock.send(get * 30)
+        asked_at = trio.current_time()
+        received = 0
+        while received < 30 * 32 * 1024:
+            await trio.sleep(0.05)
+            try:
+                chunk = sock.recv(1 << 20)
+            except BlockingIOError:
+                continue
+            assert chunk, f"closed after {received} bytes"
+            received += len(chunk)
+        read_at = trio.current_time()
+        assert read_at - asked_at > 2.0, "not slow enough to tell the two limits apart"
+        while True:
+            await trio.lowlevel.wait_readable(sock)
+            if not sock.recv(1 << 20):
+                break
+    # Idle from when the server's last write went into its socket buffer, a little before
+    # the last byte was read here: not from when the gets came.
+    assert 4.0 < trio.current_time() - read_at <= 5.0
