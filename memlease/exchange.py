@@ -183,14 +183,12 @@ async def exchange(
                     if not data:
                         return "closed by the client"
                     feed(data if copies or type(data) is bytes else bytes(data))
-                now = current_time()
-                # An early deadline that fell due in the pass that brought these bytes has
-                # cancelled the scope all the same: the next wait would raise. Answer them
-                # under a new scope.
-                if now >= scope.deadline and now < connection.due:
-                    raise _FiredEarly
-            else:
-                now = current_time()
+            now = current_time()
+            # An early deadline that fell due in the pass that brought these bytes has
+            # cancelled the scope all the same: the next wait would raise. Answer them under a
+            # new scope (whose deadline is the limit itself, so this never holds there).
+            if scope.deadline <= now < connection.due:
+                raise _FiredEarly
             resume = "fresh"
             decoded = False
             moved = False
