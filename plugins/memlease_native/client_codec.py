@@ -169,42 +169,59 @@ class NativeClientCodec(FrameDecoder[Reply]):
     id), so the codec keeps the requests it encoded and pairs replies with them in order.
     """
 
-    __slots__ = ("_max_request", "_pending")
+    __slots__ = ("_max_request", "_pairing")
 
     def __init__(self, max_message: int) -> None:
         self._max_request = max_message
-        self._pending: deque[tuple[Op, int]] = deque()
+        # The reply decoders are bound to the pairing, not to the codec: a decoder that held
+        # a bound method of itself would live until a full garbage collection.
+        pairing = self._pairing = _ReplyPairing()
         rules: dict[int, PayloadRule[Reply]] = {
-            T.LEASED: PayloadRule("leased", S_ID.size, False, self._leased),
-            T.ACCESS_DATA: PayloadRule("access data", S_ID_AND_DATA.size, True, self._got),
-            T.DATA_SET: PayloadRule("data set", S_STATUS.size, False, self._data_set),
-            T.READ_DATA: PayloadRule("read data", S_ID_AND_DATA.size, True, self._read),
-            T.DONE: PayloadRule("done", S_DONE.size, False, self._done),
-            T.LEASE_INFO: PayloadRule("lease info", S_LEASE_INFO.size, False, self._info),
-            T.SERVER_STATS: PayloadRule("stats", S_SERVER_STATS.size, False, self._stats),
-            T.ERROR: PayloadRule("error", S_ERROR.size, True, self._error),
+            T.LEASED: PayloadRule("leased", S_ID.size, False, pairing.leased),
+            T.ACCESS_DATA: PayloadRule("access data", S_ID_AND_DATA.size, True, pairing.got),
+            T.DATA_SET: PayloadRule("data set", S_STATUS.size, False, pairing.data_set),
+            T.READ_DATA: PayloadRule("read data", S_ID_AND_DATA.size, True, pairing.read),
+            T.DONE: PayloadRule("done", S_DONE.size, False, pairing.done),
+            T.LEASE_INFO: PayloadRule("lease info", S_LEASE_INFO.size, False, pairing.info),
+            T.SERVER_STATS: PayloadRule("stats", S_SERVER_STATS.size, False, pairing.stats),
+            T.ERROR: PayloadRule("error", S_ERROR.size, True, pairing.error),
         }
-        super().__init__(protocol=PROTOCOL, header=S_HEADER, rules=rules, max_message=max_message)
+        super().__init__(
+            protocol=PROTOCOL,
+            header=S_HEADER,
+            rules=rules,
+            max_message=max_message,
+            cache_rules=False,
+        )
 
     def encode_request(self, request: Request) -> bytes:
         frame, lease_id = encode_request(request, self._max_request)
-        self._pending.append((request.op, lease_id))
+        self._pairing.pending.append((request.op, lease_id))
         return frame
 
     next_reply = FrameDecoder.next_message
 
+
+class _ReplyPairing:
+    """The requests sent and not yet answered, and the reply decoders that pair with them."""
+
+    __slots__ = ("pending",)
+
+    def __init__(self) -> None:
+        self.pending: deque[tuple[Op, int]] = deque()
+
     def _answered(self, expected: Op) -> int:
         """The id of the oldest outstanding request, which must be an ``expected`` one."""
-        if not self._pending:
+        if not self.pending:
             raise ProtocolError("a reply arrived with no request outstanding")
-        op, lease_id = self._pending.popleft()
+        op, lease_id = self.pending.popleft()
         if op is not expected:
             raise ProtocolError(
                 f"a reply to {expected.value} arrived where a {op.value} reply was due"
             )
         return lease_id
 
-    def _leased(self, buf: bytearray, at: int, length: int) -> Reply:
+    def leased(self, buf: bytearray, at: int, length: int) -> Reply:
         self._answered(_LEASE)
         (lease_id,) = S_ID.unpack_from(buf, at)
         if lease_id > 0:
@@ -216,7 +233,7 @@ class NativeClientCodec(FrameDecoder[Reply]):
             Op.LEASE,
         )
 
-    def _got(self, buf: bytearray, at: int, length: int) -> Reply:
+    def got(self, buf: bytearray, at: int, length: int) -> Reply:
         self._answered(_GET)
         lease_id, n = S_ID_AND_DATA.unpack_from(buf, at)
         data = take_tail(buf, at, _ID_AND_DATA_SIZE, n, length, "get reply")
@@ -229,13 +246,13 @@ class NativeClientCodec(FrameDecoder[Reply]):
             )
         return Data(_GET, lease_id, data)
 
-    def _read(self, buf: bytearray, at: int, length: int) -> Reply:
+    def read(self, buf: bytearray, at: int, length: int) -> Reply:
         self._answered(_READ)
         lease_id, n = S_ID_AND_DATA.unpack_from(buf, at)
         data = take_tail(buf, at, _ID_AND_DATA_SIZE, n, length, "read reply")
         return Data(_READ, lease_id, data)
 
-    def _data_set(self, buf: bytearray, at: int, length: int) -> Reply:
+    def data_set(self, buf: bytearray, at: int, length: int) -> Reply:
         lease_id = self._answered(_SET)
         (status,) = S_STATUS.unpack_from(buf, at)
         if status == _DATA_SET_OK:
@@ -256,7 +273,7 @@ class NativeClientCodec(FrameDecoder[Reply]):
             )
         raise ProtocolError(f"data set reply has unknown status {status}")
 
-    def _done(self, buf: bytearray, at: int, length: int) -> Reply:
+    def done(self, buf: bytearray, at: int, length: int) -> Reply:
         request_type, lease_id = S_DONE.unpack_from(buf, at)
         op = TYPE_OP.get(request_type)
         if op not in _ENDED_BY_DONE:
@@ -265,22 +282,22 @@ class NativeClientCodec(FrameDecoder[Reply]):
         self._answered(op)
         return Done(op, lease_id)
 
-    def _info(self, buf: bytearray, at: int, length: int) -> Reply:
+    def info(self, buf: bytearray, at: int, length: int) -> Reply:
         self._answered(_STAT)
         return LeaseInfo(*S_LEASE_INFO.unpack_from(buf, at))
 
-    def _stats(self, buf: bytearray, at: int, length: int) -> Reply:
+    def stats(self, buf: bytearray, at: int, length: int) -> Reply:
         self._answered(_STATS)
         return ServerStats(*S_SERVER_STATS.unpack_from(buf, at))
 
-    def _error(self, buf: bytearray, at: int, length: int) -> Reply:
+    def error(self, buf: bytearray, at: int, length: int) -> Reply:
         code, request_type, lease_id, n = S_ERROR.unpack_from(buf, at)
         message = take_tail(buf, at, S_ERROR.size, n, length, "error reply")
         op = TYPE_OP.get(request_type)
         if request_type != 0 and op is None:
             raise ProtocolError(f"error reply names unknown request type {request_type}")
-        if self._pending:
-            self._pending.popleft()
+        if self.pending:
+            self.pending.popleft()
         return ErrorReply(
             error_code(code), bytes(message).decode("utf-8", "replace"), op, lease_id or None
         )

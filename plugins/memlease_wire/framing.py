@@ -78,9 +78,11 @@ _compiled: dict[tuple[int, int, int], tuple[Mapping[int, PayloadRule[Any]], _Com
 _COMPILED_KEPT = 64
 
 
-def _compile(rules: Mapping[int, PayloadRule[Any]], header: int, max_message: int) -> _Compiled:
+def _compile(
+    rules: Mapping[int, PayloadRule[Any]], header: int, max_message: int, cache: bool
+) -> _Compiled:
     key = (id(rules), header, max_message)
-    cached = _compiled.get(key)
+    cached = _compiled.get(key) if cache else None
     if cached is not None and cached[0] is rules:
         return cached[1]
     most_payload = max_message - header
@@ -95,6 +97,8 @@ def _compile(rules: Mapping[int, PayloadRule[Any]], header: int, max_message: in
         )
         for k, rule in rules.items()
     }
+    if not cache:
+        return table
     if len(_compiled) >= _COMPILED_KEPT:
         _compiled.clear()
     # The entry keeps ``rules`` alive, so its id cannot be reused while it is cached.
@@ -109,6 +113,10 @@ class FrameDecoder(Generic[T]):
     its payload decodes, and ``unknown(key)`` says what is wrong with any other key (a format
     whose header holds a version and flags beside the type folds them into the key, so that
     one dict lookup checks them all).
+
+    ``cache_rules``: compile ``rules`` once per process (rules shared by every decoder of a
+    format). False for rules made per decoder: the cache would keep them, and whatever they
+    are bound to, alive.
     """
 
     __slots__ = (
@@ -138,6 +146,7 @@ class FrameDecoder(Generic[T]):
         max_message: int,
         unknown: Callable[[int], str] | None = None,
         hot: HotForms | None = None,
+        cache_rules: bool = True,
     ) -> None:
         if max_message < header.size:
             raise ValueError(f"max_message {max_message} is below the header size {header.size}")
@@ -145,9 +154,12 @@ class FrameDecoder(Generic[T]):
         self._header = header.size
         self._unpack = header.unpack_from
         self._max = max_message
-        self._rules: _Compiled = _compile(rules, header.size, max_message)
+        self._rules: _Compiled = _compile(rules, header.size, max_message, cache_rules)
         self._hot = hot
-        self._unknown = unknown or self._unknown_type
+        # The callable given, never a bound method of self: that would put every codec in a
+        # reference cycle, and a dropped connection's buffer (up to max_message) would wait
+        # for a full garbage collection.
+        self._unknown = unknown
         self._buf = bytearray()
         self._start = 0
         self._broken: str | None = None
@@ -210,7 +222,7 @@ class FrameDecoder(Generic[T]):
         key, length = self._unpack(buf, start)
         rule = self._rules.get(key)
         if rule is None:
-            raise self._fail(self._unknown(key))
+            raise self._fail(self._unknown_type(key))
         fixed, most, decode, _ = rule
         if not fixed <= length <= most:
             raise self._fail(self._bad_length(rule[3], length))
@@ -319,6 +331,8 @@ class FrameDecoder(Generic[T]):
         return appended
 
     def _unknown_type(self, key: int) -> str:
+        if self._unknown is not None:
+            return self._unknown(key)
         known = ", ".join(str(k) for k in sorted(self._rules))
         return f"unknown message type {key} (this side accepts {known})"
 
