@@ -24,7 +24,7 @@ import time
 import uuid
 from collections.abc import Callable
 
-from memlease.messages import Data, Done, GetRequest, IdKind, Op, Reply, Request, SetRequest
+from memlease.core.messages import Data, Done, GetRequest, IdKind, Op, Reply, Request, SetRequest
 from memlease.protocol import DEFAULT_MAX_MESSAGE, ProtocolSpec, load_protocols
 
 GOAL = 300_000

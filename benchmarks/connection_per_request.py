@@ -10,7 +10,7 @@ from __future__ import annotations
 import socket
 import sys
 
-from memlease.messages import GetRequest, Granted, IdKind, LeaseRequest, SetRequest
+from memlease.core.messages import GetRequest, Granted, IdKind, LeaseRequest, SetRequest
 from memlease.protocol import load_protocols
 
 

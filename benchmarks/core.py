@@ -19,8 +19,8 @@ import tracemalloc
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
-from memlease.arena import BuddyArena
-from memlease.leases import LeaseTable
+from memlease.core.arena import BuddyArena
+from memlease.core.leases import LeaseTable
 
 GOAL_ALLOC_FREE_US = 5.0
 GOAL_GRANT_EXPIRE_US = 15.0

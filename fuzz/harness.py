@@ -15,7 +15,7 @@ from collections.abc import Callable
 import atheris
 
 with atheris.instrument_imports():
-    from memlease.errors import ProtocolError
+    from memlease.core.errors import ProtocolError
     from memlease.protocol import ProtocolSpec, load_protocols
 
     # Loading the registry imports the plugin packages, so they are instrumented too.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from memlease.errors import (
+from memlease.core.errors import (
     BadRequest,
     BadSize,
     BadTtl,
@@ -23,17 +23,17 @@ from memlease.errors import (
 )
 
 if TYPE_CHECKING:
-    from memlease.blocking import Client
-    from memlease.client import AsyncClient, connect
+    from memlease.client.blocking import Client
+    from memlease.client.trio_client import AsyncClient, connect
 
 __version__ = "0.1.0"
 
 # The clients load on first use, so that importing memlease for its errors or messages does
 # not pay for trio.
 _LAZY = {
-    "connect": "memlease.client",
-    "AsyncClient": "memlease.client",
-    "Client": "memlease.blocking",
+    "connect": "memlease.client.trio_client",
+    "AsyncClient": "memlease.client.trio_client",
+    "Client": "memlease.client.blocking",
 }
 
 

@@ -21,6 +21,7 @@ A third-party package provides one like this::
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import sys
 from collections.abc import Callable, Iterable
@@ -30,7 +31,7 @@ from typing import cast
 
 import pluggy
 
-from memlease.messages import IdKind, Reply, Request
+from memlease.core.messages import IdKind, Reply, Request
 
 ENTRY_POINT_GROUP = "memlease.protocols"
 PROJECT_NAME = "memlease"
@@ -242,3 +243,9 @@ def load_protocols(
         for problem in registry.problems:
             print(f"memlease: warning: {problem}", file=sys.stderr)
     return registry
+
+
+@functools.cache
+def default_registry() -> ProtocolRegistry:
+    """The installed protocols, loaded once per process: entry-point discovery is slow."""
+    return load_protocols()

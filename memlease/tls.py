@@ -11,7 +11,7 @@ from __future__ import annotations
 import ssl
 from pathlib import Path
 
-from memlease.errors import ConfigError
+from memlease.core.errors import ConfigError
 
 MINIMUM_VERSION = ssl.TLSVersion.TLSv1_2
 """Older versions have known weaknesses; every client that matters speaks 1.2 or 1.3."""

@@ -26,11 +26,11 @@ from typing import Any
 import pytest
 import trio
 
-from memlease.blocking import Client
-from memlease.client import AsyncClient, connect
-from memlease.config import Config, Listener
+from memlease.client.blocking import Client
+from memlease.client.trio_client import AsyncClient, connect
 from memlease.protocol import ProtocolRegistry, load_protocols
-from memlease.server import BoundListener, serve
+from memlease.server.config import Config, Listener
+from memlease.server.run import BoundListener, serve
 
 PROTOCOLS = ("native", "network", "uuid")
 """The built-in protocols; tests parametrized with ``protocol`` run once for each."""

@@ -1,4 +1,4 @@
-"""memlease.accept: connections taken with the listening socket's own accept, the peer's
+"""memlease.server.accept: connections taken with the listening socket's own accept, the peer's
 address kept, TCP options from the listener, errors sorted into ignored and raised."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import pytest
 import trio
 import trio.testing
 
-from memlease import accept
-from memlease.accept import accept_forever, close_socket, listening_socket, peer_name
+from memlease.server import accept
+from memlease.server.accept import accept_forever, close_socket, listening_socket, peer_name
 
 
 async def _listening() -> socket.socket:

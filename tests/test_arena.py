@@ -14,8 +14,8 @@ from hypothesis.stateful import (
     rule,
 )
 
-from memlease.arena import BuddyArena, format_bytes
-from memlease.errors import BadSize, ConfigError, InternalError, NoRoom
+from memlease.core.arena import BuddyArena, format_bytes
+from memlease.core.errors import BadSize, ConfigError, InternalError, NoRoom
 
 
 def test_size_not_a_power_of_two_is_covered_by_top_level_blocks() -> None:

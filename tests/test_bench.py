@@ -20,7 +20,7 @@ from memlease.bench.runner import split_connections
 from memlease.bench.servers import start_memlease
 from memlease.bench.storm import StormTiming, run_storm, storm_case
 from memlease.bench.workload import TargetSpec, Workload, parse_mix
-from memlease.errors import ConfigError
+from memlease.core.errors import ConfigError
 
 SHORT = ["--duration", "700ms", "--warmup", "150ms", "--no-progress"]
 

@@ -1,5 +1,5 @@
 """A connection's time limits stay exact on a busy connection, whose cancel scope's deadline
-may be an early bound that the server re-arms rather than moves (memlease/exchange.py): busy
+may be an early bound that the server re-arms rather than moves (memlease/server/exchange.py): busy
 for longer than either timeout costs it nothing; once idle, or stalled in a message, or caught
 by shutdown half-way through one, it is cut off exactly when the limit says. An early
 deadline falling due in the same scheduler pass as a request is not taken for a timeout of
@@ -19,10 +19,10 @@ import trio.testing
 from conftest import StartServer, make_config
 from trio.testing import MockClock
 
-from memlease.client import connect
-from memlease.messages import GetRequest, StatsRequest
+from memlease.client.trio_client import connect
+from memlease.core.messages import GetRequest, StatsRequest
 from memlease.protocol import ProtocolRegistry
-from memlease.server import BoundListener, serve
+from memlease.server.run import BoundListener, serve
 
 Caplog = pytest.LogCaptureFixture
 

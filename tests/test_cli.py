@@ -17,9 +17,9 @@ from types import ModuleType
 
 import pytest
 
-from memlease.cli import main
-from memlease.cli_client import UsageError, parse_lease_id, parse_server
-from memlease.messages import IdKind
+from memlease.cli.client_commands import UsageError, parse_lease_id, parse_server
+from memlease.cli.main import main
+from memlease.core.messages import IdKind
 from memlease.protocol import ProtocolEntry, ProtocolRegistry, ProtocolSpec
 
 
@@ -206,9 +206,9 @@ def test_bench_gets_its_own_arguments(
 
 def test_help_does_not_import_the_trio_shells_or_bench() -> None:
     code = (
-        "import sys; from memlease.cli import main; main(['--help']); "
+        "import sys; from memlease.cli.main import main; main(['--help']); "
         "print(sorted(m for m in sys.modules if m.startswith(('trio', 'memlease.bench', "
-        "'memlease.server', 'memlease.blocking'))))"
+        "'memlease.server.run', 'memlease.client.blocking'))))"
     )
     started = time.monotonic()
     result = subprocess.run(
@@ -219,7 +219,7 @@ def test_help_does_not_import_the_trio_shells_or_bench() -> None:
 
 
 def test_readme_table_names_every_serve_flag_and_config_key() -> None:
-    from memlease.config import FILE_KEYS, FLAGS
+    from memlease.server.config import FILE_KEYS, FLAGS
 
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     table = readme.split("## Server configuration", 1)[1]

@@ -24,8 +24,8 @@ import trio
 from conftest import RunningServer, StartServer
 from trio.testing import MockClock
 
-from memlease.cli import main
-from memlease.config import Config, Listener
+from memlease.cli.main import main
+from memlease.server.config import Config, Listener
 
 Capture = pytest.CaptureFixture[str]
 
@@ -222,7 +222,7 @@ def test_serve_passes_the_flags_to_the_server(monkeypatch: pytest.MonkeyPatch) -
         seen.append(config)
         return 0
 
-    monkeypatch.setattr("memlease.server.run", run)
+    monkeypatch.setattr("memlease.server.run.run", run)
     argv = ["serve", "--listen", "uuid=9000", "--arena", "1MiB", "--max-ttl", "1h"]
     assert main(argv) == 0
     assert seen == [
@@ -233,7 +233,7 @@ def test_serve_passes_the_flags_to_the_server(monkeypatch: pytest.MonkeyPatch) -
 def test_memlease_serve_subprocess_serves_and_stops_on_sigint(tmp_path: Path) -> None:
     config = tmp_path / "server.toml"
     config.write_text('[[listener]]\nprotocol = "network"\nport = 0\n[arena]\nsize = "64KiB"\n')
-    command = [sys.executable, "-m", "memlease.cli", "serve", "--config", str(config)]
+    command = [sys.executable, "-m", "memlease.cli.main", "serve", "--config", str(config)]
     # Unbuffered, so that select() sees every line not yet read.
     with subprocess.Popen(command, stderr=subprocess.PIPE, bufsize=0) as proc:
         try:

@@ -21,8 +21,8 @@ from memlease import (
     NoRoom,
     ProtocolError,
 )
-from memlease.calls import parse_address
-from memlease.messages import (
+from memlease.client.connecting import parse_address
+from memlease.core.messages import (
     ErrorReply,
     GetRequest,
     Granted,
@@ -220,9 +220,9 @@ async def test_blocking_client_has_the_same_methods_and_errors(
 
 
 def test_exports() -> None:
-    assert memlease.connect is memlease.client.connect
-    assert memlease.Client is memlease.blocking.Client
-    assert memlease.AsyncClient is memlease.client.AsyncClient
+    assert memlease.connect is memlease.client.trio_client.connect
+    assert memlease.Client is memlease.client.blocking.Client
+    assert memlease.AsyncClient is memlease.client.trio_client.AsyncClient
 
 
 async def test_connect_refused_raises_connection_failed() -> None:

@@ -12,7 +12,7 @@ from conftest import RunningServer
 
 import memlease
 from memlease import ConnectionFailed, ProtocolError
-from memlease.messages import Data, GetRequest, LeaseId, LeaseInfo, StatRequest
+from memlease.core.messages import Data, GetRequest, LeaseId, LeaseInfo, StatRequest
 
 
 def uncarriable_id(protocol: str) -> LeaseId:

@@ -19,8 +19,8 @@ from memlease_native import layout as native_layout
 from memlease_network import NETWORK
 from memlease_uuid import UUID
 
-from memlease.errors import ErrorCode, ProtocolError
-from memlease.messages import (
+from memlease.core.errors import ErrorCode, ProtocolError
+from memlease.core.messages import (
     Data,
     Done,
     ErrorReply,

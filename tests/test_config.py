@@ -9,7 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from memlease.config import (
+from memlease.core.errors import ConfigError
+from memlease.core.messages import IdKind
+from memlease.protocol import ProtocolEntry, ProtocolRegistry, ProtocolSpec
+from memlease.server.config import (
     FILE_KEYS,
     Config,
     Listener,
@@ -19,9 +22,6 @@ from memlease.config import (
     parse_listener,
     parse_size,
 )
-from memlease.errors import ConfigError
-from memlease.messages import IdKind
-from memlease.protocol import ProtocolEntry, ProtocolRegistry, ProtocolSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import trio
 from conftest import RunningServer, StartServer
 
-from memlease.messages import GetRequest, Request, SetRequest
+from memlease.core.messages import GetRequest, Request, SetRequest
 
 CLIENTS = 200
 OPERATIONS = 100

@@ -1,4 +1,5 @@
-"""memlease.fastio: system-call I/O on a plain TCP stream, stream methods on anything else."""
+"""memlease.server.socket_io: system-call I/O on a plain TCP stream, stream methods on
+anything else."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 import trio
 import trio.testing
 
-from memlease.fastio import SocketIO, StreamIO, stream_io
+from memlease.server.socket_io import SocketIO, StreamIO, stream_io
 
 
 def _socket_pair() -> tuple[trio.SocketStream, trio.SocketStream]:

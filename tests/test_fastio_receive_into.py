@@ -9,7 +9,7 @@ import pytest
 import trio
 import trio.testing
 
-from memlease.fastio import SocketIO, StreamIO, stream_io
+from memlease.server.socket_io import SocketIO, StreamIO, stream_io
 
 
 def _plain_pair() -> tuple[socket.socket, socket.socket]:

@@ -23,10 +23,10 @@ from conftest import PROTOCOLS, make_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from memlease.blocking import Client
-from memlease.messages import GetRequest, IdKind, LeaseRequest, Request, StatsRequest
+from memlease.client.blocking import Client
+from memlease.core.messages import GetRequest, IdKind, LeaseRequest, Request, StatsRequest
 from memlease.protocol import ProtocolRegistry
-from memlease.server import BoundListener, serve
+from memlease.server.run import BoundListener, serve
 
 EXAMPLES = 100
 GUARDED = b"guarded bytes " * 8

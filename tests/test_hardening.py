@@ -22,9 +22,9 @@ import pytest
 import trio
 from conftest import PROTOCOLS, RunningServer, StartServer
 
-from memlease.client import AsyncClient
-from memlease.errors import ProtocolError
-from memlease.messages import LeaseId, SetRequest
+from memlease.client.trio_client import AsyncClient
+from memlease.core.errors import ProtocolError
+from memlease.core.messages import LeaseId, SetRequest
 from memlease.protocol import ProtocolRegistry
 
 MAX_MESSAGE = 64 * 1024 * 1024 + 4096

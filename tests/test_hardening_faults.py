@@ -21,7 +21,7 @@ import trio.testing
 from conftest import RunningServer, StartServer
 
 from memlease import ConnectionFailed, NoRoom
-from memlease.messages import GetRequest, StatsRequest
+from memlease.core.messages import GetRequest, StatsRequest
 
 MockClock = trio.testing.MockClock
 
@@ -204,7 +204,7 @@ async def test_ids_are_unique_and_show_no_sequence(start_server: StartServer) ->
 
 
 def _lease_request(protocol: str) -> object:
-    from memlease.messages import IdKind, LeaseRequest
+    from memlease.core.messages import IdKind, LeaseRequest
 
     kind = IdKind.UUID if protocol == "uuid" else IdKind.INT
     return LeaseRequest(32, 600_000, id_kind=kind)

@@ -18,11 +18,11 @@ import trio
 from conftest import make_config
 
 from memlease import ConnectionFailed
-from memlease.blocking import Client
-from memlease.client import connect
-from memlease.messages import Data, Done, GetRequest, SetRequest
+from memlease.client.blocking import Client
+from memlease.client.trio_client import connect
+from memlease.core.messages import Data, Done, GetRequest, SetRequest
 from memlease.protocol import ProtocolRegistry
-from memlease.server import serve
+from memlease.server.run import serve
 
 Caplog = pytest.LogCaptureFixture
 
@@ -117,7 +117,8 @@ async def test_a_message_half_received_when_shutdown_begins_has_the_whole_grace(
 
 def _serve_in_a_subprocess() -> tuple[subprocess.Popen[str], int]:
     script = (
-        "import sys; from memlease.config import Config, Listener; from memlease.server import run;"
+        "import sys; from memlease.server.config import Config, Listener;"
+        "from memlease.server.run import run;"
         "sys.exit(run(Config(listeners=(Listener('network', 0),), arena_size=1 << 20)))"
     )
     process = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)

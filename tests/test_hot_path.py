@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from memlease.arena import BuddyArena
-from memlease.errors import ProtocolError
-from memlease.leases import LeaseTable
-from memlease.messages import (
+from memlease.core.arena import BuddyArena
+from memlease.core.errors import ProtocolError
+from memlease.core.leases import LeaseTable
+from memlease.core.messages import (
     GetRequest,
     IdKind,
     LeaseRequest,
@@ -21,8 +21,8 @@ from memlease.messages import (
     SetRequest,
     StatRequest,
 )
+from memlease.core.service import SHARE_AT, Service
 from memlease.protocol import DEFAULT_MAX_MESSAGE, ProtocolSpec, load_protocols
-from memlease.service import SHARE_AT, Service
 
 REGISTRY = load_protocols(warn=False)
 HOT_PROTOCOLS = ["native", "network"]

@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from memlease_wire.framing import LARGE_FRAME
 
-from memlease.errors import ProtocolError
-from memlease.messages import GetRequest, Request, SetRequest, WriteRequest
+from memlease.core.errors import ProtocolError
+from memlease.core.messages import GetRequest, Request, SetRequest, WriteRequest
 from memlease.protocol import DEFAULT_MAX_MESSAGE, ProtocolSpec, ServerCodec, load_protocols
 
 REGISTRY = load_protocols(warn=False)
@@ -137,8 +137,8 @@ def test_once_an_eighth_is_in_the_frame_gets_its_buffer() -> None:
 
 
 def test_serve_hot_waits_for_a_large_frame_before_later_requests() -> None:
-    from memlease.messages import LeaseRequest
-    from memlease.service import Service
+    from memlease.core.messages import LeaseRequest
+    from memlease.core.service import Service
 
     spec = REGISTRY.get("native")
     service = Service.create(4 << 20)

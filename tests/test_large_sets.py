@@ -10,7 +10,7 @@ from conftest import StartServer
 from memlease_wire.framing import LARGE_FRAME
 from trio.testing import MockClock
 
-from memlease.messages import SetRequest
+from memlease.core.messages import SetRequest
 
 VALUE = 2 * LARGE_FRAME + 12_345
 

@@ -12,8 +12,8 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule
 
-from memlease.arena import BuddyArena
-from memlease.errors import (
+from memlease.core.arena import BuddyArena
+from memlease.core.errors import (
     BadSize,
     BadTtl,
     InternalError,
@@ -21,8 +21,8 @@ from memlease.errors import (
     LeaseTooSmall,
     NoRoom,
 )
-from memlease.leases import MAX_INT_ID, LeaseTable
-from memlease.messages import IdKind, LeaseId
+from memlease.core.leases import MAX_INT_ID, LeaseTable
+from memlease.core.messages import IdKind, LeaseId
 
 
 def make_table(

@@ -10,8 +10,8 @@ import trio
 from conftest import StartServer
 
 from memlease import BadSize, NoRoom
-from memlease.cli import main
-from memlease.config import REPLY_ROOM, Config, largest_lease
+from memlease.cli.main import main
+from memlease.server.config import REPLY_ROOM, Config, largest_lease
 
 KiB, MiB = 1024, 1024 * 1024
 

@@ -12,8 +12,8 @@ from memlease_native import layout
 from memlease_native.client_codec import NativeClientCodec
 from memlease_native.codec import NativeServerCodec
 
-from memlease.errors import ErrorCode, ProtocolError
-from memlease.messages import (
+from memlease.core.errors import ErrorCode, ProtocolError
+from memlease.core.messages import (
     Data,
     Done,
     ErrorReply,

@@ -13,8 +13,8 @@ from memlease_uuid import UUID
 from memlease_wire.network_codec import HEADER_KEY, describe_key, header_key
 from memlease_wire.network_layout import HEADER
 
-from memlease.errors import ErrorCode, ProtocolError
-from memlease.messages import (
+from memlease.core.errors import ErrorCode, ProtocolError
+from memlease.core.messages import (
     Data,
     Done,
     ErrorReply,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from memlease.messages import IdKind
+from memlease.core.messages import IdKind
 from memlease.protocol import ENTRY_POINT_GROUP, load_protocols
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -134,7 +134,7 @@ def test_unknown_protocol_names_the_known_ones() -> None:
 def test_memlease_protocols_lists_the_third_party_plugin_and_the_broken_one(
     plugin_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from memlease.cli import main
+    from memlease.cli.main import main
 
     _write_plugin(plugin_dir, "memlease_test_broken_e", "import no_such_module_here\n")
     registry = load_protocols(

@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from memlease_demo import DEMO
 
-from memlease.errors import ErrorCode, LeaseNotFound, ProtocolError
-from memlease.messages import (
+from memlease.core.errors import ErrorCode, LeaseNotFound, ProtocolError
+from memlease.core.messages import (
     Data,
     Done,
     ErrorReply,

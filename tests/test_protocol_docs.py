@@ -16,7 +16,7 @@ from memlease_network import NETWORK
 from memlease_uuid import FORMAT as UUID_FORMAT
 from memlease_uuid import UUID
 
-from memlease.messages import (
+from memlease.core.messages import (
     GetRequest,
     LeaseRequest,
     ReadRequest,

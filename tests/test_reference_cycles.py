@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from memlease.messages import SetRequest
+from memlease.core.messages import SetRequest
 from memlease.protocol import DEFAULT_MAX_MESSAGE, load_protocols
 
 REGISTRY = load_protocols(warn=False)

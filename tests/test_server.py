@@ -21,12 +21,12 @@ import trio.testing
 from conftest import RunningServer, StartServer, make_config
 
 from memlease import BadSize, ConnectionFailed, LeaseNotFound
-from memlease.client import connect
-from memlease.config import Config, Listener
-from memlease.errors import ErrorCode
-from memlease.messages import ErrorReply, GetRequest, Reply, SetRequest, StatsRequest
+from memlease.client.trio_client import connect
+from memlease.core.errors import ErrorCode
+from memlease.core.messages import ErrorReply, GetRequest, Reply, SetRequest, StatsRequest
 from memlease.protocol import ProtocolRegistry
-from memlease.server import BoundListener, serve
+from memlease.server.config import Config, Listener
+from memlease.server.run import BoundListener, serve
 
 Caplog = pytest.LogCaptureFixture
 
@@ -312,7 +312,8 @@ async def test_replies_in_flight_are_sent_before_shutdown(registry: ProtocolRegi
 
 def test_run_exits_0_on_sigterm() -> None:
     script = (
-        "import sys; from memlease.config import Config, Listener; from memlease.server import run;"
+        "import sys; from memlease.server.config import Config, Listener;"
+        "from memlease.server.run import run;"
         "sys.exit(run(Config(listeners=(Listener('native', 0),), arena_size=4096)))"
     )
     process = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)

@@ -11,8 +11,8 @@ import trio.testing
 from conftest import RunningServer, StartServer
 
 from memlease import LeaseNotFound, NoRoom
-from memlease.expiry import ExpiryTask
-from memlease.messages import Granted, IdKind, LeaseRequest
+from memlease.core.messages import Granted, IdKind, LeaseRequest
+from memlease.server.expiry import ExpiryTask
 
 ARENA = 4096
 MIN_BLOCK = 32

@@ -8,13 +8,18 @@ import sys
 
 import pytest
 
-from memlease.heap import MMAP_THRESHOLD_MAX, MMAP_THRESHOLD_MIN, keep_large_blocks, mmap_threshold
+from memlease.server.glibc_malloc import (
+    MMAP_THRESHOLD_MAX,
+    MMAP_THRESHOLD_MIN,
+    keep_large_blocks,
+    mmap_threshold,
+)
 
 # What a 512 KiB set costs in buffers: the codec's buffer grown in 64 KiB chunks, the value
 # taken out of it, a reply built from the value. Minor page faults of 200 such requests.
 _LARGE_VALUE_REQUESTS = """
 import resource, sys
-from memlease.heap import keep_large_blocks
+from memlease.server.glibc_malloc import keep_large_blocks
 if sys.argv[1] == "tuned":
     assert keep_large_blocks(64 << 20)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt

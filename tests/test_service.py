@@ -7,10 +7,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from memlease.arena import BuddyArena
-from memlease.errors import ErrorCode
-from memlease.leases import LeaseTable
-from memlease.messages import (
+from memlease.core.arena import BuddyArena
+from memlease.core.errors import ErrorCode
+from memlease.core.leases import LeaseTable
+from memlease.core.messages import (
     Data,
     Done,
     ErrorReply,
@@ -30,7 +30,7 @@ from memlease.messages import (
     StatsRequest,
     WriteRequest,
 )
-from memlease.service import Service
+from memlease.core.service import Service
 
 MISSING = 424242
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import trio
 from conftest import RunningServer, StartServer
 
-from memlease.fastio import StreamIO
-from memlease.messages import Data, GetRequest, Granted, LeaseRequest, SetRequest
-from memlease.service import SHARE_AT, Service
+from memlease.core.messages import Data, GetRequest, Granted, LeaseRequest, SetRequest
+from memlease.core.service import SHARE_AT, Service
+from memlease.server.socket_io import StreamIO
 
 LARGE = 2 * SHARE_AT
 

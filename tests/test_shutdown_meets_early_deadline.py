@@ -1,4 +1,4 @@
-"""Shutdown on a connection whose scope's deadline is an early bound (memlease/exchange.py):
+"""Shutdown on a connection whose scope's deadline is an early bound (memlease/server/exchange.py):
 the drain and the grace hold even when that deadline falls due in the scheduler pass in
 which shutdown begins, and a message begun during the drain gets the grace.
 
@@ -17,12 +17,12 @@ import trio
 import trio.testing
 from trio.testing import MockClock
 
-from memlease.exchange import Limits, exchange
-from memlease.fastio import SocketIO
-from memlease.messages import StatsRequest
-from memlease.open_connections import Connection, ConnectionSet
+from memlease.core.messages import StatsRequest
+from memlease.core.service import Service
 from memlease.protocol import ProtocolRegistry, ProtocolSpec
-from memlease.service import Service
+from memlease.server.connection_set import Connection, ConnectionSet
+from memlease.server.exchange import Limits, exchange
+from memlease.server.socket_io import SocketIO
 
 _SHUTTER: list[object] = []  # the task that calls shut_down
 

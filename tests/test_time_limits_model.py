@@ -3,7 +3,7 @@ stream of requests cut into chunks at random places, each chunk after a random p
 server must close the connection exactly when the model says (idle timeout after a whole
 message, request timeout from a message's first byte, the clock of a message begun with
 the end of another starting then), and never earlier, whatever early deadlines and re-arms
-happen inside (memlease/exchange.py)."""
+happen inside (memlease/server/exchange.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import trio
 from conftest import RunningServer, StartServer
 from trio.testing import MockClock
 
-from memlease.messages import StatsRequest
+from memlease.core.messages import StatsRequest
 
 REQUEST_TIMEOUT = 2.25
 IDLE_TIMEOUT = 3.75

@@ -15,10 +15,10 @@ import trustme
 from conftest import PROTOCOLS, StartServer
 
 from memlease import ConnectionFailed
-from memlease.cli import main
-from memlease.config import Config, Listener, load_config
-from memlease.errors import ConfigError
+from memlease.cli.main import main
+from memlease.core.errors import ConfigError
 from memlease.protocol import ProtocolRegistry
+from memlease.server.config import Config, Listener, load_config
 from memlease.tls import client_context, server_context
 
 Caplog = pytest.LogCaptureFixture

@@ -19,9 +19,9 @@ from memlease.bench.runner import BenchError, run_load
 from memlease.bench.servers import PEERS, RunningServer, peer_installed, start_memlease, start_peer
 from memlease.bench.storm import run_storm, storm_case
 from memlease.bench.workload import TargetSpec, Workload, parse_mix
-from memlease.calls import parse_address
-from memlease.config import parse_duration, parse_size
-from memlease.errors import MemleaseError
+from memlease.client.connecting import parse_address
+from memlease.core.errors import MemleaseError
+from memlease.server.config import parse_duration, parse_size
 
 T = TypeVar("T")
 

@@ -12,7 +12,7 @@ from typing import Any
 from memlease.bench.histogram import LatencyHistogram
 from memlease.bench.worker import worker_main
 from memlease.bench.workload import TargetSpec, WorkerResult, Workload
-from memlease.errors import MemleaseError
+from memlease.core.errors import MemleaseError
 
 SETUP_LIMIT = 60.0
 ProgressCallback = Callable[[int, float], None]

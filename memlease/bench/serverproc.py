@@ -14,12 +14,12 @@ from typing import Any
 
 import trio
 
-from memlease.config import Config, Listener, load_config
-from memlease.heap import keep_large_blocks
+from memlease.server.config import Config, Listener, load_config
+from memlease.server.glibc_malloc import keep_large_blocks
 
 
 async def _serve_and_announce(config: Config) -> None:
-    from memlease.server import serve
+    from memlease.server.run import serve
 
     async with trio.open_nursery() as nursery:
         bound: Any = await nursery.start(serve, config)

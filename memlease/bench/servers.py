@@ -15,7 +15,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from memlease.errors import MemleaseError
+from memlease.core.errors import MemleaseError
 
 START_LIMIT = 20.0
 PEERS = ("memcached", "redis")

@@ -16,8 +16,8 @@ from typing import Any
 from memlease.bench.cases import Case
 from memlease.bench.runner import ProgressCallback, RunResult, run_load
 from memlease.bench.workload import TargetSpec, Workload
-from memlease.blocking import Client
-from memlease.messages import Granted, IdKind, LeaseRequest, Request
+from memlease.client.blocking import Client
+from memlease.core.messages import Granted, IdKind, LeaseRequest, Request
 
 STORM_LEASE_SIZE = 32
 GRANT_BATCH = 2000

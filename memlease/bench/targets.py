@@ -13,8 +13,8 @@ import uuid
 from dataclasses import dataclass, replace
 
 from memlease.bench.workload import TargetSpec, Workload, value_for
-from memlease.errors import ConnectionFailed, ErrorCode, ProtocolError
-from memlease.messages import (
+from memlease.core.errors import ConnectionFailed, ErrorCode, ProtocolError
+from memlease.core.messages import (
     Data,
     Done,
     ErrorReply,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-from memlease.errors import ConfigError
+from memlease.core.errors import ConfigError
 
 OPS = ("get", "set", "read", "write", "lease")
 

@@ -19,8 +19,8 @@ from memlease_wire.framing import (
     take_tail,
 )
 
-from memlease.errors import ErrorCode, ProtocolError, not_found_message
-from memlease.messages import (
+from memlease.core.errors import ErrorCode, ProtocolError, not_found_message
+from memlease.core.messages import (
     Data,
     Done,
     ErrorReply,

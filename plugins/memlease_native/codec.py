@@ -21,8 +21,8 @@ from memlease_wire.framing import (
     take_tail,
 )
 
-from memlease.errors import ErrorCode, ProtocolError
-from memlease.messages import (
+from memlease.core.errors import ErrorCode, ProtocolError
+from memlease.core.messages import (
     Data,
     Done,
     ErrorReply,

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from memlease.errors import ErrorCode, ProtocolError
+from memlease.core.errors import ErrorCode, ProtocolError
 from memlease.protocol import HotOps
 
 T = TypeVar("T")

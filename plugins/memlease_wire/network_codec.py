@@ -12,8 +12,8 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
-from memlease.errors import ProtocolError
-from memlease.messages import IdKind, Reply, Request
+from memlease.core.errors import ProtocolError
+from memlease.core.messages import IdKind, Reply, Request
 from memlease_wire.derive import derive
 from memlease_wire.framing import FrameDecoder, HotForms
 from memlease_wire.network_decoding import reply_rules, request_rules

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from memlease.errors import ProtocolError
-from memlease.messages import (
+from memlease.core.errors import ProtocolError
+from memlease.core.messages import (
     Data,
     Done,
     ErrorReply,

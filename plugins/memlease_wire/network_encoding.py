@@ -7,8 +7,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from memlease.errors import ProtocolError
-from memlease.messages import (
+from memlease.core.errors import ProtocolError
+from memlease.core.messages import (
     Data,
     Done,
     ErrorReply,

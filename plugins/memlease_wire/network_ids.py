@@ -9,8 +9,8 @@ from typing import Any
 
 from construct import Bytes, Int32ub
 
-from memlease.errors import ProtocolError
-from memlease.messages import IdKind, LeaseId
+from memlease.core.errors import ProtocolError
+from memlease.core.messages import IdKind, LeaseId
 
 MAX_INT_ID = 0xFFFFFFFF
 

@@ -25,7 +25,7 @@ from construct import (
     this,
 )
 
-from memlease.messages import Op
+from memlease.core.messages import Op
 
 VERSION = 1
 

@@ -15,8 +15,8 @@ An ``ERR`` line names the code, the operation and id (``-`` when unknown), then 
 
 from __future__ import annotations
 
-from memlease.errors import ErrorCode, ProtocolError
-from memlease.messages import (
+from memlease.core.errors import ErrorCode, ProtocolError
+from memlease.core.messages import (
     Data,
     Done,
     ErrorReply,

@@ -26,11 +26,11 @@ from typing import Literal, Protocol, cast
 
 import trio
 
-from memlease.errors import ErrorCode, ProtocolError
-from memlease.fastio import Bytes, StreamIO
-from memlease.messages import Data, ErrorReply, LeaseRequest, RenewRequest, Reply, Request
-from memlease.open_connections import Connection, ConnectionSet
+from memlease.core.errors import ErrorCode, ProtocolError
+from memlease.core.messages import Data, ErrorReply, LeaseRequest, RenewRequest, Reply, Request
 from memlease.protocol import HotOps, ProtocolSpec, ServerCodec
+from memlease.server.connection_set import Connection, ConnectionSet
+from memlease.server.socket_io import Bytes, StreamIO
 
 log = logging.getLogger("memlease")
 

@@ -23,8 +23,8 @@ from array import array
 from collections.abc import Callable
 from typing import NamedTuple
 
-from memlease.arena import BuddyArena, format_bytes
-from memlease.errors import (
+from memlease.core.arena import BuddyArena, format_bytes
+from memlease.core.errors import (
     BadSize,
     BadTtl,
     ConfigError,
@@ -34,7 +34,7 @@ from memlease.errors import (
     LeaseTooSmall,
     not_found_message,
 )
-from memlease.messages import IdKind, LeaseId
+from memlease.core.messages import IdKind, LeaseId
 
 MAX_INT_ID = 2**31 - 1
 """Int ids are positive 31-bit: they fit the native protocol's int32."""

@@ -10,7 +10,7 @@ import enum
 import uuid
 from dataclasses import dataclass
 
-from memlease.errors import ErrorCode
+from memlease.core.errors import ErrorCode
 
 LeaseId = int | uuid.UUID
 """An int id (native and network protocols) or a UUID (uuid protocol): separate id spaces."""

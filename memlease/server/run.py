@@ -18,17 +18,16 @@ from functools import partial
 
 import trio
 
-from memlease import calls
-from memlease.accept import CAPACITY_ERRNOS, accept_forever, close_socket, listening_socket
-from memlease.config import Config, Listener, largest_lease
-from memlease.connection import SCRATCH_SIZE, serve_connection
-from memlease.errors import ConfigError
-from memlease.exchange import Limits
-from memlease.expiry import ExpiryTask
-from memlease.heap import keep_large_blocks
-from memlease.open_connections import Connection, ConnectionSet
-from memlease.protocol import ProtocolRegistry, ProtocolSpec
-from memlease.service import Service
+from memlease.core.errors import ConfigError
+from memlease.core.service import Service
+from memlease.protocol import ProtocolRegistry, ProtocolSpec, default_registry
+from memlease.server.accept import CAPACITY_ERRNOS, accept_forever, close_socket, listening_socket
+from memlease.server.config import Config, Listener, largest_lease
+from memlease.server.connection_set import Connection, ConnectionSet
+from memlease.server.connection_task import SCRATCH_SIZE, serve_connection
+from memlease.server.exchange import Limits
+from memlease.server.expiry import ExpiryTask
+from memlease.server.glibc_malloc import keep_large_blocks
 from memlease.tls import server_context
 
 log = logging.getLogger("memlease")
@@ -103,7 +102,7 @@ async def serve(
     Raises OSError (naming the listener) if a port cannot be bound, ConfigError for a
     listener whose protocol is not installed.
     """
-    registry = registry or calls.default_registry()
+    registry = registry or default_registry()
     specs = _specs_for(config, registry)
     service = Service.create(
         config.arena_size,

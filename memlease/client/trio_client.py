@@ -1,8 +1,8 @@
 """The trio client: ``await memlease.connect(address, protocol=...)``.
 
 One connection, any number of requests on it, pipelined with :meth:`AsyncClient.pipeline`.
-What each method means lives in memlease.calls, shared with the blocking client
-(memlease.blocking); this module only moves bytes.
+What each method means lives in memlease.client.calls, shared with the blocking client
+(memlease.client.blocking); this module only moves bytes.
 """
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ from typing import TypeVar
 
 import trio
 
-from memlease import calls
-from memlease.calls import DEFAULT_TIMEOUT, RECEIVE_SIZE, Call
-from memlease.errors import ConnectionFailed, ProtocolError
-from memlease.messages import Granted, LeaseId, LeaseInfo, Reply, Request, ServerStats
+from memlease.client import calls, connecting
+from memlease.client.calls import Call
+from memlease.client.connecting import DEFAULT_TIMEOUT, RECEIVE_SIZE
+from memlease.core.errors import ConnectionFailed, ProtocolError
+from memlease.core.messages import Granted, LeaseId, LeaseInfo, Reply, Request, ServerStats
 from memlease.protocol import DEFAULT_MAX_MESSAGE, ClientCodec, ProtocolRegistry, ProtocolSpec
 
 T = TypeVar("T")
@@ -37,8 +38,8 @@ async def connect(
     With ``ssl_context`` (e.g. from memlease.tls.client_context), speak TLS and check the
     server's certificate against ``host``. Raises ConnectionFailed, or ConfigError for an
     unknown protocol or a malformed address."""
-    spec = calls.find_protocol(protocol, registry)
-    host, port = calls.parse_address(address)
+    spec = connecting.find_protocol(protocol, registry)
+    host, port = connecting.parse_address(address)
     stream: trio.abc.Stream | None = None
     try:
         with trio.fail_after(timeout):
@@ -48,7 +49,9 @@ async def connect(
                 await stream.do_handshake()
     except trio.BrokenResourceError as exc:
         await _close_quietly(stream)
-        raise ConnectionFailed(calls.tls_failure(f"{host}:{port}", exc.__cause__ or exc)) from None
+        raise ConnectionFailed(
+            connecting.tls_failure(f"{host}:{port}", exc.__cause__ or exc)
+        ) from None
     except trio.TooSlowError:
         await _close_quietly(stream)
         raise ConnectionFailed(
@@ -70,7 +73,7 @@ async def _close_quietly(stream: trio.abc.Stream | None) -> None:
 
 
 class AsyncClient:
-    """A connection to a memlease server. Methods raise the typed errors of memlease.errors:
+    """A connection to a memlease server. Methods raise the typed errors of memlease.core.errors:
     LeaseNotFound, NoRoom, LeaseTooSmall, BadSize, BadTtl, ... for refusals; ConnectionFailed
     when the server cannot be reached or no reply comes within the timeout (the connection is
     then closed); ProtocolError for bytes that do not follow the protocol.
@@ -183,7 +186,7 @@ class AsyncClient:
                     return await self._receive(len(requests))
             except trio.TooSlowError:
                 raise await self._break(
-                    calls.no_reply(self.timeout, self.peer, self.protocol.name)
+                    connecting.no_reply(self.timeout, self.peer, self.protocol.name)
                 ) from None
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                 reason = f"the connection broke ({exc or type(exc).__name__})"

@@ -1,7 +1,7 @@
 """The blocking client: ``memlease.Client(address, protocol=...)``, plain sockets, no trio.
 
-Same methods and errors as the trio client (memlease.client); what each method means lives in
-memlease.calls, shared by both. This module only moves bytes.
+Same methods and errors as the trio client (memlease.client.trio_client); what each method
+means lives in memlease.client.calls, shared by both. This module only moves bytes.
 """
 
 from __future__ import annotations
@@ -13,17 +13,18 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import TypeVar
 
-from memlease import calls
-from memlease.calls import DEFAULT_TIMEOUT, RECEIVE_SIZE, Call
-from memlease.errors import ConnectionFailed, ProtocolError
-from memlease.messages import Granted, LeaseId, LeaseInfo, Reply, Request, ServerStats
+from memlease.client import calls, connecting
+from memlease.client.calls import Call
+from memlease.client.connecting import DEFAULT_TIMEOUT, RECEIVE_SIZE
+from memlease.core.errors import ConnectionFailed, ProtocolError
+from memlease.core.messages import Granted, LeaseId, LeaseInfo, Reply, Request, ServerStats
 from memlease.protocol import DEFAULT_MAX_MESSAGE, ClientCodec, ProtocolRegistry
 
 T = TypeVar("T")
 
 
 class Client:
-    """A connection to a memlease server. Methods raise the typed errors of memlease.errors:
+    """A connection to a memlease server. Methods raise the typed errors of memlease.core.errors:
     LeaseNotFound, NoRoom, LeaseTooSmall, BadSize, BadTtl, ... for refusals; ConnectionFailed
     when the server cannot be reached or no reply comes within ``timeout`` seconds (the
     connection is then closed); ProtocolError for bytes that do not follow the protocol.
@@ -43,8 +44,8 @@ class Client:
     ) -> None:
         """With ``ssl_context`` (e.g. from memlease.tls.client_context), speak TLS and check
         the server's certificate against the address's host."""
-        self.protocol = calls.find_protocol(protocol, registry)
-        host, port = calls.parse_address(address)
+        self.protocol = connecting.find_protocol(protocol, registry)
+        host, port = connecting.parse_address(address)
         self.peer = f"{host}:{port}"
         self.timeout = timeout
         self._max_message = max_message
@@ -67,7 +68,7 @@ class Client:
                 self._socket = ssl_context.wrap_socket(self._socket, server_hostname=host)
             except (ssl.SSLError, ssl.CertificateError, OSError) as exc:
                 self._socket.close()
-                raise ConnectionFailed(calls.tls_failure(self.peer, exc)) from None
+                raise ConnectionFailed(connecting.tls_failure(self.peer, exc)) from None
 
     def __enter__(self) -> Client:
         return self
@@ -151,7 +152,9 @@ class Client:
             self._socket.sendall(payload)
             return self._receive(len(requests), time.monotonic() + self.timeout)
         except TimeoutError:
-            raise self._break(calls.no_reply(self.timeout, self.peer, self.protocol.name)) from None
+            raise self._break(
+                connecting.no_reply(self.timeout, self.peer, self.protocol.name)
+            ) from None
         except OSError as exc:
             raise self._break(f"the connection broke ({exc.strerror or exc})") from None
         except ProtocolError as exc:

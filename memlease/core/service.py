@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from memlease.arena import BuddyArena
-from memlease.errors import ErrorCode, LeaseError
-from memlease.leases import LeaseTable
-from memlease.messages import (
+from memlease.core.arena import BuddyArena
+from memlease.core.errors import ErrorCode, LeaseError
+from memlease.core.leases import LeaseTable
+from memlease.core.messages import (
     Data,
     Done,
     ErrorReply,

@@ -17,7 +17,7 @@ from __future__ import annotations
 from array import array
 from dataclasses import dataclass
 
-from memlease.errors import BadSize, ConfigError, InternalError, NoRoom
+from memlease.core.errors import BadSize, ConfigError, InternalError, NoRoom
 
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
 

@@ -13,12 +13,12 @@ from collections.abc import Callable
 
 import trio
 
-from memlease.accept import close_socket
-from memlease.calls import RECEIVE_SIZE
-from memlease.exchange import LeaseService, Limits, exchange
-from memlease.fastio import SocketIO, StreamIO
-from memlease.open_connections import Connection, ConnectionSet
+from memlease.client.connecting import RECEIVE_SIZE
 from memlease.protocol import ProtocolSpec
+from memlease.server.accept import close_socket
+from memlease.server.connection_set import Connection, ConnectionSet
+from memlease.server.exchange import LeaseService, Limits, exchange
+from memlease.server.socket_io import SocketIO, StreamIO
 
 log = logging.getLogger("memlease")
 

@@ -1,5 +1,5 @@
 """The ``memlease`` lease commands over the blocking client: lease, set, get, read, write,
-renew, release, stat, stats. memlease.cli registers them and turns their errors into exit
+renew, release, stat, stats. memlease.cli.main registers them and turns their errors into exit
 statuses.
 """
 
@@ -15,17 +15,17 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from memlease.config import parse_duration, parse_size
-from memlease.messages import IdKind, LeaseId
+from memlease.core.messages import IdKind, LeaseId
 from memlease.protocol import (
     DEFAULT_MAX_MESSAGE,
     ProtocolRegistry,
     ProtocolSpec,
     load_protocols,
 )
+from memlease.server.config import parse_duration, parse_size
 
 if TYPE_CHECKING:
-    from memlease.blocking import Client
+    from memlease.client.blocking import Client
 
 EXIT_OK = 0
 DEFAULT_TTL = "5s"
@@ -221,7 +221,7 @@ def _data_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _connect(args: argparse.Namespace, registry: ProtocolRegistry | None) -> Client:
-    from memlease.blocking import Client
+    from memlease.client.blocking import Client
 
     reg = registry or load_protocols()
     spec = _spec(args, reg)

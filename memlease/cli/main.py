@@ -18,16 +18,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from memlease.cli_client import (
+from memlease.cli.client_commands import (
     EXIT_OK,
     Handler,
     UsageError,
     add_client_commands,
     add_global_options,
 )
-from memlease.config import FLAGS, Config, Listener, load_config
-from memlease.errors import ConfigError, LeaseNotFound, MemleaseError, not_found_message
+from memlease.core.errors import ConfigError, LeaseNotFound, MemleaseError, not_found_message
 from memlease.protocol import ProtocolRegistry, load_protocols
+from memlease.server.config import FLAGS, Config, Listener, load_config
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -159,7 +159,7 @@ def _serve(args: argparse.Namespace, registry: ProtocolRegistry | None) -> int:
     overrides = {name: value for name, value in flag_values.items() if value is not None}
     config = load_config(args.config, overrides, registry=registry)
     # The trio shell loads only when serving, so the client commands start fast.
-    server = importlib.import_module("memlease.server")
+    server = importlib.import_module("memlease.server.run")
     try:
         return int(server.run(config))
     except (OSError, BaseExceptionGroup) as exc:

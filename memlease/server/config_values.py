@@ -1,6 +1,6 @@
 """The values of the server's configuration by kind: each converter turns a TOML value or a
-flag's text into a :class:`~memlease.config.Config` field's type, or raises ValueError saying
-what is wrong with it (memlease.config names the key or flag)."""
+flag's text into a :class:`~memlease.server.config.Config` field's type, or raises ValueError saying
+what is wrong with it (memlease.server.config names the key or flag)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 frozen :class:`Config`.
 
 ``load_config()`` with no path reads the packaged ``memlease/default.toml``, a byte-for-byte
-copy of ``conf/server.toml``. Every mistake raises :class:`~memlease.errors.ConfigError` with
+copy of ``conf/server.toml``. Every mistake raises :class:`~memlease.core.errors.ConfigError` with
 one line naming the key (or flag) and the value, so ``memlease serve`` can print it and exit 2.
 """
 
@@ -17,11 +17,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from memlease.core.errors import ConfigError
+from memlease.protocol import ProtocolRegistry, load_protocols
+
 # Re-exported: callers import these from here, as they did before config_values.py.
-from memlease.config_values import LOG_LEVELS as LOG_LEVELS
-from memlease.config_values import Listener as Listener
-from memlease.config_values import parse_listener as parse_listener
-from memlease.config_values import (
+from memlease.server.config_values import LOG_LEVELS as LOG_LEVELS
+from memlease.server.config_values import Listener as Listener
+from memlease.server.config_values import parse_listener as parse_listener
+from memlease.server.config_values import (
     to_count,
     to_listeners,
     to_log_level,
@@ -32,8 +35,6 @@ from memlease.config_values import (
     to_size,
     to_text,
 )
-from memlease.errors import ConfigError
-from memlease.protocol import ProtocolRegistry, load_protocols
 
 # Re-exported: callers import the unit parsers from here, as they did before units.py.
 from memlease.units import format_size as format_size
@@ -332,7 +333,7 @@ def largest_lease(config: Config) -> int:
 
 def largest_block(config: Config) -> int:
     """The largest block of the configured arena: the highest power of two of min_block
-    units that fits in it, as memlease.arena.BuddyArena splits it."""
+    units that fits in it, as memlease.core.arena.BuddyArena splits it."""
     units = config.arena_size // config.min_block
     return config.min_block << max(units.bit_length() - 1, 0)
 
