@@ -21,12 +21,12 @@ A third-party package provides one like this::
 
 from __future__ import annotations
 
+import abc
 import functools
 import importlib.metadata
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol as TypingProtocol
 from typing import cast
 
 import pluggy
@@ -43,65 +43,91 @@ DEFAULT_MAX_MESSAGE = 64 * 1024 * 1024 + 4096
 """Largest message a decoder accepts unless told otherwise: a 64 MiB payload plus headers."""
 
 
-class ServerCodec(TypingProtocol):
-    """The server's end of one connection: bytes in, requests out; replies in, bytes out.
+Bytes = bytes | bytearray | memoryview
 
+
+class ServerCodec(abc.ABC):
+    """The server's end of one connection: bytes in, requests out; replies in, bytes out.
     One object per connection; it keeps the bytes of a message not yet whole.
+
+    Subclass it. A codec must give the four abstract methods: they are all the server needs
+    to serve it with the same rules and time limits as the built-in protocols. It may give
+    the others for speed; their defaults here behave the same, only slower.
     """
 
+    __slots__ = ()
+
+    # ------------------------------------------------------------------ must give
+
+    @abc.abstractmethod
     def feed(self, data: bytes) -> None:
         """Append received bytes, in any chunking."""
 
+    @abc.abstractmethod
     def next_request(self) -> Request | None:
         """The next whole request, or None until more bytes arrive.
 
         Raises ProtocolError when the buffered bytes cannot be a valid request (bad type,
         a length above the decoder's max message size, a short or inconsistent payload).
-        After a ProtocolError the codec is unusable: the connection should be closed.
+        After a ProtocolError the codec is unusable: the connection is closed.
         """
 
+    @abc.abstractmethod
     def encode_reply(self, reply: Reply) -> bytes:
-        """The bytes of ``reply``. An ErrorReply without ``op`` answers bytes that could not
-        be parsed; a protocol with no way to say so returns b""."""
+        """The bytes of ``reply``, a copy of any data it holds (a Data reply's data may be a
+        view of a lease's block, which the next request can change). An ErrorReply without
+        ``op`` answers bytes that could not be parsed; a protocol with no way to say so
+        returns b""."""
 
-    # Optional, found by name: ``serve_hot(ops: HotOps, now, out, budget) -> int`` answers the
-    # whole gets and sets at the front of the buffer through ``ops``, without building
-    # messages: it appends their replies' bytes to ``out`` and returns how many bytes it
-    # appended, stopping at the first other message, a message not yet whole, any get or set
-    # that ``ops`` declines, or once ``budget`` bytes are appended. What it stops at is left
-    # for ``next_request``, so refusals and errors are the general path's. Its replies must
-    # be the bytes ``encode_reply`` gives for the same requests handled by the service.
+    @abc.abstractmethod
+    def buffered(self) -> int:
+        """How many bytes the codec holds of a message not yet whole (0 between messages).
+
+        The server's time limits rest on it: while it is above 0 a message is arriving and
+        must be whole within the request timeout; at 0 the connection is idle."""
+
+    # ------------------------------------------------------------------ may give, for speed
+
+    copies_fed_bytes: bool = False
+    """True when :meth:`feed` copies what it is given: the server may then pass a view of
+    its shared receive buffer instead of bytes of its own."""
+
+    def receive_buffer(self) -> memoryview | None:
+        """While a large message is arriving, where the server should read its next bytes
+        (the rest of that message's own buffer; report them with :meth:`received`); None to
+        have them fed. A request's data may then be a read-only view of that buffer."""
+        return None
+
+    def received(self, count: int) -> None:
+        """``count`` bytes were read into the front of :meth:`receive_buffer`'s view."""
+        raise NotImplementedError("received() without a receive_buffer()")
+
+    def encode_reply_parts(self, reply: Reply) -> Sequence[Bytes]:
+        """The bytes of ``reply`` as parts to send in order. A part may be a view of a Data
+        reply's data, so that a large get goes out without a copy: the server sends such a
+        reply before it handles the next request."""
+        return (self.encode_reply(reply),)
 
 
-@dataclass(frozen=True, slots=True)
-class HotOps:
-    """A lease service's get and set for a codec's ``serve_hot``: plain values in and out.
-
-    ``get(lease_id, now, largest)`` is a copy of a live int lease's region, or None when there
-    is none or it is larger than ``largest`` bytes; ``set(lease_id, data, now)`` writes data
-    as the region's prefix and says whether it did (False: nothing written). ``largest_get``
-    is the ``largest`` a codec passes: bigger gets go through the general path.
-    """
-
-    get: Callable[[int, float, int], bytes | None]
-    set: Callable[[int, bytes | bytearray | memoryview, float], bool]
-    largest_get: int
-
-
-class ClientCodec(TypingProtocol):
+class ClientCodec(abc.ABC):
     """The client's end of one connection: requests in, bytes out; bytes in, replies out.
 
     Replies come back in request order; the codec may use the order of encoded requests to
     interpret replies whose form depends on the request (as the native format's do).
     """
 
+    __slots__ = ()
+
+    @abc.abstractmethod
     def encode_request(self, request: Request) -> bytes:
         """The bytes of ``request``. Raises ProtocolError for a request the format cannot
         carry (e.g. a UUID id on an int-id protocol)."""
 
+    @abc.abstractmethod
     def feed(self, data: bytes) -> None:
         """Append received bytes, in any chunking."""
 
+    @abc.abstractmethod
     def next_reply(self) -> Reply | None:
         """The next whole reply, or None until more bytes arrive. Raises ProtocolError."""
 
@@ -182,6 +208,25 @@ def _distribution_name(ep: importlib.metadata.EntryPoint) -> str:
     return dist.name if dist is not None else "?"
 
 
+def _codec_problem(spec: ProtocolSpec) -> str | None:
+    """What is wrong with ``spec``'s codecs, found by making one of each: a codec that does
+    not give what the interface requires would fail on its first connection instead."""
+    for side, factory, base in (
+        ("server", spec.server_codec, ServerCodec),
+        ("client", spec.client_codec, ClientCodec),
+    ):
+        try:
+            codec = factory(DEFAULT_MAX_MESSAGE)
+        except Exception as exc:
+            return f"{spec.name!r} cannot make a {side} codec: {type(exc).__name__}: {exc}"
+        if not isinstance(codec, base):
+            return (
+                f"{spec.name!r}'s {side} codec {type(codec).__name__} is not a "
+                f"memlease.protocol.{base.__name__} (subclass it; see docs/protocols.md)"
+            )
+    return None
+
+
 def load_protocols(
     entry_points: Iterable[importlib.metadata.EntryPoint] | None = None,
     *,
@@ -230,6 +275,10 @@ def load_protocols(
                 registry.problems.append(
                     f"protocol plugin {plugin_name} returned {spec!r}, not a ProtocolSpec; ignored"
                 )
+                continue
+            problem = _codec_problem(spec)
+            if problem is not None:
+                registry.problems.append(f"protocol plugin {plugin_name}: {problem}; ignored")
                 continue
             if spec.name in registry.protocols:
                 other = registry.protocols[spec.name].distribution

@@ -1,7 +1,8 @@
 """A connection's time limits stay exact on a busy connection, whose cancel scope's deadline
-may be an early bound that the server re-arms rather than moves (memlease/server/exchange.py): busy
-for longer than either timeout costs it nothing; once idle, or stalled in a message, or caught
-by shutdown half-way through one, it is cut off exactly when the limit says. An early
+may be an early bound that the server re-arms rather than moves
+(memlease/server/connection_task.py): busy for longer than either timeout costs it nothing;
+once idle, or stalled in a message, or caught by shutdown half-way through one, it is cut off
+exactly when the limit says. An early
 deadline falling due in the same scheduler pass as a request is not taken for a timeout of
 that request's reply."""
 

@@ -9,6 +9,7 @@ import tracemalloc
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from memlease_native.codec import S_ID_AND_DATA
 from memlease_wire.framing import LARGE_FRAME
 
 from memlease.core.errors import ProtocolError
@@ -38,12 +39,12 @@ def _decode(codec: ServerCodec, pieces: list[bytes], direct: list[bool]) -> list
     choices = iter(direct)
     for piece in pieces:
         while piece:
-            target = codec.receive_buffer()  # type: ignore[attr-defined]
+            target = codec.receive_buffer()
             if target is not None and next(choices, True):
                 with target:
                     n = min(len(target), len(piece))
                     target[:n] = piece[:n]
-                codec.received(n)  # type: ignore[attr-defined]
+                codec.received(n)
                 piece = piece[n:]
             else:
                 codec.feed(piece)
@@ -82,7 +83,7 @@ def test_large_messages_decode_the_same_in_any_chunking(
     pieces = [wire[a:b] for a, b in itertools.pairwise(points)]
     codec = spec.server_codec(DEFAULT_MAX_MESSAGE)
     assert _decode(codec, pieces, direct) == requests
-    assert codec.buffered() == 0  # type: ignore[attr-defined]
+    assert codec.buffered() == 0
 
 
 def test_a_large_set_is_a_view_of_its_own_buffer() -> None:
@@ -92,7 +93,7 @@ def test_a_large_set_is_a_view_of_its_own_buffer() -> None:
     codec = spec.server_codec(DEFAULT_MAX_MESSAGE)
     codec.feed(wire[:65536])  # a socket's first read: 1/8 of the frame is in
     assert codec.next_request() is None
-    target = codec.receive_buffer()  # type: ignore[attr-defined]
+    target = codec.receive_buffer()
     assert target is not None
     frame_size = len(wire) - len(_wire(spec, [GetRequest(7)]))
     assert len(target) == frame_size - 65536
@@ -136,34 +137,11 @@ def test_once_an_eighth_is_in_the_frame_gets_its_buffer() -> None:
     assert codec.receive_buffer() is not None  # type: ignore[attr-defined]
 
 
-def test_serve_hot_waits_for_a_large_frame_before_later_requests() -> None:
-    from memlease.core.messages import LeaseRequest
-    from memlease.core.service import Service
-
-    spec = REGISTRY.get("native")
-    service = Service.create(4 << 20)
-    lease_id = service.handle(LeaseRequest(BIG, 5_000), 1.0).lease_id
-    data = _payload(BIG, 3)
-    wire = _wire(spec, [SetRequest(lease_id, data), GetRequest(lease_id)])  # type: ignore[arg-type]
-    codec = spec.server_codec(DEFAULT_MAX_MESSAGE)
-    codec.feed(wire[: len(wire) - 20])
-    assert codec.next_request() is None  # the set is in its own buffer now
-    codec.feed(wire[len(wire) - 20 :])  # the set's last bytes and the whole get
-    ops = service.hot_ops()
-    assert codec.serve_hot(ops, 1.0, [], 1 << 20) == 0  # type: ignore[attr-defined]
-    request = codec.next_request()
-    assert isinstance(request, SetRequest)
-    service.handle(request, 1.0)
-    out: list[bytes | bytearray | memoryview] = []
-    assert codec.serve_hot(ops, 1.0, out, 1 << 30) > 0  # type: ignore[attr-defined]
-    assert out[1] == data
-
-
 def test_a_large_frame_with_inconsistent_lengths_is_refused() -> None:
     spec = REGISTRY.get("native")
     wire = bytearray(_wire(spec, [SetRequest(7, _payload(BIG, 4))]))
     codec = spec.server_codec(DEFAULT_MAX_MESSAGE)
-    set_head = codec._hot.set_head  # type: ignore[attr-defined]
+    set_head = S_ID_AND_DATA  # the set's id and data length
     set_head.pack_into(wire, len(wire) - BIG - set_head.size, 7, BIG - 1)  # the set's own field
     codec.feed(bytes(wire[: len(wire) // 2]))
     assert codec.next_request() is None

@@ -1,21 +1,25 @@
-"""A large get is sent from the lease's block without a copy: it must still carry the bytes
+"""A large get is sent from the lease's region without a copy: it must still carry the bytes
 the block held when the get was handled, whatever the requests after it do."""
 
 from __future__ import annotations
 
+import pytest
 import trio
 from conftest import RunningServer, StartServer
 
 from memlease.core.messages import Data, GetRequest, Granted, LeaseRequest, SetRequest
-from memlease.core.service import SHARE_AT, Service
+from memlease.core.service import Service
+from memlease.protocol import DEFAULT_MAX_MESSAGE, load_protocols
+from memlease.server.connection import SHARE_AT, Connection, Limits
 from memlease.server.socket_io import StreamIO
+
+REGISTRY = load_protocols(warn=False)
 
 LARGE = 2 * SHARE_AT
 
 
-def _service(share: bool) -> tuple[Service, int, int]:
+def _service() -> tuple[Service, int, int]:
     service = Service.create(1 << 20)
-    service.share_blocks = share
     ids = []
     for size in (LARGE, 64):
         reply = service.handle(LeaseRequest(size, 10_000), 0.0)
@@ -24,20 +28,43 @@ def _service(share: bool) -> tuple[Service, int, int]:
     return service, ids[0], ids[1]
 
 
-def test_a_sharing_service_answers_a_large_get_with_a_read_only_view() -> None:
-    service, large, small = _service(share=True)
+def test_the_service_answers_a_get_with_a_read_only_view_of_the_region() -> None:
+    service, large, small = _service()
     service.handle(SetRequest(large, b"A" * LARGE), 0.0)
-    reply = service.handle(GetRequest(large), 0.0)
-    assert type(reply) is Data and type(reply.data) is memoryview
-    assert reply.data.readonly and reply.data == b"A" * LARGE
-    small_reply = service.handle(GetRequest(small), 0.0)
-    assert type(small_reply) is Data and type(small_reply.data) is bytes
+    for lease_id, size in ((large, LARGE), (small, 64)):
+        reply = service.handle(GetRequest(lease_id), 0.0)
+        assert type(reply) is Data and type(reply.data) is memoryview
+        assert reply.data.readonly and len(reply.data) == size
+    assert service.handle(GetRequest(large), 0.0).data == b"A" * LARGE  # type: ignore[union-attr]
 
 
-def test_a_service_copies_by_default() -> None:
-    service, large, _ = _service(share=False)
-    reply = service.handle(GetRequest(large), 0.0)
-    assert type(reply) is Data and type(reply.data) is bytes
+def _connection(service: Service, protocol: str = "native") -> Connection:
+    codec = REGISTRY.get(protocol).server_codec(DEFAULT_MAX_MESSAGE)
+    limits = Limits(DEFAULT_MAX_MESSAGE, request_timeout=10.0, idle_timeout=60.0)
+    return Connection(codec, service.handle, limits, 0.0, peer="test", protocol=protocol)
+
+
+@pytest.mark.parametrize("protocol", ["native", "network"])
+def test_a_large_get_goes_out_from_the_block_before_the_next_request_is_handled(
+    protocol: str,
+) -> None:
+    service, large, small = _service()
+    service.handle(SetRequest(large, b"A" * LARGE), 0.0)
+    connection = _connection(service, protocol)
+    client = REGISTRY.get(protocol).client_codec(DEFAULT_MAX_MESSAGE)
+    requests = [GetRequest(large), SetRequest(large, b"B" * 16), GetRequest(small)]
+    connection.received(b"".join(client.encode_request(r) for r in requests))
+    first = connection.next_output(0.0)
+    assert any(type(part) is memoryview for part in first)  # the block itself, not a copy
+    sent = b"".join(first)  # as the socket takes it, before the connection goes on
+    assert sent[-LARGE:] == b"A" * LARGE  # the set after it is not handled yet
+    rest = connection.next_output(0.0)
+    assert all(type(part) is bytes for part in rest)  # a small get's reply is a copy
+    assert connection.next_output(0.0) == []
+    client.feed(sent + b"".join(rest))
+    replies = [client.next_reply() for _ in requests]
+    assert replies[0].data == b"A" * LARGE  # type: ignore[union-attr]
+    assert replies[2].data == bytes(64)  # type: ignore[union-attr]
 
 
 async def test_a_pipelined_set_after_a_large_get_does_not_change_the_get_reply(

@@ -1,8 +1,8 @@
-"""Shutdown on a connection whose scope's deadline is an early bound (memlease/server/exchange.py):
+"""Shutdown on a connection whose scope's deadline is an early bound (connection_task.py):
 the drain and the grace hold even when that deadline falls due in the scheduler pass in
 which shutdown begins, and a message begun during the drain gets the grace.
 
-The exchange runs over a socket pair on a clock that moves only when told. trio runs the
+The connection runs over a socket pair on a clock that moves only when told. trio runs the
 tasks of one pass in an order it draws at random; ``order`` pins it (through trio's private
 random source, so the race can be shown both ways) with the shutdown first or last."""
 
@@ -20,8 +20,9 @@ from trio.testing import MockClock
 from memlease.core.messages import StatsRequest
 from memlease.core.service import Service
 from memlease.protocol import ProtocolRegistry, ProtocolSpec
-from memlease.server.connection_set import Connection, ConnectionSet
-from memlease.server.exchange import Limits, exchange
+from memlease.server.connection import Connection, Limits
+from memlease.server.connection_set import ConnectionSet, OpenConnection
+from memlease.server.connection_task import drive
 from memlease.server.socket_io import SocketIO
 
 _SHUTTER: list[object] = []  # the task that calls shut_down
@@ -63,23 +64,22 @@ class _Exchange:
         self.ours.setblocking(False)
         self.peer.setblocking(False)
         self.service = Service.create(1 << 20)
-        self.connections = ConnectionSet(self.service, 10)
-        self.connection = Connection("peer")
-        self.connections.add(self.connection)
+        self.connections = ConnectionSet(10)
         self.reason: str | None = None
         self.ended_at: float | None = None
 
     async def run(self) -> None:
         limits = Limits(max_message=1 << 20, request_timeout=10.0, idle_timeout=60.0)
-        self.reason = await exchange(
-            SocketIO(self.ours, bytearray(65536)),
-            self.spec,
-            self.connection,
-            self.service,
-            limits,
-            self.connections,
-            lambda: None,
+        codec = self.spec.server_codec(limits.max_message)
+        now = trio.current_time()
+        connection = Connection(
+            codec, self.service.handle, limits, now, peer="peer", protocol=self.spec.name
         )
+        entry = OpenConnection(connection)
+        self.connections.add(entry)
+        await drive(SocketIO(self.ours, bytearray(65536)), entry, lambda: None)
+        assert connection.ending is not None
+        self.reason = connection.ending.value
         self.ended_at = trio.current_time()
 
     def replies(self) -> bytes:

@@ -121,6 +121,7 @@ class LeaseTable:
         self._int_ids = int_ids or ids.int_id
         self._uuid_ids = uuid_ids or ids.uuid4
         self._memory = arena.memory
+        self._readonly = arena.memory.toreadonly()
         self._by_int: dict[int, int] = {}
         self._by_uuid: dict[uuid.UUID, int] = {}
         self._uuid_of_slot: dict[int, uuid.UUID] = {}
@@ -240,6 +241,13 @@ class LeaseTable:
         offset = self._offsets[slot]
         return self._memory[offset : offset + self._sizes[slot]]
 
+    def region(self, lease_id: LeaseId, now: float) -> memoryview:
+        """The lease's whole region, read-only, without a copy: what it holds until the next
+        write to it, grant or release."""
+        slot = self._slot(lease_id, now)
+        offset = self._offsets[slot]
+        return self._readonly[offset : offset + self._sizes[slot]]
+
     def get(self, lease_id: LeaseId, now: float) -> bytes:
         """A copy of the lease's whole region. Raises LeaseNotFound."""
         slot = self._slot(lease_id, now)
@@ -276,32 +284,6 @@ class LeaseTable:
     def set(self, lease_id: LeaseId, data: bytes | bytearray | memoryview, now: float) -> None:
         """Write ``data`` as a prefix of the region; the rest is left as it was."""
         self.write(lease_id, 0, data, now)
-
-    # The two calls below serve a pipeline of small gets and sets without an exception per
-    # miss: None / False says only "not like this", and the caller then asks get / set,
-    # whose exception says why.
-
-    def peek(self, lease_id: int, now: float, largest: int) -> bytes | None:
-        """A copy of int lease ``lease_id``'s region, as :meth:`get`; None when there is no
-        such live lease or its region is larger than ``largest`` bytes."""
-        slot = self._by_int.get(lease_id)
-        if slot is None or self._deadlines[slot] <= now:
-            return None
-        size = self._sizes[slot]
-        if size > largest:
-            return None
-        offset = self._offsets[slot]
-        return self._memory[offset : offset + size].tobytes()
-
-    def put(self, lease_id: int, data: bytes | bytearray | memoryview, now: float) -> bool:
-        """:meth:`set` for an int lease: whether it was done. False (nothing written) when
-        there is no such live lease or ``data`` is longer than its region."""
-        slot = self._by_int.get(lease_id)
-        if slot is None or self._deadlines[slot] <= now or len(data) > self._sizes[slot]:
-            return False
-        start = self._offsets[slot]
-        self._memory[start : start + len(data)] = data
-        return True
 
     def stat(self, lease_id: LeaseId, now: float) -> LeaseStat:
         """The lease's size and remaining ttl (whole ms, rounded up, at least 1)."""

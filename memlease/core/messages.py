@@ -151,8 +151,8 @@ class Granted:
 class Data:
     """Bytes from a lease: the whole region (``op`` GET) or a part of it (``op`` READ).
 
-    ``data`` is bytes, except from a server's service that shares blocks: then a read-only
-    view of the lease's block, valid only until the next request is handled."""
+    ``data`` is bytes, except in a get's reply from the service: a read-only view of the
+    lease's region, valid only until the next request is handled."""
 
     op: Op
     lease_id: LeaseId

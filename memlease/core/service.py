@@ -32,30 +32,28 @@ from memlease.core.messages import (
     StatsRequest,
     WriteRequest,
 )
-from memlease.protocol import HotOps
-
-SHARE_AT = 64 * 1024
-"""Smallest lease a sharing service answers a get for with a view: the connection sends such
-a reply at once, which below this size costs more than the copy it saves."""
 
 
 class Service:
     """Applies requests to one LeaseTable.
 
-    ``connections`` is kept by the server (it counts open connections) and reported by stats.
-    The ``refused`` figure of stats counts refused lease requests; ``refused_requests`` counts
-    every refused request of any kind.
+    A get's Data holds a read-only view of the lease's region, not a copy: whoever handles
+    the reply uses (or copies) it before the next request, which may change or free it.
 
-    With ``share_blocks``, a get's Data holds a read-only view of the lease's block instead
-    of a copy: the caller must use (or copy) it before handling the next request, which may
-    change or free the block.
+    ``connection_count`` says how many connections the server has open, for stats. The
+    ``refused`` figure of stats counts refused lease requests; ``refused_requests`` counts
+    every refused request of any kind. ``deadlines_moved`` turns True when a request may have
+    brought the earliest lease deadline forward (a grant or a renewal); whoever waits for
+    that deadline clears it.
     """
 
-    def __init__(self, table: LeaseTable, *, share_blocks: bool = False) -> None:
+    def __init__(
+        self, table: LeaseTable, *, connection_count: Callable[[], int] = lambda: 0
+    ) -> None:
         self.table = table
-        self.share_blocks = share_blocks
-        self.connections = 0
+        self._connection_count = connection_count
         self.refused_requests = 0
+        self.deadlines_moved = False
         # Dispatch by exact type: one dict lookup per request on the hot path.
         self._handlers: dict[type[Any], Callable[[Any, float], Reply]] = {
             LeaseRequest: self._lease,
@@ -77,10 +75,12 @@ class Service:
         min_block: int = 32,
         max_ttl_ms: int = 3_600_000,
         max_lease_size: int | None = None,
+        connection_count: Callable[[], int] = lambda: 0,
     ) -> Service:
         """A service over a fresh arena of ``arena_size`` bytes (rounded down to min_block)."""
         arena = BuddyArena(arena_size, min_block=min_block)
-        return cls(LeaseTable(arena, max_ttl_ms=max_ttl_ms, max_lease_size=max_lease_size))
+        table = LeaseTable(arena, max_ttl_ms=max_ttl_ms, max_lease_size=max_lease_size)
+        return cls(table, connection_count=connection_count)
 
     def handle(self, request: Request, now: float) -> Reply:
         """The reply to ``request`` at monotonic time ``now``."""
@@ -100,13 +100,6 @@ class Service:
             return ErrorReply(
                 exc.code, str(exc), op=request.op, lease_id=getattr(request, "lease_id", None)
             )
-
-    def hot_ops(self) -> HotOps:
-        """Get and set for a codec's ``serve_hot``: the lease table's own, gets limited to
-        the leases this service answers with a copy."""
-        table = self.table
-        largest = SHARE_AT - 1 if self.share_blocks else table.max_lease_size
-        return HotOps(table.peek, table.put, largest)
 
     def expire(self, now: float, limit: int = 1000) -> int:
         """Free at most ``limit`` leases past their deadline; how many were freed."""
@@ -133,21 +126,18 @@ class Service:
             expired=table.expired,
             released=table.released,
             refused=table.refused,
-            connections=self.connections,
+            connections=self._connection_count(),
         )
 
     # ------------------------------------------------------------------ one per request type
 
     def _lease(self, request: LeaseRequest, now: float) -> Reply:
         lease_id = self.table.grant(request.size, request.ttl_ms, now, request.id_kind)
+        self.deadlines_moved = True
         return Granted(lease_id, request.size, request.ttl_ms)
 
     def _get(self, request: GetRequest, now: float) -> Reply:
-        if self.share_blocks:
-            view = self.table.view(request.lease_id, now)
-            data = view.toreadonly() if len(view) >= SHARE_AT else view.tobytes()
-            return Data(Op.GET, request.lease_id, data)
-        return Data(Op.GET, request.lease_id, self.table.get(request.lease_id, now))
+        return Data(Op.GET, request.lease_id, self.table.region(request.lease_id, now))
 
     def _read(self, request: ReadRequest, now: float) -> Reply:
         data = self.table.read(request.lease_id, request.offset, request.length, now)
@@ -163,6 +153,7 @@ class Service:
 
     def _renew(self, request: RenewRequest, now: float) -> Reply:
         self.table.renew(request.lease_id, request.ttl_ms, now)
+        self.deadlines_moved = True
         return Done(Op.RENEW, request.lease_id)
 
     def _release(self, request: ReleaseRequest, now: float) -> Reply:

@@ -1,46 +1,41 @@
-"""The server's open connections: what it keeps of each (enough to close it), their limit,
-and the shutdown that closes them once each has served what it received."""
+"""The server's open connections: what it keeps of each (its rules and the cancel scope of the
+task that drives it), their limit, shutdown, and messages pushed to a connection."""
 
 from __future__ import annotations
 
 import math
-from typing import Protocol
+from collections.abc import Iterator
 
 import trio
 
-
-class CountsConnections(Protocol):
-    connections: int
-
-
-SHUTDOWN_DRAIN = 0.1
-"""Seconds a connection waiting for a request still has once shutdown begins, so that a
-request already sent (or readable in the same instant as the signal) is served, not dropped."""
+from memlease.core.messages import Reply
+from memlease.server.connection import Connection, State
 
 
-class Connection:
-    """What the server keeps of an open connection: enough to close it on shutdown."""
+class OpenConnection:
+    """An open connection as the server keeps it: the sans-IO :class:`Connection` and the
+    cancel scope its task runs under, whose deadline is never later than ``connection.due``
+    (the task re-arms it when it fires early)."""
 
-    __slots__ = ("due", "partial", "peer", "receiving", "scope", "sending")
+    __slots__ = ("connection", "scope")
 
-    def __init__(self, peer: str) -> None:
-        self.peer = peer
-        self.scope = trio.CancelScope()
-        # When its current time limit ends. While it waits for bytes, the scope's deadline
-        # may be earlier: moving a deadline later costs more than a small request (exchange).
-        self.due = math.inf
-        self.receiving = False
-        self.sending = False
-        # Part of a message is in: shutdown then gives it the grace, not the short drain.
-        self.partial = False
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        self.scope = trio.CancelScope(deadline=connection.due)
+
+    def push(self, message: Reply) -> None:
+        """Send ``message`` to the client between replies; at once if it is waiting."""
+        self.connection.push(message)
+        if self.connection.state is State.RECEIVING:
+            # Wake the task: the wait for bytes ends, nothing is lost, and it sends first.
+            self.scope.deadline = -math.inf
 
 
 class ConnectionSet:
     """The open connections, their limit, and the shutdown that closes them once idle."""
 
-    def __init__(self, service: CountsConnections, max_connections: int) -> None:
-        self._service = service
-        self._open: set[Connection] = set()
+    def __init__(self, max_connections: int) -> None:
+        self._open: set[OpenConnection] = set()
         self.max_connections = max_connections
         self.closing = False
         # Once closing: when replies in flight, and messages half received, are given up on.
@@ -49,26 +44,28 @@ class ConnectionSet:
     def __len__(self) -> int:
         return len(self._open)
 
+    def __iter__(self) -> Iterator[OpenConnection]:
+        return iter(list(self._open))
+
     def full(self) -> bool:
         return len(self._open) >= self.max_connections
 
-    def add(self, connection: Connection) -> None:
+    def add(self, connection: OpenConnection) -> None:
         self._open.add(connection)
-        self._service.connections = len(self._open)
+        if self.closing:
+            connection.connection.shut_down(trio.current_time(), self.grace_deadline)
+            connection.scope.deadline = connection.connection.due
 
-    def discard(self, connection: Connection) -> None:
+    def discard(self, connection: OpenConnection) -> None:
         self._open.discard(connection)
-        self._service.connections = len(self._open)
 
     def shut_down(self, grace: float) -> None:
         """Close every connection once it has served what it already received (waiting
-        :data:`SHUTDOWN_DRAIN` for bytes already on their way) and sent its replies; a
-        connection still sending or receiving a message after ``grace`` seconds is cut off."""
+        a short drain for bytes already on their way) and sent its replies; a connection
+        still sending or receiving a message after ``grace`` seconds is cut off."""
         now = trio.current_time()
         self.closing = True
         self.grace_deadline = now + grace
-        for connection in self._open:
-            scope = connection.scope
-            waiting = connection.receiving and not connection.partial
-            limit = now + SHUTDOWN_DRAIN if waiting else self.grace_deadline
-            scope.deadline = connection.due = min(connection.due, limit)
+        for entry in self._open:
+            entry.connection.shut_down(now, self.grace_deadline)
+            entry.scope.deadline = entry.connection.due

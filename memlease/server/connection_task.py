@@ -1,7 +1,13 @@
-"""One client connection from accept to close: registered with the server's open
-connections, a TLS handshake first on a TLS listener (bounded by the request timeout), then
-the request/reply loop of ``exchange``, and a close that a peer which never reads cannot hold
-up. Never raises for the peer's doing.
+"""The task that drives one client connection, from accept to close: a TLS handshake first on
+a TLS listener, then bytes between the socket and the connection's rules (the sans-IO
+:class:`~memlease.server.connection.Connection`, which holds every rule), and a close that a
+peer which never reads cannot hold up. Never raises for the peer's doing.
+
+The connection's cancel scope enforces its limits. While the task waits for bytes, the
+scope's deadline is only ever moved earlier, never later (moving a trio deadline cost about a
+third of a small request's time): when it fires before the limit, the task goes on under a
+new scope, waiting again, or answering the bytes that came in the same scheduler pass as the
+early deadline (trio cancels the scope all the same). A blocked send's deadline is exact.
 """
 
 from __future__ import annotations
@@ -14,10 +20,9 @@ from collections.abc import Callable
 import trio
 
 from memlease.client.connecting import RECEIVE_SIZE
-from memlease.protocol import ProtocolSpec
 from memlease.server.accept import close_socket
-from memlease.server.connection_set import Connection, ConnectionSet
-from memlease.server.exchange import LeaseService, Limits, exchange
+from memlease.server.connection import Connection, Limits, log_ending
+from memlease.server.connection_set import ConnectionSet, OpenConnection
 from memlease.server.socket_io import SocketIO, StreamIO
 
 log = logging.getLogger("memlease")
@@ -33,11 +38,9 @@ that never reads must not hold a task."""
 
 async def serve_connection(
     sock: socket.socket,
-    spec: ProtocolSpec,
-    connection: Connection,
+    entry: OpenConnection,
     tls: ssl.SSLContext | None = None,
     *,
-    service: LeaseService,
     limits: Limits,
     connections: ConnectionSet,
     after_batch: Callable[[], None],
@@ -48,16 +51,17 @@ async def serve_connection(
     the server shuts down. With ``tls``, first a TLS handshake as the server, bounded by the
     request timeout. Never raises for the peer's doing.
 
-    ``connection`` is already counted in ``connections`` (by whoever accepted the socket, so
+    ``entry`` is already counted in ``connections`` (by whoever accepted the socket, so
     that connections accepted in one go count against the limit before any task runs);
-    this takes it out when done.
+    this takes it out when done. ``after_batch`` is called before each send.
 
     ``scratch``: the receive buffer, which every connection of a server may share (each
     receive is consumed before the next await); a buffer of its own when None."""
-    peer = connection.peer
+    connection = entry.connection
+    peer, protocol = connection.peer, connection.protocol
     debug = log.isEnabledFor(logging.DEBUG)
     if debug:
-        log.debug("%s: %s connection opened (%d open)", peer, spec.name, len(connections))
+        log.debug("%s: %s connection opened (%d open)", peer, protocol, len(connections))
     if scratch is None:
         scratch = bytearray(RECEIVE_SIZE)
     reason = "closed by the client"
@@ -69,18 +73,20 @@ async def serve_connection(
         else:
             plain = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
             stream = trio.SSLStream(plain, tls, server_side=True)
-            if not await _handshake(stream, connection, spec.name, limits, connections):
+            if not await _handshake(stream, entry, limits, connections):
                 reason = "TLS handshake failed"
                 return
             io = StreamIO(stream, len(scratch))
-        reason = await exchange(io, spec, connection, service, limits, connections, after_batch)
+        await drive(io, entry, after_batch)
+        log_ending(connection, limits)
+        reason = connection.ending.value if connection.ending is not None else "?"
     except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
         reason = f"broken ({exc or type(exc).__name__})"
     except Exception:
-        log.exception("%s: internal error serving a %s connection; closing it", peer, spec.name)
+        log.exception("%s: internal error serving a %s connection; closing it", peer, protocol)
         reason = "internal error"
     finally:
-        connections.discard(connection)
+        connections.discard(entry)
         if stream is None:
             close_socket(sock)
         else:
@@ -91,29 +97,86 @@ async def serve_connection(
             log.debug("%s: connection closed: %s (%d open)", peer, reason, len(connections))
 
 
+async def drive(io: StreamIO, entry: OpenConnection, after_batch: Callable[[], None]) -> None:
+    """Move bytes between ``io`` and ``entry``'s connection until the connection ends."""
+    connection = entry.connection
+    while True:
+        scope = entry.scope
+        with scope:
+            await _serve(io, connection, scope, after_batch)
+        if connection.ending is not None:
+            return
+        # The scope fired, or bytes came as it fell due: past the limit that ends it.
+        connection.time_is(trio.current_time())
+        if connection.ending is not None:
+            return
+        entry.scope = trio.CancelScope(deadline=connection.due)
+
+
+async def _serve(
+    io: StreamIO, connection: Connection, scope: trio.CancelScope, after_batch: Callable[[], None]
+) -> None:
+    """Serve under ``scope`` until the connection ends or its scope fell due early."""
+    receive, receive_into = io.receive, io.receive_into
+    send_now, send_rest = io.send_now, io.send_rest
+    current_time = trio.current_time
+    while True:
+        if connection.has_output:
+            now = current_time()
+        else:
+            target = connection.receive_buffer()
+            if target is None:
+                connection.received(await receive())
+            else:
+                with target:
+                    connection.received_into(await receive_into(target))
+            if connection.ending is not None:
+                return
+            now = current_time()
+            if scope.deadline <= now < connection.due:
+                return  # an early deadline fell due in this pass: answer under a new scope
+        while out := connection.next_output(now):
+            after_batch()  # before the send: a slow reader must not delay an expiry
+            rest = send_now(out)
+            if rest is not None:
+                connection.send_blocked(now)
+                scope.deadline = connection.due
+                await send_rest(rest)
+                now = current_time()
+                connection.send_done(now)
+        connection.batch_done(now)
+        if connection.ending is not None:
+            return
+        if connection.due < scope.deadline:
+            scope.deadline = connection.due
+
+
 async def _handshake(
     stream: trio.SSLStream[trio.abc.Stream],
-    connection: Connection,
-    protocol: str,
+    entry: OpenConnection,
     limits: Limits,
     connections: ConnectionSet,
 ) -> bool:
-    timeout = limits.request_timeout
-    handshake = connection.scope
-    connection.receiving = True  # shutdown may cut a handshake short, as it does a wait
+    connection = entry.connection
+    connection.handshake_begun(trio.current_time())
+    scope = entry.scope
     try:
-        with handshake:
-            handshake.deadline = connection.due = trio.current_time() + timeout
+        with scope:
+            scope.deadline = connection.due
             await stream.do_handshake()
+            connection.handshake_done(trio.current_time())
+            # A scope is entered once: the exchange runs under a new one.
+            entry.scope = trio.CancelScope(deadline=connection.due)
             return True
         if connections.closing:
             return False  # shutdown cut it short: not the peer's fault
         log.warning(
-            "%s: %s TLS handshake not done within %gs; cut off", connection.peer, protocol, timeout
+            "%s: %s TLS handshake not done within %gs; cut off",
+            connection.peer,
+            connection.protocol,
+            limits.request_timeout,
         )
     except trio.BrokenResourceError as exc:
         cause = exc.__cause__ or exc
-        log.warning("%s: %s TLS handshake failed: %s", connection.peer, protocol, cause)
-    finally:
-        connection.receiving = False
+        log.warning("%s: %s TLS handshake failed: %s", connection.peer, connection.protocol, cause)
     return False

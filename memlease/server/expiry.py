@@ -24,6 +24,8 @@ lets it serve as many as it can."""
 
 
 class Expirable(Protocol):
+    deadlines_moved: bool
+
     def expire(self, now: float, limit: int) -> int: ...
 
     def next_deadline(self) -> float | None: ...
@@ -39,8 +41,13 @@ class ExpiryTask:
         self._sleep = trio.CancelScope()
 
     def deadline_may_have_moved(self) -> None:
-        """Call after handling requests that may have granted or renewed a lease."""
-        deadline = self._service.next_deadline()
+        """Call after handling requests: wakes the task earlier if they granted or renewed a
+        lease that is now the first to end."""
+        service = self._service
+        if not service.deadlines_moved:
+            return
+        service.deadlines_moved = False
+        deadline = service.next_deadline()
         if deadline is not None and deadline < self._sleep.deadline:
             self._sleep.deadline = deadline
 

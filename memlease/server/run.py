@@ -23,9 +23,9 @@ from memlease.core.service import Service
 from memlease.protocol import ProtocolRegistry, ProtocolSpec, default_registry
 from memlease.server.accept import CAPACITY_ERRNOS, accept_forever, close_socket, listening_socket
 from memlease.server.config import Config, Listener, largest_lease
-from memlease.server.connection_set import Connection, ConnectionSet
+from memlease.server.connection import Connection, Limits
+from memlease.server.connection_set import ConnectionSet, OpenConnection
 from memlease.server.connection_task import SCRATCH_SIZE, serve_connection
-from memlease.server.exchange import Limits
 from memlease.server.expiry import ExpiryTask
 from memlease.server.glibc_malloc import keep_large_blocks
 from memlease.tls import server_context
@@ -104,14 +104,14 @@ async def serve(
     """
     registry = registry or default_registry()
     specs = _specs_for(config, registry)
+    connections = ConnectionSet(config.max_connections)
     service = Service.create(
         config.arena_size,
         min_block=config.min_block,
         max_ttl_ms=config.max_ttl_ms,
         max_lease_size=largest_lease(config),
+        connection_count=connections.__len__,
     )
-    # Connections send a get's view of a block before they handle the next request.
-    service.share_blocks = True
     tls = None
     if config.tls_certificate is not None and config.tls_key is not None:
         tls = server_context(config.tls_certificate, config.tls_key, config.tls_client_ca)
@@ -125,7 +125,6 @@ async def serve(
             entry.listener.close()
         raise
     expiry = ExpiryTask(service, batch=config.expiry_batch)
-    connections = ConnectionSet(service, config.max_connections)
     limits = Limits(
         max_message=config.max_message,
         request_timeout=config.request_timeout,
@@ -133,7 +132,6 @@ async def serve(
     )
     handler = partial(
         serve_connection,
-        service=service,
         limits=limits,
         connections=connections,
         after_batch=expiry.deadline_may_have_moved,
@@ -147,7 +145,9 @@ async def serve(
             if handle_signals:
                 await nursery.start(_watch_signals, stop)
             for entry in opened:
-                nursery.start_soon(_accept, entry, connections, handler, connection_nursery)
+                nursery.start_soon(
+                    _accept, entry, service, limits, connections, handler, connection_nursery
+                )
             _log_startup(config, service, opened)
             task_status.started([entry.bound for entry in opened])
             await stop.wait()
@@ -159,13 +159,14 @@ async def serve(
 
 async def _accept(
     entry: _OpenListener,
+    service: Service,
+    limits: Limits,
     connections: ConnectionSet,
-    handler: Callable[
-        [socket.socket, ProtocolSpec, Connection, ssl.SSLContext | None], Awaitable[None]
-    ],
+    handler: Callable[[socket.socket, OpenConnection, ssl.SSLContext | None], Awaitable[None]],
     nursery: trio.Nursery,
 ) -> None:
     spec, tls = entry.spec, entry.tls
+    make_codec, handle, max_message = spec.server_codec, service.handle, limits.max_message
     # trio would work the name out of the handler for every connection
     task_name = f"memlease connection ({spec.name})"
 
@@ -179,10 +180,18 @@ async def _accept(
             return
         # Counted now, not when its task first runs: a batch of accepts must not pass the
         # limit check before any of them is counted.
-        opened = Connection(peer)
+        rules = Connection(
+            make_codec(max_message),
+            handle,
+            limits,
+            trio.current_time(),
+            peer=peer,
+            protocol=spec.name,
+        )
+        opened = OpenConnection(rules)
         connections.add(opened)
         try:
-            nursery.start_soon(handler, connection, spec, opened, tls, name=task_name)
+            nursery.start_soon(handler, connection, opened, tls, name=task_name)
         except BaseException:
             connections.discard(opened)
             connection.close()

@@ -41,6 +41,7 @@ from memlease.core.messages import (
     StatsRequest,
     WriteRequest,
 )
+from memlease.protocol import ClientCodec
 from memlease_native import layout as L
 from memlease_native.codec import (
     F_ID,
@@ -162,7 +163,7 @@ def encode_request(request: Request, max_message: int) -> tuple[bytes, int]:
         ) from None
 
 
-class NativeClientCodec(FrameDecoder[Reply]):
+class NativeClientCodec(FrameDecoder[Reply], ClientCodec):
     """The client's end of one native connection.
 
     The original's replies do not say which request they answer (a set's status carries no

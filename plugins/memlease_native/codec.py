@@ -8,14 +8,12 @@ types 12 and up. The client's codec is in ``client_codec``.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
-from functools import partial
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from memlease_wire.derive import derive
 from memlease_wire.framing import (
     FrameDecoder,
-    HotForms,
     PayloadRule,
     short_text,
     take_tail,
@@ -43,6 +41,7 @@ from memlease.core.messages import (
     StatsRequest,
     WriteRequest,
 )
+from memlease.protocol import Bytes, ServerCodec
 from memlease_native import layout as L
 from memlease_native.layout import NativeType as T
 
@@ -265,23 +264,7 @@ def encode_reply(reply: Reply) -> bytes:
         raise ProtocolError(f"{PROTOCOL}: cannot encode {reply!r:.200}: {exc}") from None
 
 
-def _set_done(lease_id: int) -> bytes:
-    return _SET_DONE
-
-
-HOT_FORMS = HotForms(
-    get_key=T.ACCESS_DATA,
-    get_id=S_ID,
-    set_key=T.SET_DATA,
-    set_head=S_ID_AND_DATA,
-    data_reply_head=partial(data_header, _T_ACCESS_DATA),
-    set_reply=_set_done,
-)
-"""Gets and sets served without message objects; the replies are _encode_data's and
-_encode_done's (tests/test_hot_path.py checks they are the same bytes)."""
-
-
-class NativeServerCodec(FrameDecoder[Request]):
+class NativeServerCodec(FrameDecoder[Request], ServerCodec):
     """The server's end of one native connection."""
 
     __slots__ = ()
@@ -292,10 +275,13 @@ class NativeServerCodec(FrameDecoder[Request]):
             header=S_HEADER,
             rules=REQUEST_RULES,
             max_message=max_message,
-            hot=HOT_FORMS,
         )
 
     # The frame decoder's own method, not a wrapper: this is the hottest call of a server.
     next_request = FrameDecoder.next_message
     encode_reply = staticmethod(encode_reply)
-    encode_data_parts = staticmethod(encode_data_parts)
+
+    def encode_reply_parts(self, reply: Reply) -> Sequence[Bytes]:
+        if type(reply) is Data:
+            return encode_data_parts(reply)
+        return (encode_reply(reply),)

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from memlease.core.errors import ErrorCode, ProtocolError
-from memlease.protocol import HotOps
 
 T = TypeVar("T")
 
@@ -52,23 +51,6 @@ class PayloadRule(Generic[T]):
     fixed: int
     variable: bool
     decode: PayloadDecoder[T]
-
-
-@dataclass(frozen=True, slots=True)
-class HotForms:
-    """How a format's get and set requests and their replies look, for
-    :meth:`FrameDecoder.serve_hot`. Keys are header keys, as ``rules`` has them."""
-
-    get_key: int
-    get_id: struct.Struct
-    """The get payload: the lease id, an int."""
-    set_key: int
-    set_head: struct.Struct
-    """The set payload's fixed part: the lease id and the data length that follows."""
-    data_reply_head: Callable[[int, int], bytes]
-    """The bytes of a get's reply to lease id and data length, without the data."""
-    set_reply: Callable[[int], bytes]
-    """The bytes of a set's reply to lease id."""
 
 
 _Compiled = dict[int, tuple[int, int, "PayloadDecoder[Any]", "PayloadRule[Any]"]]
@@ -125,7 +107,6 @@ class FrameDecoder(Generic[T]):
         "_frame",
         "_frame_filled",
         "_header",
-        "_hot",
         "_max",
         "_protocol",
         "_rules",
@@ -145,7 +126,6 @@ class FrameDecoder(Generic[T]):
         rules: Mapping[int, PayloadRule[T]],
         max_message: int,
         unknown: Callable[[int], str] | None = None,
-        hot: HotForms | None = None,
         cache_rules: bool = True,
     ) -> None:
         if max_message < header.size:
@@ -155,7 +135,6 @@ class FrameDecoder(Generic[T]):
         self._unpack = header.unpack_from
         self._max = max_message
         self._rules: _Compiled = _compile(rules, header.size, max_message, cache_rules)
-        self._hot = hot
         # The callable given, never a bound method of self: that would put every codec in a
         # reference cycle, and a dropped connection's buffer (up to max_message) would wait
         # for a full garbage collection.
@@ -265,70 +244,6 @@ class FrameDecoder(Generic[T]):
         except ProtocolError as exc:
             raise self._fail(str(exc)) from None
         return message
-
-    def serve_hot(
-        self, ops: HotOps, now: float, out: list[bytes | bytearray | memoryview], budget: int
-    ) -> int:
-        """Answer the gets and sets at the front of the buffer through ``ops``, their replies'
-        bytes appended to ``out``; the number of bytes appended. Stops at anything else: a
-        message of another type, one not yet whole, a get or set that breaks a rule or that
-        ``ops`` declines, or ``budget`` bytes appended. That message is left in the buffer
-        for :meth:`next_message`, which decodes (or refuses) it as usual."""
-        hot = self._hot
-        # Bytes after a large frame must wait for its message: requests are served in order.
-        if hot is None or self._broken is not None or self._frame is not None:
-            return 0
-        buf = self._buf
-        start = self._start
-        end = len(buf)
-        header = self._header
-        unpack = self._unpack
-        get_key, set_key = hot.get_key, hot.set_key
-        unpack_id = hot.get_id.unpack_from
-        set_size, unpack_set = hot.set_head.size, hot.set_head.unpack_from
-        # The same length bounds next_message applies to these types.
-        get_least, get_most, _, _ = self._rules[get_key]
-        set_least, set_most, _, _ = self._rules[set_key]
-        data_reply_head, set_reply = hot.data_reply_head, hot.set_reply
-        get, put, largest = ops.get, ops.set, ops.largest_get
-        append = out.append
-        appended = 0
-        # Sets copy straight from the buffer into the lease; the view is released before
-        # return, so the buffer can grow again.
-        with memoryview(buf) as view:
-            while appended < budget:
-                payload = start + header
-                if payload > end:
-                    break
-                key, length = unpack(buf, start)
-                stop = payload + length
-                if key == get_key:
-                    if not get_least <= length <= get_most or stop > end:
-                        break
-                    (lease_id,) = unpack_id(buf, payload)
-                    data = get(lease_id, now, largest)
-                    if data is None:
-                        break
-                    head = data_reply_head(lease_id, len(data))
-                    append(head)
-                    append(data)
-                    appended += len(head) + len(data)
-                elif key == set_key:
-                    if not set_least <= length <= set_most or stop > end:
-                        break
-                    lease_id, n = unpack_set(buf, payload)
-                    if n != length - set_size or not put(
-                        lease_id, view[payload + set_size : stop], now
-                    ):
-                        break
-                    reply = set_reply(lease_id)
-                    append(reply)
-                    appended += len(reply)
-                else:
-                    break
-                start = stop
-        self._start = start
-        return appended
 
     def _unknown_type(self, key: int) -> str:
         if self._unknown is not None:

@@ -9,17 +9,18 @@ operation it answers, so neither side needs to remember what it sent. Decoding i
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from memlease.core.errors import ProtocolError
-from memlease.core.messages import IdKind, Reply, Request
+from memlease.core.messages import Data, IdKind, Reply, Request
+from memlease.protocol import Bytes, ClientCodec, ServerCodec
 from memlease_wire.derive import derive
-from memlease_wire.framing import FrameDecoder, HotForms
+from memlease_wire.framing import FrameDecoder
 from memlease_wire.network_decoding import reply_rules, request_rules
 from memlease_wire.network_encoding import encode_request, reply_encoders
 from memlease_wire.network_ids import IdFormat
-from memlease_wire.network_layout import HEADER, VERSION, NetType, declare
+from memlease_wire.network_layout import HEADER, VERSION, declare
 
 # Decoding reads the header's version, type and flags as one big-endian word, so that one
 # dict lookup checks all three; the word's layout is the declared header's (checked here
@@ -79,30 +80,9 @@ class NetworkFormat:
         self.header_size = self.s_header.size
         self.request_rules = {header_key(k): r for k, r in request_rules(self).items()}
         self.reply_rules = {header_key(k): r for k, r in reply_rules(self).items()}
+        # The header of a Data reply (set by reply_encoders, which packs the same header).
+        self.data_header: Callable[[Data], bytes]
         self.reply_encoders: dict[type, Callable[[Any], bytes]] = reply_encoders(self)
-        # UUID ids would need a UUID object per request to look the lease up: only int ids
-        # take the path without messages.
-        self.hot_forms = None if self.uuid_ids else self._hot_forms()
-
-    def _hot_forms(self) -> HotForms:
-        f_data, f_id = self.f_id_and_data, self.f_id
-        data_size, id_size = self.s_id_and_data.size, self.s_id.size
-        get_data, set_done = int(NetType.GET_DATA), int(NetType.SET_DONE)
-
-        def data_reply_head(lease_id: int, n: int) -> bytes:
-            return f_data.pack(VERSION, get_data, 0, data_size + n, lease_id, n)
-
-        def set_reply(lease_id: int) -> bytes:
-            return f_id.pack(VERSION, set_done, 0, id_size, lease_id)
-
-        return HotForms(
-            get_key=header_key(NetType.GET),
-            get_id=self.s_id,
-            set_key=header_key(NetType.SET),
-            set_head=self.s_id_and_data,
-            data_reply_head=data_reply_head,
-            set_reply=set_reply,
-        )
 
     def server_codec(self, max_message: int) -> NetworkServerCodec:
         """A server codec for one connection."""
@@ -122,15 +102,24 @@ class NetworkFormat:
         except (struct.error, AttributeError, KeyError) as exc:
             raise ProtocolError(f"{self.protocol}: cannot encode {reply!r:.200}: {exc}") from None
 
+    def encode_reply_parts(self, reply: Reply) -> Sequence[Bytes]:
+        """``reply`` as parts: a Data reply as its header and its data (not copied)."""
+        if type(reply) is not Data:
+            return (self.encode_reply(reply),)
+        try:
+            return self.data_header(reply), reply.data
+        except (struct.error, AttributeError, KeyError) as exc:
+            raise ProtocolError(f"{self.protocol}: cannot encode {reply!r:.200}: {exc}") from None
+
     def encode_request(self, request: Request, max_message: int) -> bytes:
         """The bytes of ``request``; ProtocolError for one the format cannot carry."""
         return encode_request(self, request, max_message)
 
 
-class NetworkServerCodec(FrameDecoder[Request]):
+class NetworkServerCodec(FrameDecoder[Request], ServerCodec):
     """The server's end of one network or uuid connection."""
 
-    __slots__ = ("encode_reply",)
+    __slots__ = ("_format",)
 
     def __init__(self, fmt: NetworkFormat, max_message: int) -> None:
         super().__init__(
@@ -139,15 +128,20 @@ class NetworkServerCodec(FrameDecoder[Request]):
             rules=fmt.request_rules,
             max_message=max_message,
             unknown=describe_key,
-            hot=fmt.hot_forms,
         )
-        self.encode_reply: Callable[[Reply], bytes] = fmt.encode_reply
+        self._format = fmt
 
     # The frame decoder's own method, not a wrapper: this is the hottest call of a server.
     next_request = FrameDecoder.next_message
 
+    def encode_reply(self, reply: Reply) -> bytes:
+        return self._format.encode_reply(reply)
 
-class NetworkClientCodec(FrameDecoder[Reply]):
+    def encode_reply_parts(self, reply: Reply) -> Sequence[Bytes]:
+        return self._format.encode_reply_parts(reply)
+
+
+class NetworkClientCodec(FrameDecoder[Reply], ClientCodec):
     """The client's end of one network or uuid connection."""
 
     __slots__ = ("_format", "_max_request")

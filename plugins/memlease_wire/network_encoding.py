@@ -61,10 +61,13 @@ def reply_encoders(fmt: NetworkFormat) -> dict[type, Callable[[Any], bytes]]:
     )
 
     def data(reply: Data) -> bytes:
+        return data_header(reply) + reply.data
+
+    def data_header(reply: Data) -> bytes:
         lease_id = reply.lease_id.bytes if uuid_ids else reply.lease_id  # type: ignore[union-attr]
         n = len(reply.data)
         kind = REPLY_TYPE_OF_OP[reply.op._value_]
-        return f_data.pack(VERSION, kind, 0, data_size + n, lease_id, n) + reply.data
+        return f_data.pack(VERSION, kind, 0, data_size + n, lease_id, n)
 
     def done(reply: Done) -> bytes:
         lease_id = reply.lease_id.bytes if uuid_ids else reply.lease_id  # type: ignore[union-attr]
@@ -101,6 +104,7 @@ def reply_encoders(fmt: NetworkFormat) -> dict[type, Callable[[Any], bytes]]:
         code, size = int(reply.code), error_size + len(message)
         return f_error.pack(VERSION, _ERROR, 0, size, code, op, lease_id, len(message)) + message
 
+    fmt.data_header = data_header
     return {
         Data: data,
         Done: done,

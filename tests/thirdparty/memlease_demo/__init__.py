@@ -30,7 +30,7 @@ from memlease.core.messages import (
     Request,
     SetRequest,
 )
-from memlease.protocol import ProtocolSpec, hookimpl
+from memlease.protocol import ClientCodec, ProtocolSpec, ServerCodec, hookimpl
 
 NAME = "demo"
 
@@ -60,6 +60,10 @@ class LineReader:
     def feed(self, data: bytes) -> None:
         self._buf += data
 
+    def buffered(self) -> int:
+        """Bytes of a line not yet ended."""
+        return len(self._buf)
+
     def next_line(self) -> list[str] | None:
         end = self._buf.find(b"\n", self._scanned)
         if end < 0:
@@ -87,14 +91,17 @@ def _int_id(lease_id: object) -> int:
     return lease_id
 
 
-class DemoServerCodec:
-    """The server's end of a demo connection."""
+class DemoServerCodec(ServerCodec):
+    """The server's end of a demo connection: only what a codec must give."""
 
     def __init__(self, max_message: int) -> None:
         self._lines = LineReader(max_message)
 
     def feed(self, data: bytes) -> None:
         self._lines.feed(data)
+
+    def buffered(self) -> int:
+        return self._lines.buffered()
 
     def next_request(self) -> Request | None:
         fields = self._lines.next_line()
@@ -131,7 +138,7 @@ class DemoServerCodec:
         return line.encode("ascii", "replace") + b"\n"
 
 
-class DemoClientCodec:
+class DemoClientCodec(ClientCodec):
     """The client's end of a demo connection."""
 
     def __init__(self, max_message: int) -> None:

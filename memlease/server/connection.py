@@ -1,0 +1,338 @@
+"""One connection's rules, sans-IO: what to send, when the connection's time is up, and why
+it ends. No sockets, no trio, no clock: the task that drives it (connection_task) feeds it
+events (bytes received, the time, shutdown begun, a message to push) and does what it says.
+
+Every request takes one route: bytes -> codec -> request -> ``handle`` -> reply -> codec ->
+bytes. The replies of a batch go out together, at most about :data:`SEND_AT` bytes at a time.
+
+Time limits:
+
+- idle: a connection that holds no part of a message must send one within the idle timeout;
+- request: a message must be whole within the request timeout from its first byte (when a
+  receive ends one message and starts the next, the next one's clock starts then);
+- send: replies the socket did not take at once must go within the request timeout;
+- shutdown: a connection waiting for a request gets :data:`SHUTDOWN_DRAIN` more (a request
+  already on its way is served), one sending replies or receiving a message gets the grace.
+
+``due`` is when the current limit ends; :meth:`Connection.time_is` closes the connection
+once the time reaches it, naming which limit ended it.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from memlease.core.errors import ErrorCode, ProtocolError
+from memlease.core.messages import Data, ErrorReply, Reply, Request
+from memlease.protocol import Bytes, ServerCodec
+
+log = logging.getLogger("memlease")
+
+SEND_AT = 1 << 20
+"""Reply bytes a batch holds before sending them and decoding more: a pipeline of gets for a
+large lease would otherwise make one batch's replies as large as the lease times the number
+of gets that fit in one receive."""
+
+SHARE_AT = 64 * 1024
+"""Smallest get reply sent from the lease's own memory rather than copied: such a reply goes
+out before the next request is handled, which below this size costs more than the copy."""
+
+SHUTDOWN_DRAIN = 0.1
+"""Seconds a connection waiting for a request still has once shutdown begins, so that a
+request already sent (or readable in the same instant as the signal) is served, not dropped."""
+
+PUSH_LIMIT = 1024
+"""Pushed messages a connection holds for its client; past it, the oldest are dropped."""
+
+
+class Ending(enum.Enum):
+    """Why a connection ended."""
+
+    CLIENT = "closed by the client"
+    IDLE = "idle timeout"
+    REQUEST = "request timeout"
+    SEND = "send timeout"
+    BAD_INPUT = "bad input"
+    SHUTDOWN = "server shutting down"
+
+
+class State(enum.Enum):
+    """What the connection is doing, as far as its time limits care."""
+
+    RECEIVING = "receiving"
+    """Waiting for bytes (or a TLS handshake)."""
+    SERVING = "serving"
+    """Handling what came in, and handing replies to the socket."""
+    SENDING = "sending"
+    """Waiting for the client to take replies the socket did not take at once."""
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The per-connection limits of the server's configuration."""
+
+    max_message: int
+    request_timeout: float
+    idle_timeout: float
+
+
+Handler = Callable[[Request, float], Reply]
+
+
+class Connection:
+    """The rules of one connection, fed events by the task that does its I/O.
+
+    The driving loop: :meth:`receive_buffer` (None: read into a buffer of your own), then
+    :meth:`received` with the bytes or :meth:`received_into` with a count; then
+    :meth:`next_output` until it gives nothing, sending each (:meth:`send_blocked` and
+    :meth:`send_done` around a send that must wait); then :meth:`batch_done`. Whenever the
+    time reaches :attr:`due`, :meth:`time_is`. :attr:`ending` is set once the connection is
+    over; close it then.
+    """
+
+    __slots__ = (
+        "_codec",
+        "_copies",
+        "_decoded",
+        "_ending_after_send",
+        "_fed",
+        "_grace_until",
+        "_handle",
+        "_limits",
+        "_log_refusals",
+        "_partial_since",
+        "_pushed",
+        "detail",
+        "due",
+        "ending",
+        "peer",
+        "protocol",
+        "state",
+        "unserved",
+    )
+
+    def __init__(
+        self,
+        codec: ServerCodec,
+        handle: Handler,
+        limits: Limits,
+        now: float,
+        *,
+        peer: str,
+        protocol: str,
+    ) -> None:
+        self._codec = codec
+        self._copies = codec.copies_fed_bytes
+        self._handle = handle
+        self._limits = limits
+        self.peer = peer
+        self.protocol = protocol
+        self.state = State.RECEIVING
+        self.due = now + limits.idle_timeout
+        self.ending: Ending | None = None
+        self.detail = ""
+        """What the ending was about (a protocol error's message), for the log."""
+        self.unserved = False
+        """Bytes came in that :meth:`next_output` has not yet looked at."""
+        # When the first byte of a message not yet whole came; None between messages.
+        self._partial_since: float | None = None
+        self._decoded = False
+        self._fed = False
+        self._grace_until: float | None = None
+        self._pushed: deque[Reply] = deque(maxlen=PUSH_LIMIT)
+        self._ending_after_send: Ending | None = None
+        self._log_refusals = log.isEnabledFor(logging.INFO)
+
+    # ------------------------------------------------------------------ events
+
+    def handshake_begun(self, now: float) -> None:
+        """A TLS handshake starts: it must end within the request timeout."""
+        self.due = now + self._limits.request_timeout
+
+    def handshake_done(self, now: float) -> None:
+        """The TLS handshake ended well: the connection is idle now."""
+        self.due = now + self._limits.idle_timeout
+
+    def receive_buffer(self) -> memoryview | None:
+        """Where the next bytes should be read to (a large message's own buffer), or None
+        to read them into a buffer of the caller's and pass them to :meth:`received`."""
+        self.state = State.RECEIVING
+        return self._codec.receive_buffer()
+
+    def received(self, data: Bytes) -> None:
+        """Bytes came (empty: the client closed its end). ``data`` may be a view of a buffer
+        the caller reuses: it is used (or copied) before this returns."""
+        self.state = State.SERVING
+        if not data:
+            self._end(Ending.CLIENT)
+            return
+        self._codec.feed(data if self._copies or type(data) is bytes else bytes(data))  # type: ignore[arg-type]
+        self.unserved = self._fed = True
+
+    def received_into(self, count: int) -> None:
+        """``count`` bytes were read into :meth:`receive_buffer`'s view (0: the client closed
+        its end)."""
+        self.state = State.SERVING
+        if not count:
+            self._end(Ending.CLIENT)
+            return
+        self._codec.received(count)
+        self.unserved = self._fed = True
+
+    def push(self, message: Reply) -> None:
+        """Queue ``message`` for the client: it goes out between two replies, or at once if
+        the connection is waiting for a request (the driver must then be woken)."""
+        self._pushed.append(message)
+
+    @property
+    def has_output(self) -> bool:
+        """Whether :meth:`next_output` has something to give without more bytes."""
+        return self.unserved or bool(self._pushed)
+
+    def next_output(self, now: float) -> list[Bytes]:
+        """The bytes to send next, in order; empty when everything received so far has been
+        answered. A part may be a view of a lease's memory: send it (or copy it) before the
+        next call."""
+        self.state = State.SERVING
+        codec = self._codec
+        out: list[Bytes] = []
+        pushed = self._pushed
+        while pushed:
+            out.append(codec.encode_reply(pushed.popleft()))
+        if not self.unserved:
+            return out
+        next_request = codec.next_request
+        encode_reply = codec.encode_reply
+        handle = self._handle
+        held = 0
+        try:
+            while True:
+                request = next_request()
+                if request is None:
+                    self.unserved = False
+                    return out
+                self._decoded = True
+                reply = handle(request, now)
+                kind = type(reply)
+                if kind is Data:
+                    data = reply.data  # type: ignore[union-attr]
+                    if type(data) is not bytes and len(data) >= SHARE_AT:
+                        # The next request may change or free the lease: this goes first.
+                        out.extend(codec.encode_reply_parts(reply))
+                        return out
+                elif kind is ErrorReply and self._log_refusals:
+                    _log_refusal(self.peer, request, reply)  # type: ignore[arg-type]
+                encoded = encode_reply(reply)
+                out.append(encoded)
+                held += len(encoded)
+                if held > SEND_AT:
+                    return out
+        except ProtocolError as exc:
+            out.append(encode_reply(ErrorReply(ErrorCode.BAD_REQUEST, str(exc))))
+            self.unserved = False
+            self.detail = str(exc)
+            self._ending_after_send = Ending.BAD_INPUT
+            return out
+
+    def send_blocked(self, now: float) -> None:
+        """The socket did not take all of a send: the rest must go within the send bound."""
+        self.state = State.SENDING
+        due = now + self._limits.request_timeout
+        if self._grace_until is not None:
+            due = min(due, self._grace_until)
+        self.due = due
+
+    def send_done(self, now: float) -> None:
+        """The blocked send went out."""
+        self.state = State.SERVING
+
+    def batch_done(self, now: float) -> None:
+        """Everything received so far is answered and sent: what the connection waits for
+        next, and until when."""
+        if self._ending_after_send is not None:
+            self._end(self._ending_after_send)
+            return
+        due = self.due
+        # Only bytes from the client move its limits: pushing it a message does not.
+        if self._fed:
+            if self._codec.buffered() <= 0:
+                self._partial_since = None
+                due = now + self._limits.idle_timeout
+            elif self._partial_since is None or self._decoded:
+                # A message began, or one ended and the next began in the same receive.
+                self._partial_since = now
+                due = now + self._limits.request_timeout
+        self._decoded = self._fed = False
+        if self._grace_until is not None:
+            if self._partial_since is None:
+                self._end(Ending.SHUTDOWN)
+                return
+            due = min(due, self._grace_until)
+        self.due = due
+
+    def shut_down(self, now: float, grace_until: float) -> None:
+        """The server is stopping: serve what came, then close; nothing past ``grace_until``."""
+        self._grace_until = grace_until
+        waiting = self.state is State.RECEIVING and self._partial_since is None
+        self.due = min(self.due, now + SHUTDOWN_DRAIN if waiting else grace_until)
+
+    def time_is(self, now: float) -> None:
+        """The time is ``now``: past :attr:`due`, the connection ends, by the limit that
+        ran out."""
+        if now < self.due or self.ending is not None:
+            return
+        if self._grace_until is not None:
+            if self.state is State.SENDING:
+                self.detail = "taking its replies"
+            elif self._partial_since is not None:
+                self.detail = "sending a message"
+            self._end(Ending.SHUTDOWN)
+        elif self.state is State.SENDING:
+            self._end(Ending.SEND)
+        elif self._partial_since is not None or self.state is not State.RECEIVING:
+            self._end(Ending.REQUEST)
+        else:
+            self._end(Ending.IDLE)
+
+    # ------------------------------------------------------------------ the end
+
+    @property
+    def partial(self) -> bool:
+        """Whether part of a message is in."""
+        return self._partial_since is not None
+
+    def _end(self, ending: Ending) -> None:
+        self.state = State.CLOSED
+        self.ending = ending
+
+
+def _log_refusal(peer: str, request: Request, reply: ErrorReply) -> None:
+    log.info("%s: %s refused (%s): %s", peer, request.op.value, reply.code.name, reply.message)
+
+
+def log_ending(connection: Connection, limits: Limits) -> None:
+    """One log line for how ``connection`` ended, at the level its cause deserves."""
+    peer, ending = connection.peer, connection.ending
+    if ending is Ending.IDLE:
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s: idle for %gs, closing", peer, limits.idle_timeout)
+    elif ending is Ending.SEND:
+        log.warning(
+            "%s: client took over %gs to take its replies; cut off", peer, limits.request_timeout
+        )
+    elif ending is Ending.REQUEST:
+        log.warning(
+            "%s: a %s message took over %gs to arrive; cut off",
+            peer,
+            connection.protocol,
+            limits.request_timeout,
+        )
+    elif ending is Ending.SHUTDOWN and connection.detail:
+        log.warning("%s: still %s when the shutdown grace ended; cut off", peer, connection.detail)
+    elif ending is Ending.BAD_INPUT:
+        log.warning("%s: bad %s input, closing: %s", peer, connection.protocol, connection.detail)
