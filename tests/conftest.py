@@ -90,21 +90,22 @@ def registry() -> ProtocolRegistry:
 @pytest.fixture
 def start_server(nursery: trio.Nursery, registry: ProtocolRegistry) -> StartServer:
     """``await start_server(*protocols, **config_fields)`` -> RunningServer; no protocols:
-    every installed built-in."""
+    every installed built-in. ``protocols_from``: a registry of one's own."""
 
-    async def start(*protocols: str, **fields: Any) -> RunningServer:
-        installed = [name for name in PROTOCOLS if name in registry.protocols]
+    async def start(
+        *protocols: str, protocols_from: ProtocolRegistry | None = None, **fields: Any
+    ) -> RunningServer:
+        plugins = protocols_from or registry
+        installed = [name for name in PROTOCOLS if name in plugins.protocols]
         config = make_config(*(protocols or installed), **fields)
         scope = trio.CancelScope()
 
         async def run(task_status: trio.TaskStatus[list[BoundListener]]) -> None:
             with scope:
-                await serve(
-                    config, registry=registry, handle_signals=False, task_status=task_status
-                )
+                await serve(config, registry=plugins, handle_signals=False, task_status=task_status)
 
         listeners: list[BoundListener] = await nursery.start(run)
-        return RunningServer(config, listeners, registry, scope)
+        return RunningServer(config, listeners, plugins, scope)
 
     return start
 

@@ -125,6 +125,46 @@ def test_a_hook_that_fails_or_returns_junk_is_reported(plugin_dir: Path) -> None
     assert "bad-d (?) returned 'not a spec', not a ProtocolSpec" in registry.problems[1]
 
 
+def test_a_codec_missing_what_the_interface_requires_is_reported(plugin_dir: Path) -> None:
+    _write_plugin(
+        plugin_dir,
+        "memlease_test_codecs_e",
+        """
+        from dataclasses import replace
+        from memlease.protocol import ServerCodec, hookimpl
+        from memlease_native import NATIVE
+
+        class NoBuffered(ServerCodec):  # written to the interface before buffered() was in it
+            def __init__(self, max_message):
+                pass
+            def feed(self, data):
+                pass
+            def next_request(self):
+                return None
+            def encode_reply(self, reply):
+                return b""
+
+        class NotACodec:  # the methods, but not the declared interface
+            def __init__(self, max_message):
+                pass
+
+        @hookimpl
+        def memlease_protocols():
+            return [
+                replace(NATIVE, name="no-buffered", server_codec=NoBuffered),
+                replace(NATIVE, name="undeclared", client_codec=NotACodec),
+            ]
+        """,
+    )
+    registry = load_protocols(
+        [*_installed(), _entry_point("codecs-e", "memlease_test_codecs_e")], warn=False
+    )
+    assert "no-buffered" not in registry.protocols and "undeclared" not in registry.protocols
+    no_buffered, undeclared = registry.problems
+    assert "'no-buffered' cannot make a server codec" in no_buffered and "buffered" in no_buffered
+    assert "client codec NotACodec is not a memlease.protocol.ClientCodec" in undeclared
+
+
 def test_unknown_protocol_names_the_known_ones() -> None:
     registry = load_protocols(warn=False)
     with pytest.raises(KeyError, match=r"unknown protocol 'carrier-pigeon'.*native, network"):

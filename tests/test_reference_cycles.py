@@ -94,3 +94,29 @@ def test_a_dropped_client_codec_is_freed_without_the_collector(
     before = sum(1 for o in gc.get_objects() if type(o) is kind)
     del codec
     assert sum(1 for o in gc.get_objects() if type(o) is kind) == before - 1
+
+
+async def test_no_connection_object_is_in_a_reference_cycle() -> None:
+    import socket
+
+    import trio
+
+    from memlease.core.service import Service
+    from memlease.server.connection import Connection, Limits
+    from memlease.server.connection_set import ConnectionSet, OpenConnection
+    from memlease.server.socket_io import SocketIO
+
+    service = Service.create(1 << 20)
+    limits = Limits(DEFAULT_MAX_MESSAGE, request_timeout=10.0, idle_timeout=60.0)
+    codec = REGISTRY.get("native").server_codec(DEFAULT_MAX_MESSAGE)
+    connection = Connection(
+        codec, service.handle, limits, trio.current_time(), peer="p", protocol="native"
+    )
+    entry = OpenConnection(connection)
+    connections = ConnectionSet(10)
+    connections.add(entry)
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        io = SocketIO(ours, bytearray(1024))
+        for item in (connection, entry, io):
+            assert not _in_a_cycle(item), type(item).__name__

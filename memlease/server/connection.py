@@ -274,6 +274,7 @@ class Connection:
                 return
             due = min(due, self._grace_until)
         self.due = due
+        self.state = State.RECEIVING
 
     def shut_down(self, now: float, grace_until: float) -> None:
         """The server is stopping: serve what came, then close; nothing past ``grace_until``."""

@@ -1,0 +1,236 @@
+"""The connection's rules, sans-IO (memlease/server/connection.py): fed bytes and the time, it
+answers, says when its limit ends and why it closed. No socket, no trio, no clock."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from time_limits_model import (
+    IDLE_TIMEOUT,
+    PAUSES,
+    REQUEST_TIMEOUT,
+    SCHEDULES,
+    model_close,
+    schedule_of,
+)
+
+from memlease.core.errors import ErrorCode
+from memlease.core.messages import (
+    Data,
+    Done,
+    ErrorReply,
+    GetRequest,
+    Granted,
+    IdKind,
+    LeaseRequest,
+    Op,
+    Reply,
+    Request,
+    SetRequest,
+    StatsRequest,
+)
+from memlease.core.service import Service
+from memlease.protocol import DEFAULT_MAX_MESSAGE, load_protocols
+from memlease.server.connection import (
+    SEND_AT,
+    SHUTDOWN_DRAIN,
+    Connection,
+    Ending,
+    Limits,
+    State,
+)
+
+REGISTRY = load_protocols(warn=False)
+LIMITS = Limits(DEFAULT_MAX_MESSAGE, request_timeout=REQUEST_TIMEOUT, idle_timeout=IDLE_TIMEOUT)
+
+
+def _connection(protocol: str = "network", service: Service | None = None) -> Connection:
+    service = service or Service.create(1 << 20)
+    codec = REGISTRY.get(protocol).server_codec(DEFAULT_MAX_MESSAGE)
+    return Connection(codec, service.handle, LIMITS, 0.0, peer="test", protocol=protocol)
+
+
+def _wire(protocol: str, *requests: Request) -> bytes:
+    client = REGISTRY.get(protocol).client_codec(DEFAULT_MAX_MESSAGE)
+    return b"".join(client.encode_request(r) for r in requests)
+
+
+def _serve(connection: Connection, data: bytes, now: float) -> bytes:
+    """What a driver does with a receive: feed it, send every output at once, end the batch."""
+    connection.received(data)
+    sent = b""
+    while out := connection.next_output(now):
+        sent += b"".join(out)
+    connection.batch_done(now)
+    return sent
+
+
+def _replies(protocol: str, data: bytes) -> list[Reply]:
+    client = REGISTRY.get(protocol).client_codec(DEFAULT_MAX_MESSAGE)
+    client.feed(data)
+    replies = []
+    while (reply := client.next_reply()) is not None:
+        replies.append(reply)
+    return replies
+
+
+def _closed_at(schedule: list[tuple[float, int]], frame: bytes) -> tuple[float, Ending | None]:
+    """Drive a connection through ``schedule`` as the task would: when it closed, and why."""
+    connection = _connection("native")
+    stream = frame * (sum(size for _, size in schedule) // len(frame))
+    now, sent = 0.0, 0
+    for pause, size in schedule:
+        now += pause
+        if now >= connection.due:
+            break
+        _serve(connection, stream[sent : sent + size], now)
+        sent += size
+    ends = connection.due
+    connection.time_is(ends - 0.001)
+    assert connection.ending is None, "closed before its limit"
+    connection.time_is(ends)
+    return ends, connection.ending
+
+
+def test_random_schedules_close_exactly_when_the_model_says() -> None:
+    frame = _wire("native", StatsRequest())
+    rng = random.Random(20261130)
+    for _ in range(SCHEDULES):
+        schedule = schedule_of(rng, len(frame))
+        ends, ending = _closed_at(schedule, frame)
+        expected, partial = model_close(schedule, len(frame))
+        assert ends == pytest.approx(expected), schedule
+        assert ending is (Ending.REQUEST if partial else Ending.IDLE), schedule
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(PAUSES), st.integers(min_value=1, max_value=40)),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_any_chunking_closes_when_the_model_says(chunks: list[tuple[float, int]]) -> None:
+    frame = _wire("native", StatsRequest())
+    total = sum(size for _, size in chunks)
+    whole = total - total % len(frame)
+    schedule, used = [], 0
+    for pause, size in chunks:  # cut to whole frames: the model sends nothing else
+        size = min(size, whole - used)
+        if size:
+            schedule.append((pause, size))
+            used += size
+    if not schedule:
+        return
+    ends, ending = _closed_at(schedule, frame)
+    expected, partial = model_close(schedule, len(frame))
+    assert ends == pytest.approx(expected)
+    assert ending is (Ending.REQUEST if partial else Ending.IDLE)
+
+
+def test_the_idle_limit_counts_from_the_end_of_a_blocked_send() -> None:
+    connection = _connection()
+    connection.received(_wire("network", StatsRequest()))
+    assert connection.next_output(1.0)
+    connection.send_blocked(1.0)
+    assert connection.due == 1.0 + REQUEST_TIMEOUT and connection.state is State.SENDING
+    connection.time_is(1.0 + REQUEST_TIMEOUT)
+    assert connection.ending is Ending.SEND
+
+
+def test_a_send_that_got_through_leaves_the_connection_idle_from_its_end() -> None:
+    connection = _connection()
+    connection.received(_wire("network", StatsRequest()))
+    connection.next_output(1.0)
+    connection.send_blocked(1.0)
+    connection.send_done(2.0)
+    assert connection.next_output(2.0) == []
+    connection.batch_done(2.0)
+    assert connection.due == 2.0 + IDLE_TIMEOUT
+
+
+def test_bad_input_gets_an_error_reply_then_the_connection_ends() -> None:
+    connection = _connection()
+    sent = _serve(connection, b"\x09" * 16, 0.0)
+    (reply,) = _replies("network", sent)
+    assert isinstance(reply, ErrorReply) and reply.code is ErrorCode.BAD_REQUEST
+    assert connection.ending is Ending.BAD_INPUT and "version" in connection.detail
+
+
+def test_the_client_closing_ends_the_connection() -> None:
+    connection = _connection()
+    connection.receive_buffer()
+    connection.received(b"")
+    assert connection.ending is Ending.CLIENT
+
+
+def test_replies_go_out_in_pieces_of_about_send_at_bytes() -> None:
+    service = Service.create(4 << 20)
+    granted = service.handle(LeaseRequest(60_000, 10_000, IdKind.UUID), 0.0)
+    assert isinstance(granted, Granted)
+    connection = _connection("uuid", service)
+    gets = [GetRequest(granted.lease_id)] * 40  # 40 * 60,000 B: a copy each (below SHARE_AT)
+    connection.received(_wire("uuid", *gets))
+    pieces = []
+    while out := connection.next_output(0.0):
+        pieces.append(sum(map(len, out)))
+    assert len(pieces) == 3 and all(size <= SEND_AT + 60_100 for size in pieces)
+
+
+def test_a_pushed_message_goes_between_two_pipelined_replies_intact() -> None:
+    service = Service.create(1 << 20)
+    granted = service.handle(LeaseRequest(64, 10_000), 0.0)
+    assert isinstance(granted, Granted)
+    lease_id = granted.lease_id
+    connection = _connection("network", service)
+    first, second = SetRequest(lease_id, b"hello"), GetRequest(lease_id)
+    sent = _serve(connection, _wire("network", first), 0.0)
+    connection.push(Done(Op.RELEASE, 12345))  # a notice, between the two replies
+    sent += _serve(connection, _wire("network", second), 0.1)
+    replies = _replies("network", sent)
+    assert replies[0] == Done(Op.SET, lease_id)
+    assert replies[1] == Done(Op.RELEASE, 12345)
+    assert isinstance(replies[2], Data) and replies[2].data == b"hello" + bytes(59)
+
+
+def test_a_push_does_not_move_the_clients_idle_limit() -> None:
+    connection = _connection()
+    _serve(connection, _wire("network", StatsRequest()), 1.0)
+    due = connection.due
+    connection.push(Done(Op.RELEASE, 7))
+    assert connection.has_output
+    assert connection.next_output(2.0)
+    connection.batch_done(2.0)
+    assert connection.due == due
+
+
+def test_shutdown_gives_a_waiting_connection_the_drain_and_a_busy_one_the_grace() -> None:
+    waiting = _connection()
+    waiting.receive_buffer()  # waiting for bytes, nothing of a message in
+    waiting.shut_down(1.0, grace_until=6.0)
+    assert waiting.due == 1.0 + SHUTDOWN_DRAIN
+    waiting.time_is(waiting.due)
+    assert waiting.ending is Ending.SHUTDOWN and waiting.detail == ""
+
+    receiving = _connection()
+    stats = _wire("network", StatsRequest())
+    _serve(receiving, stats[:3], 0.9)  # a message begun
+    receiving.receive_buffer()
+    receiving.shut_down(1.0, grace_until=6.0)
+    assert receiving.due == 0.9 + REQUEST_TIMEOUT  # its own limit is earlier than the grace
+    _serve(receiving, stats[3:], 1.5)
+    assert receiving.ending is Ending.SHUTDOWN  # answered, then closed
+
+
+def test_a_message_still_arriving_when_the_grace_ends_is_cut_off() -> None:
+    connection = _connection()
+    stats = _wire("network", StatsRequest())
+    connection.shut_down(0.0, grace_until=1.0)
+    _serve(connection, stats + stats[:3], 0.05)  # one answered, the next begun in the drain
+    assert connection.ending is None and connection.due == 1.0
+    connection.time_is(1.0)
+    assert connection.ending is Ending.SHUTDOWN and connection.detail == "sending a message"
