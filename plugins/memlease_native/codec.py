@@ -180,7 +180,9 @@ def data_frame(kind: int, lease_id: LeaseId, data: bytes | memoryview) -> bytes:
 
 def _encode_data(reply: Data) -> bytes:
     kind = _T_ACCESS_DATA if reply.op is _GET else _T_READ_DATA
-    return data_frame(kind, reply.lease_id, reply.data)
+    data = reply.data
+    n = len(data)
+    return F_ID_AND_DATA.pack(kind, _ID_AND_DATA_SIZE + n, reply.lease_id, n) + data
 
 
 def encode_data_parts(reply: Data) -> tuple[bytes, bytes | memoryview]:

@@ -92,25 +92,6 @@ class NetworkFormat:
         """A client codec for one connection."""
         return NetworkClientCodec(self, max_message)
 
-    def encode_reply(self, reply: Reply) -> bytes:
-        """The bytes of ``reply``."""
-        encode = self.reply_encoders.get(type(reply))
-        if encode is None:
-            raise ProtocolError(f"{self.protocol}: no form for a {type(reply).__name__} reply")
-        try:
-            return encode(reply)
-        except (struct.error, AttributeError, KeyError) as exc:
-            raise ProtocolError(f"{self.protocol}: cannot encode {reply!r:.200}: {exc}") from None
-
-    def encode_reply_parts(self, reply: Reply) -> Sequence[Bytes]:
-        """``reply`` as parts: a Data reply as its header and its data (not copied)."""
-        if type(reply) is not Data:
-            return (self.encode_reply(reply),)
-        try:
-            return self.data_header(reply), reply.data
-        except (struct.error, AttributeError, KeyError) as exc:
-            raise ProtocolError(f"{self.protocol}: cannot encode {reply!r:.200}: {exc}") from None
-
     def encode_request(self, request: Request, max_message: int) -> bytes:
         """The bytes of ``request``; ProtocolError for one the format cannot carry."""
         return encode_request(self, request, max_message)
@@ -119,7 +100,7 @@ class NetworkFormat:
 class NetworkServerCodec(FrameDecoder[Request], ServerCodec):
     """The server's end of one network or uuid connection."""
 
-    __slots__ = ("_format",)
+    __slots__ = ("_data_header", "_encoders")
 
     def __init__(self, fmt: NetworkFormat, max_message: int) -> None:
         super().__init__(
@@ -129,16 +110,31 @@ class NetworkServerCodec(FrameDecoder[Request], ServerCodec):
             max_message=max_message,
             unknown=describe_key,
         )
-        self._format = fmt
+        self._encoders = fmt.reply_encoders
+        self._data_header = fmt.data_header
 
     # The frame decoder's own method, not a wrapper: this is the hottest call of a server.
     next_request = FrameDecoder.next_message
 
     def encode_reply(self, reply: Reply) -> bytes:
-        return self._format.encode_reply(reply)
+        """The bytes of ``reply``."""
+        encode = self._encoders.get(type(reply))
+        if encode is None:
+            raise ProtocolError(f"{self._protocol}: no form for a {type(reply).__name__} reply")
+        try:
+            return encode(reply)
+        except (struct.error, AttributeError, KeyError) as exc:
+            raise ProtocolError(f"{self._protocol}: cannot encode {reply!r:.200}: {exc}") from None
 
     def encode_reply_parts(self, reply: Reply) -> Sequence[Bytes]:
-        return self._format.encode_reply_parts(reply)
+        """``reply`` as parts: a Data reply as its header and its data (not copied)."""
+        if type(reply) is not Data:
+            return (self.encode_reply(reply),)
+        try:
+            return self._data_header(reply), reply.data
+        except (struct.error, AttributeError, KeyError) as exc:
+            raise ProtocolError(f"{self._protocol}: cannot encode {reply!r:.200}: {exc}") from None
+
 
 
 class NetworkClientCodec(FrameDecoder[Reply], ClientCodec):

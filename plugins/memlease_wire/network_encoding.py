@@ -61,7 +61,11 @@ def reply_encoders(fmt: NetworkFormat) -> dict[type, Callable[[Any], bytes]]:
     )
 
     def data(reply: Data) -> bytes:
-        return data_header(reply) + reply.data
+        lease_id = reply.lease_id.bytes if uuid_ids else reply.lease_id  # type: ignore[union-attr]
+        data = reply.data
+        n = len(data)
+        kind = REPLY_TYPE_OF_OP[reply.op._value_]
+        return f_data.pack(VERSION, kind, 0, data_size + n, lease_id, n) + data
 
     def data_header(reply: Data) -> bytes:
         lease_id = reply.lease_id.bytes if uuid_ids else reply.lease_id  # type: ignore[union-attr]
