@@ -107,13 +107,14 @@ class Connection:
         "_log_refusals",
         "_partial_since",
         "_pushed",
+        "_unserved",
         "detail",
         "due",
         "ending",
+        "has_output",
         "peer",
         "protocol",
         "state",
-        "unserved",
     )
 
     def __init__(
@@ -137,8 +138,11 @@ class Connection:
         self.ending: Ending | None = None
         self.detail = ""
         """What the ending was about (a protocol error's message), for the log."""
-        self.unserved = False
-        """Bytes came in that :meth:`next_output` has not yet looked at."""
+        self.has_output = False
+        """Whether :meth:`next_output` has something to give without more bytes: bytes came
+        in that it has not yet looked at, or a pushed message waits."""
+        # Bytes came in that next_output has not yet looked at.
+        self._unserved = False
         # When the first byte of a message not yet whole came; None between messages.
         self._partial_since: float | None = None
         self._decoded = False
@@ -172,7 +176,7 @@ class Connection:
             self._end(Ending.CLIENT)
             return
         self._codec.feed(data if self._copies or type(data) is bytes else bytes(data))  # type: ignore[arg-type]
-        self.unserved = self._fed = True
+        self._unserved = self._fed = self.has_output = True
 
     def received_into(self, count: int) -> None:
         """``count`` bytes were read into :meth:`receive_buffer`'s view (0: the client closed
@@ -182,41 +186,36 @@ class Connection:
             self._end(Ending.CLIENT)
             return
         self._codec.received(count)
-        self.unserved = self._fed = True
+        self._unserved = self._fed = self.has_output = True
 
     def push(self, message: Reply) -> None:
         """Queue ``message`` for the client: it goes out between two replies, or at once if
         the connection is waiting for a request (the driver must then be woken)."""
         self._pushed.append(message)
-
-    @property
-    def has_output(self) -> bool:
-        """Whether :meth:`next_output` has something to give without more bytes."""
-        return self.unserved or bool(self._pushed)
+        self.has_output = True
 
     def next_output(self, now: float) -> list[Bytes]:
-        """The bytes to send next, in order; empty when everything received so far has been
-        answered. A part may be a view of a lease's memory: send it (or copy it) before the
-        next call."""
+        """The bytes to send next, in order; empty when there is nothing to send. Call it while
+        :attr:`has_output`. A part may be a view of a lease's memory: send it (or copy it)
+        before the next call."""
         self.state = State.SERVING
         codec = self._codec
         out: list[Bytes] = []
         pushed = self._pushed
         while pushed:
             out.append(codec.encode_reply(pushed.popleft()))
-        if not self.unserved:
+        if not self._unserved:
+            self.has_output = False
             return out
         next_request = codec.next_request
         encode_reply = codec.encode_reply
         handle = self._handle
         held = 0
         try:
-            while True:
-                request = next_request()
-                if request is None:
-                    self.unserved = False
-                    return out
+            request = next_request()
+            if request is not None:
                 self._decoded = True
+            while request is not None:
                 reply = handle(request, now)
                 kind = type(reply)
                 if kind is Data:
@@ -232,9 +231,12 @@ class Connection:
                 held += len(encoded)
                 if held > SEND_AT:
                     return out
+                request = next_request()
+            self._unserved = self.has_output = False
+            return out
         except ProtocolError as exc:
             out.append(encode_reply(ErrorReply(ErrorCode.BAD_REQUEST, str(exc))))
-            self.unserved = False
+            self._unserved = self.has_output = False
             self.detail = str(exc)
             self._ending_after_send = Ending.BAD_INPUT
             return out

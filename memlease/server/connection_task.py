@@ -135,7 +135,10 @@ async def _serve(
             now = current_time()
             if scope.deadline <= now < connection.due:
                 return  # an early deadline fell due in this pass: answer under a new scope
-        while out := connection.next_output(now):
+        while connection.has_output:
+            out = connection.next_output(now)
+            if not out:
+                break
             after_batch()  # before the send: a slow reader must not delay an expiry
             rest = send_now(out)
             if rest is not None:
