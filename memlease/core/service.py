@@ -144,7 +144,7 @@ class Service:
         return Data(Op.READ, request.lease_id, data)
 
     def _set(self, request: SetRequest, now: float) -> Reply:
-        self.table.set(request.lease_id, request.data, now)
+        self.table.write(request.lease_id, 0, request.data, now)  # a set is a write at 0
         return Done(Op.SET, request.lease_id)
 
     def _write(self, request: WriteRequest, now: float) -> Reply:
