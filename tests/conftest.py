@@ -29,7 +29,8 @@ import trio
 from memlease.client.blocking import Client
 from memlease.client.trio_client import AsyncClient, connect
 from memlease.protocol import ProtocolRegistry, load_protocols
-from memlease.server.config import Config, Listener
+from memlease.server.config import Config
+from memlease.server.config_values import Listener
 from memlease.server.run import BoundListener, serve
 
 PROTOCOLS = ("native", "network", "uuid")

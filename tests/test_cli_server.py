@@ -25,7 +25,8 @@ from conftest import RunningServer, StartServer
 from trio.testing import MockClock
 
 from memlease.cli.main import main
-from memlease.server.config import Config, Listener
+from memlease.server.config import Config
+from memlease.server.config_values import Listener
 
 Capture = pytest.CaptureFixture[str]
 

@@ -12,16 +12,9 @@ from hypothesis import strategies as st
 from memlease.core.errors import ConfigError
 from memlease.core.messages import IdKind
 from memlease.protocol import ProtocolEntry, ProtocolRegistry, ProtocolSpec
-from memlease.server.config import (
-    FILE_KEYS,
-    Config,
-    Listener,
-    load_config,
-    packaged_default_text,
-    parse_duration,
-    parse_listener,
-    parse_size,
-)
+from memlease.server.config import FILE_KEYS, Config, load_config, packaged_default_text
+from memlease.server.config_values import Listener, parse_listener
+from memlease.units import parse_duration, parse_size
 
 ROOT = Path(__file__).resolve().parent.parent
 

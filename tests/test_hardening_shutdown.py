@@ -117,7 +117,8 @@ async def test_a_message_half_received_when_shutdown_begins_has_the_whole_grace(
 
 def _serve_in_a_subprocess() -> tuple[subprocess.Popen[str], int]:
     script = (
-        "import sys; from memlease.server.config import Config, Listener;"
+        "import sys; from memlease.server.config import Config;"
+        "from memlease.server.config_values import Listener;"
         "from memlease.server.run import run;"
         "sys.exit(run(Config(listeners=(Listener('network', 0),), arena_size=1 << 20)))"
     )

@@ -25,7 +25,8 @@ from memlease.client.trio_client import connect
 from memlease.core.errors import ErrorCode
 from memlease.core.messages import ErrorReply, GetRequest, Reply, SetRequest, StatsRequest
 from memlease.protocol import ProtocolRegistry
-from memlease.server.config import Config, Listener
+from memlease.server.config import Config
+from memlease.server.config_values import Listener
 from memlease.server.run import BoundListener, serve
 
 Caplog = pytest.LogCaptureFixture
@@ -312,7 +313,8 @@ async def test_replies_in_flight_are_sent_before_shutdown(registry: ProtocolRegi
 
 def test_run_exits_0_on_sigterm() -> None:
     script = (
-        "import sys; from memlease.server.config import Config, Listener;"
+        "import sys; from memlease.server.config import Config;"
+        "from memlease.server.config_values import Listener;"
         "from memlease.server.run import run;"
         "sys.exit(run(Config(listeners=(Listener('native', 0),), arena_size=4096)))"
     )

@@ -18,7 +18,8 @@ from memlease import ConnectionFailed
 from memlease.cli.main import main
 from memlease.core.errors import ConfigError
 from memlease.protocol import ProtocolRegistry
-from memlease.server.config import Config, Listener, load_config
+from memlease.server.config import Config, load_config
+from memlease.server.config_values import Listener
 from memlease.tls import client_context, server_context
 
 Caplog = pytest.LogCaptureFixture

@@ -21,7 +21,7 @@ from memlease.bench.storm import run_storm, storm_case
 from memlease.bench.workload import TargetSpec, Workload, parse_mix
 from memlease.client.connecting import parse_address
 from memlease.core.errors import MemleaseError
-from memlease.server.config import parse_duration, parse_size
+from memlease.units import parse_duration, parse_size
 
 T = TypeVar("T")
 

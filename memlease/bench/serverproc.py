@@ -14,7 +14,8 @@ from typing import Any
 
 import trio
 
-from memlease.server.config import Config, Listener, load_config
+from memlease.server.config import Config, load_config
+from memlease.server.config_values import Listener
 from memlease.server.glibc_malloc import keep_large_blocks
 
 

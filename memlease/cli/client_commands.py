@@ -22,7 +22,7 @@ from memlease.protocol import (
     ProtocolSpec,
     load_protocols,
 )
-from memlease.server.config import parse_duration, parse_size
+from memlease.units import parse_duration, parse_size
 
 if TYPE_CHECKING:
     from memlease.client.blocking import Client

@@ -27,7 +27,8 @@ from memlease.cli.client_commands import (
 )
 from memlease.core.errors import ConfigError, LeaseNotFound, MemleaseError, not_found_message
 from memlease.protocol import ProtocolRegistry, load_protocols
-from memlease.server.config import FLAGS, Config, Listener, load_config
+from memlease.server.config import FLAGS, Config, load_config
+from memlease.server.config_values import Listener
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2

@@ -21,10 +21,9 @@ from memlease.core.errors import ConfigError
 from memlease.protocol import ProtocolRegistry, load_protocols
 
 # Re-exported: callers import these from here, as they did before config_values.py.
-from memlease.server.config_values import LOG_LEVELS as LOG_LEVELS
-from memlease.server.config_values import Listener as Listener
-from memlease.server.config_values import parse_listener as parse_listener
 from memlease.server.config_values import (
+    LOG_LEVELS,
+    Listener,
     to_count,
     to_listeners,
     to_log_level,
@@ -37,9 +36,7 @@ from memlease.server.config_values import (
 )
 
 # Re-exported: callers import the unit parsers from here, as they did before units.py.
-from memlease.units import format_size as format_size
-from memlease.units import parse_duration as parse_duration
-from memlease.units import parse_size as parse_size
+from memlease.units import format_size
 
 MIN_MAX_MESSAGE = 1024
 """The smallest limits.max_message: room for every protocol's headers and error replies."""

@@ -22,7 +22,8 @@ from memlease.core.errors import ConfigError
 from memlease.core.service import Service
 from memlease.protocol import ProtocolRegistry, ProtocolSpec, default_registry
 from memlease.server.accept import CAPACITY_ERRNOS, accept_forever, close_socket, listening_socket
-from memlease.server.config import Config, Listener, largest_lease
+from memlease.server.config import Config, largest_lease
+from memlease.server.config_values import Listener
 from memlease.server.connection import Connection, Limits
 from memlease.server.connection_set import ConnectionSet, OpenConnection
 from memlease.server.connection_task import SCRATCH_SIZE, serve_connection
