@@ -234,3 +234,17 @@ def test_a_message_still_arriving_when_the_grace_ends_is_cut_off() -> None:
     assert connection.ending is None and connection.due == 1.0
     connection.time_is(1.0)
     assert connection.ending is Ending.SHUTDOWN and connection.detail == "sending a message"
+
+
+def test_a_blocked_send_is_bounded_from_its_last_progress() -> None:
+    connection = _connection()
+    connection.received(_wire("network", StatsRequest()))
+    connection.next_output(1.0)
+    connection.send_blocked(1.0)
+    connection.send_progress(1.0 + REQUEST_TIMEOUT - 0.5)  # the client took some
+    connection.time_is(1.0 + REQUEST_TIMEOUT)
+    assert connection.ending is None
+    assert connection.due == 1.0 + 2 * REQUEST_TIMEOUT - 0.5
+    assert connection.wait_until == float("inf")  # the send's own waits keep the bound
+    connection.shut_down(2.0, grace_until=4.0)
+    assert connection.wait_until == 4.0

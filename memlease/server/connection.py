@@ -10,7 +10,8 @@ Time limits:
 - idle: a connection that holds no part of a message must send one within the idle timeout;
 - request: a message must be whole within the request timeout from its first byte (when a
   receive ends one message and starts the next, the next one's clock starts then);
-- send: replies the socket did not take at once must go within the request timeout;
+- send: of replies the socket did not take at once, the client must take some within the
+  request timeout, and again within it after each write (progress, as nginx's send_timeout);
 - shutdown: a connection waiting for a request gets :data:`SHUTDOWN_DRAIN` more (a request
   already on its way is served), one sending replies or receiving a message gets the grace.
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -242,12 +244,27 @@ class Connection:
             return out
 
     def send_blocked(self, now: float) -> None:
-        """The socket did not take all of a send: the rest must go within the send bound."""
+        """The socket did not take all of a send: the client must take some of the rest
+        within the send bound."""
         self.state = State.SENDING
+        self.send_progress(now)
+
+    def send_progress(self, now: float) -> None:
+        """The client took some of a blocked send: the bound counts again from ``now``, so
+        a reader that is slow but steady is never cut, and one that stalls is."""
         due = now + self._limits.request_timeout
         if self._grace_until is not None:
             due = min(due, self._grace_until)
         self.due = due
+
+    @property
+    def wait_until(self) -> float:
+        """When the driving task's wait must end at the latest: :attr:`due`, except in a
+        blocked send, whose own waits keep the send bound (and look for progress): then
+        the shutdown grace, if shutdown has begun."""
+        if self.state is State.SENDING:
+            return math.inf if self._grace_until is None else self._grace_until
+        return self.due
 
     def send_done(self, now: float) -> None:
         """The blocked send went out."""

@@ -54,7 +54,7 @@ class ConnectionSet:
         self._open.add(connection)
         if self.closing:
             connection.connection.shut_down(trio.current_time(), self.grace_deadline)
-            connection.scope.deadline = connection.connection.due
+            connection.scope.deadline = connection.connection.wait_until
 
     def discard(self, connection: OpenConnection) -> None:
         self._open.discard(connection)
@@ -68,4 +68,4 @@ class ConnectionSet:
         self.grace_deadline = now + grace
         for entry in self._open:
             entry.connection.shut_down(now, self.grace_deadline)
-            entry.scope.deadline = entry.connection.due
+            entry.scope.deadline = entry.connection.wait_until

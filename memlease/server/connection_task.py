@@ -23,7 +23,7 @@ from memlease.client.connecting import RECEIVE_SIZE
 from memlease.server.accept import close_socket
 from memlease.server.connection import Connection, Limits, log_ending
 from memlease.server.connection_set import ConnectionSet, OpenConnection
-from memlease.server.socket_io import SocketIO, StreamIO
+from memlease.server.socket_io import Bytes, SocketIO, StreamIO
 
 log = logging.getLogger("memlease")
 
@@ -118,7 +118,7 @@ async def _serve(
 ) -> None:
     """Serve under ``scope`` until the connection ends or its scope fell due early."""
     receive, receive_into = io.receive, io.receive_into
-    send_now, send_rest = io.send_now, io.send_rest
+    send_now = io.send_now
     current_time = trio.current_time
     while True:
         if connection.has_output:
@@ -142,16 +142,42 @@ async def _serve(
             after_batch()  # before the send: a slow reader must not delay an expiry
             rest = send_now(out)
             if rest is not None:
-                connection.send_blocked(now)
-                scope.deadline = connection.due
-                await send_rest(rest)
-                now = current_time()
-                connection.send_done(now)
+                now = await _send_rest(io, connection, scope, rest, now)
+                if connection.ending is not None:
+                    return
         connection.batch_done(now)
         if connection.ending is not None:
             return
         if connection.due < scope.deadline:
             scope.deadline = connection.due
+
+
+async def _send_rest(
+    io: StreamIO, connection: Connection, scope: trio.CancelScope, rest: Bytes, now: float
+) -> float:
+    """Send what the socket did not take at once; the time after. The client must take some
+    within the send bound, counted again from each write that went and from each time the
+    kernel's queue for the client shrank (a slow reader drains it long before the socket
+    takes more). Ends the connection if it takes nothing for that long."""
+    connection.send_blocked(now)
+    # The waits below keep the send bound; the scope keeps only the shutdown grace.
+    scope.deadline = connection.wait_until
+    view = memoryview(rest)
+    queued = io.unacknowledged()
+    while view:
+        sent = await io.send_some(view, connection.due)
+        now = trio.current_time()
+        if sent:
+            view = view[sent:]
+        else:
+            still = io.unacknowledged()
+            if still is None or queued is None or still >= queued:
+                connection.time_is(now)  # nothing taken within the bound
+                return now
+        queued = io.unacknowledged()
+        connection.send_progress(now)
+    connection.send_done(now)
+    return now
 
 
 async def _handshake(

@@ -7,14 +7,18 @@ needs none of that. Here a receive reads into a scratch buffer and yields to the
 most once per call, and a send is first tried without waiting: most replies fit the socket
 buffer, so they go out at once and no deadline has to be set for them. Only what the socket
 did not take is copied (the parts may be views of memory that can change once we wait) and
-sent with the usual wait-for-writable loop, a cancellation point like any trio send.
+sent a piece at a time with :meth:`StreamIO.send_some`, each piece a cancellation point and
+each a sign of progress that the caller's send bound counts from.
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import socket
+import sys
+import termios
 from collections.abc import Sequence
 
 import trio
@@ -23,7 +27,13 @@ from trio.lowlevel import checkpoint, checkpoint_if_cancelled, wait_readable, wa
 Bytes = bytes | bytearray | memoryview
 
 _IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 16
+SEND_PIECE = 256 * 1024
+"""Bytes a stream without partial sends (TLS) is given at a time, so that a reader that
+takes a large reply slowly but steadily shows progress."""
 _CLOSED = frozenset({errno.EBADF, errno.ENOTSOCK})
+# SIOCOUTQ (Linux's TIOCOUTQ on a TCP socket): bytes the peer has not acknowledged yet.
+_OUTQ: int | None = getattr(termios, "TIOCOUTQ", None) if sys.platform == "linux" else None
+_INT_ZERO = bytes(4)
 
 
 class StreamIO:
@@ -59,9 +69,21 @@ class StreamIO:
         # a view (of a lease's block) could change while send_all waits
         return b"".join(parts)
 
-    async def send_rest(self, data: Bytes) -> None:
-        """Send ``data`` (what :meth:`send_now` left), waiting as long as it takes."""
-        await self._stream.send_all(data)
+    async def send_some(self, data: Bytes, until: float) -> int:
+        """Send the front of ``data`` (what :meth:`send_now` left), waiting until the peer
+        takes some, but not past ``until``: how many bytes went, 0 if none by then. Call
+        again with the rest."""
+        # A stream's send_all takes all or breaks; in pieces, each one counts as progress.
+        # One cut short leaves the stream unusable: the caller ends the connection on a 0.
+        piece = data[:SEND_PIECE]
+        with trio.move_on_at(until):
+            await self._stream.send_all(piece)
+            return len(piece)
+        return 0
+
+    def unacknowledged(self) -> int | None:
+        """Bytes sent that the peer has not yet acknowledged, if the stream can tell."""
+        return None
 
 
 class SocketIO(StreamIO):
@@ -162,18 +184,28 @@ class SocketIO(StreamIO):
         except OSError as exc:
             raise _broken(exc) from exc
 
-    async def send_rest(self, data: Bytes) -> None:
-        view = memoryview(data)
+    async def send_some(self, data: Bytes, until: float) -> int:
         fd = self._fd
-        while view:
-            await wait_writable(self._socket)
+        while True:
+            with trio.move_on_at(until) as waiting:
+                await wait_writable(self._socket)
+            if waiting.cancelled_caught:
+                return 0  # nothing is half sent: the wait comes before the write
             try:
-                sent = os.write(fd, view)
+                return os.write(fd, data)
             except BlockingIOError:
                 continue
             except OSError as exc:
                 raise _broken(exc) from exc
-            view = view[sent:]
+
+    def unacknowledged(self) -> int | None:
+        if _OUTQ is None:
+            return None
+        try:
+            queued = fcntl.ioctl(self._fd, _OUTQ, _INT_ZERO)
+        except OSError:
+            return None
+        return int.from_bytes(queued, sys.byteorder, signed=True)
 
 
 def _broken(exc: OSError) -> trio.BrokenResourceError | trio.ClosedResourceError:
