@@ -331,13 +331,20 @@ def test_run_exits_0_on_sigterm() -> None:
 async def test_refused_requests_are_logged_with_the_peer(
     server: RunningServer, caplog: Caplog
 ) -> None:
-    caplog.set_level(logging.INFO, logger="memlease")
+    caplog.set_level(logging.DEBUG, logger="memlease")
     async with await server.connect("network") as client:
         with pytest.raises(LeaseNotFound):
             await client.get(4242)
-    refusals = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
-    assert len(refusals) == 1 and refusals[0].startswith("127.0.0.1:"), refusals
-    assert "get refused (NOT_FOUND)" in refusals[0] and "4242" in refusals[0]
+        with pytest.raises(BadSize):
+            await client.lease(1 << 40, 1000)
+    refusals = [r for r in caplog.records if "refused" in r.getMessage()]
+    assert len(refusals) == 2 and refusals[0].getMessage().startswith("127.0.0.1:"), refusals
+    miss, bad_size = refusals
+    # A miss is at DEBUG: a client with stale ids, or a guessing one, makes many.
+    assert "get refused (NOT_FOUND)" in miss.getMessage() and "4242" in miss.getMessage()
+    assert miss.levelno == logging.DEBUG
+    assert "lease refused (BAD_SIZE)" in bad_size.getMessage()
+    assert bad_size.levelno == logging.INFO
 
 
 async def test_connections_opening_and_closing_are_logged_at_debug(

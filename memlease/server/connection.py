@@ -332,7 +332,12 @@ class Connection:
 
 
 def _log_refusal(peer: str, request: Request, reply: ErrorReply) -> None:
-    log.info("%s: %s refused (%s): %s", peer, request.op.value, reply.code.name, reply.message)
+    # A miss is what a client with a stale id, or a guessing one, causes many times a second.
+    level = logging.DEBUG if reply.code is ErrorCode.NOT_FOUND else logging.INFO
+    if log.isEnabledFor(level):
+        log.log(
+            level, "%s: %s refused (%s): %s", peer, request.op.value, reply.code.name, reply.message
+        )
 
 
 def log_ending(connection: Connection, limits: Limits) -> None:
