@@ -35,6 +35,7 @@ from memlease.core.messages import (
 from memlease.core.service import Service
 from memlease.protocol import DEFAULT_MAX_MESSAGE, load_protocols
 from memlease.server.connection import (
+    MAX_MISSES,
     SEND_AT,
     SHUTDOWN_DRAIN,
     Connection,
@@ -248,3 +249,22 @@ def test_a_blocked_send_is_bounded_from_its_last_progress() -> None:
     assert connection.wait_until == float("inf")  # the send's own waits keep the bound
     connection.shut_down(2.0, grace_until=4.0)
     assert connection.wait_until == 4.0
+
+
+def test_a_connection_asking_for_too_many_unknown_ids_in_a_second_is_closed() -> None:
+    connection = _connection("network")
+    misses = [GetRequest(1_000_000 + i) for i in range(MAX_MISSES)]
+    sent = _serve(connection, _wire("network", *misses), 0.0)
+    assert connection.ending is None and len(_replies("network", sent)) == MAX_MISSES
+    sent = _serve(connection, _wire("network", GetRequest(7), StatsRequest()), 0.5)
+    (reply,) = _replies("network", sent)  # answered, and nothing after it
+    assert isinstance(reply, ErrorReply) and reply.code is ErrorCode.NOT_FOUND
+    assert connection.ending is Ending.GUESSING and "unknown ids" in connection.detail
+
+
+def test_misses_spread_over_seconds_are_not_guessing() -> None:
+    connection = _connection("network")
+    for second in range(3):
+        misses = [GetRequest(1_000_000 + i) for i in range(MAX_MISSES)]
+        _serve(connection, _wire("network", *misses), float(second))
+        assert connection.ending is None

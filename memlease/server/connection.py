@@ -59,6 +59,7 @@ class Ending(enum.Enum):
     REQUEST = "request timeout"
     SEND = "send timeout"
     BAD_INPUT = "bad input"
+    GUESSING = "too many unknown ids"
     SHUTDOWN = "server shutting down"
 
 
@@ -74,6 +75,12 @@ class State(enum.Enum):
     CLOSED = "closed"
 
 
+MAX_MISSES = 1000
+"""Requests for unknown ids (expired, released, never granted) a connection may make in one
+second by default; past it, it is closed. Int ids are 31 bits: one connection guessing at
+full speed found other tenants' leases among 100,000 live ones within seconds."""
+
+
 @dataclass(frozen=True, slots=True)
 class Limits:
     """The per-connection limits of the server's configuration."""
@@ -81,6 +88,8 @@ class Limits:
     max_message: int
     request_timeout: float
     idle_timeout: float
+    max_misses_per_second: int = MAX_MISSES
+    """0: no limit."""
 
 
 Handler = Callable[[Request, float], Reply]
@@ -107,6 +116,8 @@ class Connection:
         "_handle",
         "_limits",
         "_log_refusals",
+        "_misses",
+        "_misses_since",
         "_partial_since",
         "_pushed",
         "_unserved",
@@ -153,6 +164,9 @@ class Connection:
         self._pushed: deque[Reply] = deque(maxlen=PUSH_LIMIT)
         self._ending_after_send: Ending | None = None
         self._log_refusals = log.isEnabledFor(logging.INFO)
+        # Unknown ids asked for since _misses_since (a window of one second).
+        self._misses = 0
+        self._misses_since = now
 
     # ------------------------------------------------------------------ events
 
@@ -226,8 +240,14 @@ class Connection:
                         # The next request may change or free the lease: this goes first.
                         out.extend(codec.encode_reply_parts(reply))
                         return out
-                elif kind is ErrorReply and self._log_refusals:
-                    _log_refusal(self.peer, request, reply)  # type: ignore[arg-type]
+                elif kind is ErrorReply:
+                    if self._log_refusals:
+                        _log_refusal(self.peer, request, reply)  # type: ignore[arg-type]
+                    if reply.code is ErrorCode.NOT_FOUND and self._missed(now):  # type: ignore[union-attr]
+                        out.append(encode_reply(reply))
+                        self._unserved = self.has_output = False
+                        self._ending_after_send = Ending.GUESSING
+                        return out
                 encoded = encode_reply(reply)
                 out.append(encoded)
                 held += len(encoded)
@@ -242,6 +262,19 @@ class Connection:
             self.detail = str(exc)
             self._ending_after_send = Ending.BAD_INPUT
             return out
+
+    def _missed(self, now: float) -> bool:
+        """Count a request for an unknown id; whether the connection has made too many."""
+        limit = self._limits.max_misses_per_second
+        if not limit:
+            return False
+        if now - self._misses_since >= 1.0:
+            self._misses_since, self._misses = now, 0
+        self._misses += 1
+        if self._misses <= limit:
+            return False
+        self.detail = f"{self._misses} requests for unknown ids within 1 s (limit {limit})"
+        return True
 
     def send_blocked(self, now: float) -> None:
         """The socket did not take all of a send: the client must take some of the rest
@@ -359,5 +392,7 @@ def log_ending(connection: Connection, limits: Limits) -> None:
         )
     elif ending is Ending.SHUTDOWN and connection.detail:
         log.warning("%s: still %s when the shutdown grace ended; cut off", peer, connection.detail)
+    elif ending is Ending.GUESSING:
+        log.warning("%s: closing: %s; is it guessing ids?", peer, connection.detail)
     elif ending is Ending.BAD_INPUT:
         log.warning("%s: bad %s input, closing: %s", peer, connection.protocol, connection.detail)
