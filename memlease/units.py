@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-import math
 import re
+from fractions import Fraction
 
 _SIZE_UNITS = {"b": 1, "kib": 1024, "mib": 1024**2, "gib": 1024**3}
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _NUMBER_WITH_UNIT = re.compile(r"\s*([+-]?\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*")
+
+MAX_SECONDS = 10**9
+"""The longest duration taken, about 31 years: beyond it a duration is a typo, and a float
+of seconds (or an int of milliseconds) would lose or overflow."""
 
 
 def parse_size(text: str) -> int:
@@ -21,10 +25,14 @@ def parse_size(text: str) -> int:
     number, unit = match.groups()
     if unit.lower() not in _SIZE_UNITS and unit != "":
         raise ValueError(f"bad size unit {unit!r} (use B, KiB, MiB or GiB)")
-    value = float(number) * _SIZE_UNITS.get(unit.lower(), 1)
+    # Exact: a float would lose digits, or overflow to infinity on a long number.
+    try:
+        value = Fraction(number) * _SIZE_UNITS.get(unit.lower(), 1)
+    except ValueError:  # more digits than Python converts (sys.get_int_max_str_digits)
+        raise ValueError("too large") from None
     if value < 0:
         raise ValueError("a size cannot be negative")
-    if value != math.floor(value):
+    if value.denominator != 1:
         raise ValueError("not a whole number of bytes")
     return int(value)
 
@@ -46,6 +54,8 @@ def parse_duration(text: str) -> float:
     seconds = float(number) * _DURATION_UNITS[unit.lower()]
     if seconds < 0:
         raise ValueError("a duration cannot be negative")
+    if not seconds <= MAX_SECONDS:  # infinity too
+        raise ValueError(f"too long (at most {MAX_SECONDS}s, about 31 years)")
     return seconds
 
 

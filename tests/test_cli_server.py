@@ -219,7 +219,7 @@ def test_serve_with_a_port_taken_exits_2_naming_the_listener(
 def test_serve_passes_the_flags_to_the_server(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[Config] = []
 
-    def run(config: Config) -> int:
+    def run(config: Config, reload: object = None) -> int:
         seen.append(config)
         return 0
 

@@ -73,7 +73,8 @@ def test_shipped_config_names_every_key_except_the_optional_lease_cap() -> None:
     text = packaged_default_text()
     for name, key in FILE_KEYS.items():
         leaf = key.rsplit(".", 1)[-1]
-        if name == "max_lease_size" or name.startswith("tls_"):
+        optional = ("max_lease_size", "max_connections_per_client")
+        if name in optional or name.startswith("tls_"):
             assert f"# {leaf} =" in text, key
         elif name == "listeners":
             assert "[[listener]]" in text
@@ -106,6 +107,20 @@ def test_empty_file_gives_the_defaults(tmp_path: Path) -> None:
 )
 def test_parse_size(text: str, size: int) -> None:
     assert parse_size(text) == size
+
+
+def test_parse_size_is_exact_however_long_the_number() -> None:
+    assert parse_size("9007199254740993") == 2**53 + 1  # a float would round it
+    assert parse_size("1" + "0" * 400) == 10**400
+    assert parse_size("0.25KiB") == 256
+
+
+def test_parse_duration_refuses_what_no_float_or_sane_limit_holds() -> None:
+    with pytest.raises(ValueError, match="too long"):
+        parse_duration("1" + "0" * 400 + "s")
+    with pytest.raises(ValueError, match="too long"):
+        parse_duration("300000h")
+    assert parse_duration("1000000000s") == 1e9
 
 
 @pytest.mark.parametrize(
@@ -171,8 +186,10 @@ def test_flags_override_the_file(tmp_path: Path) -> None:
         arena_size="4096",
         listeners=["uuid=0", "native=7500"],
         max_connections="7",
+        max_connections_per_client="3",
         request_timeout="250ms",
         idle_timeout="2m",
+        handshake_timeout="1500ms",
         max_ttl_ms="1h",
         max_message="1MiB",
         log_level="DEBUG",
@@ -182,12 +199,23 @@ def test_flags_override_the_file(tmp_path: Path) -> None:
         arena_size=4096,
         listeners=(Listener("uuid", 0), Listener("native", 7500)),
         max_connections=7,
+        max_connections_per_client=3,
         request_timeout=0.25,
         idle_timeout=120.0,
+        handshake_timeout=1.5,
         max_ttl_ms=3_600_000,
         max_message=1024 * 1024,
         log_level="debug",
     )
+
+
+def test_the_new_limits_keys_from_the_file(tmp_path: Path) -> None:
+    config = load(
+        "[limits]\nmax_connections_per_client = 0\ntls_handshake_timeout = '2s'\n", tmp_path
+    )
+    assert (config.max_connections_per_client, config.handshake_timeout) == (0, 2.0)
+    assert Config().max_connections_per_client is None  # a quarter of max_connections
+    assert Config().handshake_timeout == 5.0
 
 
 def test_typed_overrides_from_python(tmp_path: Path) -> None:
@@ -237,6 +265,17 @@ def test_typed_overrides_from_python(tmp_path: Path) -> None:
         ("", {"listeners": ["native=1", "uuid=1"]}, "used by another listener"),
         ("", {"log_level": "chatty"}, "--log-level = 'chatty': unknown log level"),
         ("", {"arena_size": "1TiB"}, "bad size unit 'TiB'"),
+        ("[limits]\nmax_connections_per_client = -1\n", {}, "per_client = -1: cannot be neg"),
+        ("", {"max_connections_per_client": "x"}, "--max-connections-per-client = 'x'"),
+        ("[limits]\ntls_handshake_timeout = 5\n", {}, "handshake_timeout = 5: give a unit"),
+        ("", {"handshake_timeout": "0s"}, "--tls-handshake-timeout = 0.0: must be more than"),
+        ("[arena]\nsize = 9223372036854775808\n", {}, "too large (at most 9223372036854775807"),
+        ("", {"idle_timeout": "1000000001s"}, "--idle-timeout = '1000000001s': too long"),
+        ("", {"request_timeout": float("inf")}, "--request-timeout = inf: too long"),
+        ("", {"max_connections": str(2**63)}, "--max-connections = '9223372036854775808'"),
+        ("[arena]\nsize = 1" + "0" * 5000 + "\n", {}, "not valid TOML: Exceeds the limit"),
+        ("", {"arena_size": "1" + "0" * 5000}, "0': too large"),
+        ("", {"expiry_batch": "1" + "0" * 5000}, "0': too large"),
     ],
 )
 def test_bad_values_give_one_line_naming_key_and_value(

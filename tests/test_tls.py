@@ -158,7 +158,7 @@ key = "{pki.key}"
 async def test_a_stalled_handshake_is_cut_off_and_does_not_block_accepting(
     start_server: StartServer, pki: Pki, autojump_clock: trio.testing.MockClock, caplog: Caplog
 ) -> None:
-    server = await start_server("network", request_timeout=3.0, **pki.server_fields())
+    server = await start_server("network", handshake_timeout=3.0, **pki.server_fields())
     async with await server.open_socket("network") as silent:
         started = trio.current_time()
         async with await server.connect("network", ssl_context=client_context(pki.ca)) as other:

@@ -15,6 +15,7 @@ import os
 import socket
 import sys
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import NoReturn
 
@@ -68,6 +69,11 @@ def build_parser() -> _Parser:
     )
     serve.add_argument("--max-connections", metavar="N")
     serve.add_argument(
+        "--max-connections-per-client",
+        metavar="N",
+        help="connections one source address may hold (default: max-connections / 4; 0: any)",
+    )
+    serve.add_argument(
         "--request-timeout",
         metavar="DURATION",
         help="time to receive one whole message once its first byte came",
@@ -80,6 +86,11 @@ def build_parser() -> _Parser:
     serve.add_argument("--tls-key", metavar="PATH", help="PEM private key of --tls-cert")
     serve.add_argument(
         "--tls-client-ca", metavar="PATH", help="PEM CA(s): require client certificates"
+    )
+    serve.add_argument(
+        "--tls-handshake-timeout",
+        metavar="DURATION",
+        help="time a TLS handshake may take from accept (default 5s)",
     )
     serve.set_defaults(handler=_serve)
 
@@ -147,6 +158,7 @@ def _serve(args: argparse.Namespace, registry: ProtocolRegistry | None) -> int:
         "listeners": args.listen,
         "arena_size": args.arena,
         "max_connections": args.max_connections,
+        "max_connections_per_client": args.max_connections_per_client,
         "request_timeout": args.request_timeout,
         "idle_timeout": args.idle_timeout,
         "max_ttl_ms": args.max_ttl,
@@ -155,14 +167,17 @@ def _serve(args: argparse.Namespace, registry: ProtocolRegistry | None) -> int:
         "tls_certificate": args.tls_cert,
         "tls_key": args.tls_key,
         "tls_client_ca": args.tls_client_ca,
+        "handshake_timeout": args.tls_handshake_timeout,
     }
     assert set(flag_values) == set(FLAGS)
     overrides = {name: value for name, value in flag_values.items() if value is not None}
     config = load_config(args.config, overrides, registry=registry)
     # The trio shell loads only when serving, so the client commands start fast.
     server = importlib.import_module("memlease.server.run")
+    # SIGHUP reads the same file again, with the same flags on top.
+    reload = partial(load_config, args.config, overrides, registry=registry)
     try:
-        return int(server.run(config))
+        return int(server.run(config, reload))
     except (OSError, BaseExceptionGroup) as exc:
         bind_error = _find_os_error(exc)
         if bind_error is None:
@@ -184,6 +199,9 @@ def _find_os_error(exc: BaseException) -> OSError | None:
 def _bind_failure(config: Config, error: OSError) -> str:
     """Name the listener that could not bind, found by probing each configured port, since
     the OSError from deep in the server may not say which."""
+    if isinstance(error, socket.gaierror) or (error.errno or 0) < 0:
+        # getaddrinfo's errors are not errno values: os.strerror says "Unknown error -2"
+        return f"cannot resolve host {config.host!r}: {error.strerror or error}"
     reason = os.strerror(error.errno) if error.errno else str(error)
     for listener in config.listeners:
         if listener.port and not _can_bind(config.host, listener):

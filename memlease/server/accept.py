@@ -12,6 +12,8 @@ which Linux copies to each accepted one.
 from __future__ import annotations
 
 import errno
+import ipaddress
+import logging
 import socket
 import sys
 from collections.abc import Callable
@@ -20,6 +22,8 @@ from typing import Any
 
 import trio
 from trio.lowlevel import checkpoint, notify_closing, wait_readable
+
+log = logging.getLogger("memlease")
 
 Accepted = Callable[[socket.socket, str], None]
 
@@ -86,6 +90,24 @@ def _set_tcp_options(sock: socket.socket) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, option, value)
 
 
+def client_of(peer: str) -> str:
+    """The client a peer (``host:port``, as :func:`peer_name` gives it) counts as for
+    per-client limits: its IPv4 address, or the /64 network of its IPv6 address, which one
+    host may hold whole (an IPv4-mapped address is its IPv4 address). "" when unknown."""
+    host = peer.rpartition(":")[0]
+    if host[:1] != "[":
+        return host
+    try:
+        address = ipaddress.IPv6Address(host[1:-1])
+    except ValueError:
+        return host
+    if address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    if address.is_loopback:
+        return str(address)
+    return str(ipaddress.IPv6Network((int(address) >> 64 << 64, 64)))
+
+
 def peer_name(address: object) -> str:
     """``host:port`` (``[host]:port`` for IPv6) of an address as accept() returns it."""
     if isinstance(address, tuple) and len(address) >= 2:
@@ -145,3 +167,75 @@ def close_socket(sock: socket.socket) -> None:
     if sock.fileno() != -1:
         notify_closing(sock)
         sock.close()
+
+
+class LogRate:
+    """Repeated log lines of one cause, at most one per ``interval`` seconds: a flood of
+    refused connections or failed accepts must not flood the log too. Plain data: the caller
+    passes the time."""
+
+    def __init__(self, interval: float = 1.0) -> None:
+        self.interval = interval
+        self._next: dict[object, float] = {}
+        self._left_out: dict[object, int] = {}
+
+    def allow(self, cause: object, now: float) -> int | None:
+        """None: leave this line of ``cause`` out (it is counted). Otherwise log it, saying
+        how many lines of the cause were left out since the last one (the number returned)."""
+        if now < self._next.get(cause, -float("inf")):
+            self._left_out[cause] = self._left_out.get(cause, 0) + 1
+            return None
+        self._next[cause] = now + self.interval
+        return self._left_out.pop(cause, 0)
+
+
+def left_out(count: int) -> str:
+    """The tail of a rate-limited line: how many like it were left out before it."""
+    return f" ({count} more like it left out)" if count else ""
+
+
+FILES_BESIDES_CONNECTIONS = 64
+"""Open files a server needs beside one per connection: listeners, the event loop's own, the
+standard streams, log files, a TLS certificate being read."""
+
+
+def raise_open_file_limit(needed: int) -> tuple[int, int]:
+    """Raise the soft open-file limit (RLIMIT_NOFILE) to the hard one when it is below
+    ``needed``, as memcached and redis-server do; or as far as the system lets. The soft and
+    hard limits after; (-1, -1) where there are no such limits."""
+    try:
+        import resource
+    except ImportError:  # not a Unix
+        return -1, -1
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return soft, hard
+    # An unlimited hard limit is more than the kernel grants (Linux: fs.nr_open): then ask
+    # for what is needed.
+    for target in (hard, needed) if hard != resource.RLIM_INFINITY else (needed,):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):
+            continue
+        return target, hard
+    return soft, hard
+
+
+def ensure_open_files(max_connections: int) -> None:
+    """Raise the soft open-file limit if it is below what ``max_connections`` needs; warn,
+    once, if it stays below. Process-wide: for a command line's server."""
+    needed = max_connections + FILES_BESIDES_CONNECTIONS
+    soft, hard = raise_open_file_limit(needed)
+    if 0 <= soft < needed:
+        log.warning(
+            "open files: the limit is %d (hard limit %d), below limits.max_connections (%d) "
+            "+ %d for listeners and files: accepting will fail with some %d connections open; "
+            "raise it (ulimit -n, LimitNOFILE=) or lower limits.max_connections",
+            soft,
+            hard,
+            max_connections,
+            FILES_BESIDES_CONNECTIONS,
+            max(0, soft - FILES_BESIDES_CONNECTIONS),
+        )
+    else:
+        log.debug("open files: limit %d (hard limit %d)", soft, hard)

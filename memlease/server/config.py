@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -28,6 +29,7 @@ from memlease.server.config_values import (
     to_listeners,
     to_log_level,
     to_ms,
+    to_optional_count,
     to_optional_path,
     to_optional_size,
     to_seconds,
@@ -46,6 +48,11 @@ REPLY_ROOM = 512
 protocols need at most 28): a get of the largest lease must fit in one message."""
 
 
+PER_CLIENT_SHARE = 4
+"""Without limits.max_connections_per_client, one client may hold this fraction (1/4) of
+limits.max_connections."""
+
+
 DEFAULT_LISTENERS = (Listener("native", 7411), Listener("network", 7412), Listener("uuid", 7413))
 
 
@@ -60,9 +67,12 @@ class Config:
     max_lease_size: int | None = None  # None: the arena's largest block (see largest_lease)
     max_ttl_ms: int = 24 * 3600 * 1000
     max_connections: int = 1024
+    # None: a quarter of max_connections (see per_client_limit); 0: no per-client limit
+    max_connections_per_client: int | None = None
     max_message: int = 64 * 1024 * 1024 + 4096
     request_timeout: float = 10.0
     idle_timeout: float = 300.0
+    handshake_timeout: float = 5.0
     expiry_batch: int = 1000
     shutdown_grace: float = 5.0
     log_level: str = "info"
@@ -94,10 +104,20 @@ _FIELDS: dict[str, tuple[str, str | None, Callable[[object], Any]]] = {
     "min_block": ("arena.min_block", None, to_size),
     "max_lease_size": ("arena.max_lease_size", None, to_optional_size),
     "max_connections": ("limits.max_connections", "--max-connections", to_count),
+    "max_connections_per_client": (
+        "limits.max_connections_per_client",
+        "--max-connections-per-client",
+        to_optional_count,
+    ),
     "max_message": ("limits.max_message", "--max-message", to_size),
     "max_ttl_ms": ("limits.max_ttl", "--max-ttl", to_ms),
     "request_timeout": ("limits.request_timeout", "--request-timeout", to_seconds),
     "idle_timeout": ("limits.idle_timeout", "--idle-timeout", to_seconds),
+    "handshake_timeout": (
+        "limits.tls_handshake_timeout",
+        "--tls-handshake-timeout",
+        to_seconds,
+    ),
     "expiry_batch": ("limits.expiry_batch", None, to_count),
     "shutdown_grace": ("limits.shutdown_grace", None, to_seconds),
     "tls_certificate": ("tls.certificate", "--tls-cert", to_optional_path),
@@ -108,7 +128,13 @@ FILE_KEYS = {name: key for name, (key, _, _) in _FIELDS.items()}
 FLAGS = {name: flag for name, (_, flag, _) in _FIELDS.items() if flag is not None}
 _CONVERTERS = {name: convert for name, (_, _, convert) in _FIELDS.items()}
 _FIELD_FOR_FILE_KEY = {key: name for name, key in FILE_KEYS.items()}
-_DURATION_FIELDS = ("max_ttl_ms", "request_timeout", "idle_timeout", "shutdown_grace")
+_DURATION_FIELDS = (
+    "max_ttl_ms",
+    "request_timeout",
+    "idle_timeout",
+    "handshake_timeout",
+    "shutdown_grace",
+)
 
 
 # ---------------------------------------------------------------- loading
@@ -175,7 +201,7 @@ def _listener_text(listener: Listener) -> str:
 def _file_values(text: str, source: str) -> dict[str, Any]:
     try:
         document = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+    except ValueError as exc:  # TOMLDecodeError, or a number of more digits than Python takes
         raise ConfigError(f"{source}: not valid TOML: {exc}") from None
     values: dict[str, Any] = {}
     for key, value in document.items():
@@ -296,6 +322,7 @@ def validate(
         "max_message": config.max_message,
         "request_timeout": config.request_timeout,
         "idle_timeout": config.idle_timeout,
+        "handshake_timeout": config.handshake_timeout,
         "expiry_batch": config.expiry_batch,
         "shutdown_grace": config.shutdown_grace,
     }
@@ -318,7 +345,16 @@ def validate(
         raise fail("max_ttl_ms", f"{config.max_ttl_ms}ms", "must be at most 2147483647ms")
     if config.log_level not in LOG_LEVELS:
         raise fail("log_level", config.log_level, f"use one of {', '.join(LOG_LEVELS)}")
+    _validate_host(config, fail)
     _validate_tls(config, fail)
+
+
+def per_client_limit(config: Config) -> int:
+    """Connections one client (one source address) may hold at once: limits.
+    max_connections_per_client, by default a quarter of limits.max_connections; 0: no limit."""
+    if config.max_connections_per_client is not None:
+        return config.max_connections_per_client
+    return max(1, config.max_connections // PER_CLIENT_SHARE)
 
 
 def largest_lease(config: Config) -> int:
@@ -333,6 +369,17 @@ def largest_block(config: Config) -> int:
     units that fits in it, as memlease.core.arena.BuddyArena splits it."""
     units = config.arena_size // config.min_block
     return config.min_block << max(units.bit_length() - 1, 0)
+
+
+def _validate_host(config: Config, fail: Callable[[str, object, str], ConfigError]) -> None:
+    # Resolved here, so that a name that does not resolve is named as such, not as a port
+    # that cannot be bound.
+    try:
+        socket.getaddrinfo(config.host, None, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise fail("host", config.host, f"cannot resolve it: {exc.strerror or exc}") from None
+    except (OSError, UnicodeError) as exc:
+        raise fail("host", config.host, f"cannot resolve it: {exc}") from None
 
 
 def _validate_tls(config: Config, fail: Callable[[str, object, str], ConfigError]) -> None:

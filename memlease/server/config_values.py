@@ -6,9 +6,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from memlease.units import parse_duration, parse_size
+from memlease.units import MAX_SECONDS, parse_duration, parse_size
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+MAX_NUMBER = 2**63 - 1
+"""The largest size or count taken: what a signed 64-bit field holds (the C library, the
+kernel and the wire formats all meet one sooner or later)."""
 
 
 @dataclass(frozen=True)
@@ -36,11 +40,12 @@ def parse_listener(text: str) -> Listener:
 def to_size(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise ValueError("expected a byte count or a size string such as '64MiB'")
-    if isinstance(value, str):
-        return parse_size(value)
-    if value < 0:
+    size = parse_size(value) if isinstance(value, str) else value
+    if size < 0:
         raise ValueError("a size cannot be negative")
-    return value
+    if size > MAX_NUMBER:
+        raise ValueError(f"too large (at most {MAX_NUMBER} B)")
+    return size
 
 
 def to_seconds(value: object) -> float:
@@ -51,6 +56,8 @@ def to_seconds(value: object) -> float:
     # Bare numbers only come from Python callers (overrides), which pass seconds.
     if value < 0:
         raise ValueError("a duration cannot be negative")
+    if not value <= MAX_SECONDS:  # infinity and NaN too
+        raise ValueError(f"too long (at most {MAX_SECONDS}s, about 31 years)")
     return float(value)
 
 
@@ -62,15 +69,23 @@ def to_ms(value: object) -> int:
 
 def to_count(value: object) -> int:
     if isinstance(value, str):
+        text = value.strip()
         try:
-            value = int(value)
+            value = int(text)
         except ValueError:
-            raise ValueError("expected a whole number") from None
+            too_long = text.isdigit()  # more digits than Python converts
+            raise ValueError("too large" if too_long else "expected a whole number") from None
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError("expected a whole number")
     if value < 0:
         raise ValueError("cannot be negative")
+    if value > MAX_NUMBER:
+        raise ValueError(f"too large (at most {MAX_NUMBER})")
     return value
+
+
+def to_optional_count(value: object) -> int | None:
+    return None if value is None else to_count(value)
 
 
 def to_text(value: object) -> str:

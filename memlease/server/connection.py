@@ -88,6 +88,8 @@ class Limits:
     max_message: int
     request_timeout: float
     idle_timeout: float
+    handshake_timeout: float = 5.0
+    """The time a TLS handshake may take (limits.tls_handshake_timeout)."""
     max_misses_per_second: int = MAX_MISSES
     """0: no limit."""
 
@@ -171,8 +173,8 @@ class Connection:
     # ------------------------------------------------------------------ events
 
     def handshake_begun(self, now: float) -> None:
-        """A TLS handshake starts: it must end within the request timeout."""
-        self.due = now + self._limits.request_timeout
+        """A TLS handshake starts: it must end within the handshake timeout."""
+        self.due = now + self._limits.handshake_timeout
 
     def handshake_done(self, now: float) -> None:
         """The TLS handshake ended well: the connection is idle now."""

@@ -49,7 +49,7 @@ async def serve_connection(
     """Serve one accepted connection (a non-blocking socket, which this closes) until the
     peer closes it, a limit cuts it off, it sends bytes that do not follow the protocol, or
     the server shuts down. With ``tls``, first a TLS handshake as the server, bounded by the
-    request timeout. Never raises for the peer's doing.
+    handshake timeout. Never raises for the peer's doing.
 
     ``entry`` is already counted in ``connections`` (by whoever accepted the socket, so
     that connections accepted in one go count against the limit before any task runs);
@@ -194,6 +194,7 @@ async def _handshake(
             scope.deadline = connection.due
             await stream.do_handshake()
             connection.handshake_done(trio.current_time())
+            connections.handshake_done(entry)
             # A scope is entered once: the exchange runs under a new one.
             entry.scope = trio.CancelScope(deadline=connection.due)
             return True
@@ -203,7 +204,7 @@ async def _handshake(
             "%s: %s TLS handshake not done within %gs; cut off",
             connection.peer,
             connection.protocol,
-            limits.request_timeout,
+            limits.handshake_timeout,
         )
     except trio.BrokenResourceError as exc:
         cause = exc.__cause__ or exc

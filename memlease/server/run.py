@@ -1,8 +1,10 @@
 """The trio server: ``serve(config)`` in a nursery, or ``run(config)`` from a command line.
 
-One nursery holds the listeners (one per configured protocol and port), the expiry task and
-the signal watcher; a second, outliving it, holds a task per connection so that on
-SIGINT/SIGTERM the server stops accepting, lets requests in flight finish, and returns.
+One nursery holds the listeners (one per configured protocol and port) and the expiry task;
+a second, outliving it, holds a task per connection so that on SIGINT/SIGTERM the server
+stops accepting, lets requests in flight finish, and returns. The signal watcher outlives
+both: a second SIGINT/SIGTERM cuts the connections short, SIGHUP reloads what can change
+without a restart, SIGUSR1/SIGUSR2 are logged and ignored.
 """
 
 from __future__ import annotations
@@ -12,8 +14,8 @@ import signal
 import socket
 import ssl
 import sys
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, fields, replace
 from functools import partial
 
 import trio
@@ -21,11 +23,20 @@ import trio
 from memlease.core.errors import ConfigError
 from memlease.core.service import Service
 from memlease.protocol import ProtocolRegistry, ProtocolSpec, default_registry
-from memlease.server.accept import CAPACITY_ERRNOS, accept_forever, close_socket, listening_socket
-from memlease.server.config import Config, largest_lease
+from memlease.server.accept import (
+    CAPACITY_ERRNOS,
+    LogRate,
+    accept_forever,
+    client_of,
+    close_socket,
+    ensure_open_files,
+    left_out,
+    listening_socket,
+)
+from memlease.server.config import FILE_KEYS, Config, largest_lease, per_client_limit
 from memlease.server.config_values import Listener
 from memlease.server.connection import Connection, Limits
-from memlease.server.connection_set import ConnectionSet, OpenConnection
+from memlease.server.connection_set import ConnectionSet, OpenConnection, Refusal
 from memlease.server.connection_task import SCRATCH_SIZE, serve_connection
 from memlease.server.expiry import ExpiryTask
 from memlease.server.glibc_malloc import keep_large_blocks
@@ -34,6 +45,35 @@ from memlease.tls import server_context
 log = logging.getLogger("memlease")
 
 _ACCEPT_RETRY_AFTER = 0.1
+
+RELOADED = (
+    "log_level",
+    "max_connections",
+    "max_connections_per_client",
+    "request_timeout",
+    "idle_timeout",
+    "handshake_timeout",
+    "shutdown_grace",
+)
+"""The Config fields SIGHUP reloads; connections opened from then on get the new limits.
+The others (host, listeners, arena, max_message, max_ttl, expiry_batch, TLS files) take a
+restart."""
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_OTHER_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGHUP", "SIGUSR1", "SIGUSR2") if hasattr(signal, name)
+)
+
+# One format per cause, so that a log filter limiting repeats keeps the causes apart.
+_REFUSED = {
+    Refusal.CLOSING: "%s: %s connection refused: %s; shutting down%s",
+    Refusal.FULL: "%s: %s connection refused: %s; the max_connections limit%s",
+    Refusal.CLIENT_FULL: "%s: %s connection refused: %s; the max_connections_per_client limit%s",
+    Refusal.HANDSHAKES: "%s: %s connection refused: %s; the TLS handshakes' share of "
+    "max_connections (a quarter)%s",
+    Refusal.CLIENT_HANDSHAKES: "%s: %s connection refused: %s; one client's share of TLS "
+    "handshakes (half of them)%s",
+}
 
 
 @dataclass(frozen=True)
@@ -89,23 +129,119 @@ def _specs_for(config: Config, registry: ProtocolRegistry) -> list[tuple[Listene
     return specs
 
 
+class _Server:
+    """What the accept loops and the signal watcher share: the limits for new connections
+    (a reload replaces them), the stop, and the scope a second stop signal cancels."""
+
+    def __init__(
+        self,
+        config: Config,
+        connections: ConnectionSet,
+        expiry: ExpiryTask,
+        reload: Callable[[], Config] | None,
+    ) -> None:
+        self.connections = connections
+        self.reload = reload
+        self.reloading = False
+        self.stop = trio.Event()
+        self.cut = trio.CancelScope()
+        self.forced_by: signal.Signals | None = None
+        self.log_rate = LogRate()
+        self._after_batch = expiry.deadline_may_have_moved
+        # One receive buffer for all connections: each receive is consumed before an await.
+        self._scratch = bytearray(SCRATCH_SIZE)
+        self.apply(config)
+
+    def apply(self, config: Config) -> None:
+        """Open connections from now on with the limits of ``config``."""
+        self.config = config
+        self.limits = Limits(
+            max_message=config.max_message,
+            request_timeout=config.request_timeout,
+            idle_timeout=config.idle_timeout,
+            handshake_timeout=config.handshake_timeout,
+        )
+        self.handler = partial(
+            serve_connection,
+            limits=self.limits,
+            connections=self.connections,
+            after_batch=self._after_batch,
+            scratch=self._scratch,
+        )
+        self.connections.max_connections = config.max_connections
+        self.connections.max_per_client = per_client_limit(config)
+
+    def reloaded(self, new: Config) -> None:
+        """Apply what SIGHUP may change of ``new``, saying what changed and what did not."""
+        old = self.config
+        changed = [
+            f"{FILE_KEYS[name]} = {_value(getattr(new, name))} (was {_value(getattr(old, name))})"
+            for name in RELOADED
+            if getattr(new, name) != getattr(old, name)
+        ]
+        logger = logging.getLogger("memlease")
+        level = logging.getLevelName(new.log_level.upper())
+        # Said at the more talkative of the two levels: before a quieter one, after a louder.
+        if level < logger.getEffectiveLevel():
+            logger.setLevel(level)
+        log.info("SIGHUP: reloaded: %s", "; ".join(changed) or "no change to apply")
+        logger.setLevel(level)
+        self.apply(replace(old, **{name: getattr(new, name) for name in RELOADED}))
+        kept = [
+            FILE_KEYS[field.name]
+            for field in fields(Config)
+            if field.name not in RELOADED and getattr(new, field.name) != getattr(old, field.name)
+        ]
+        if kept:
+            log.warning(
+                "SIGHUP: %s changed, which takes a restart: still running on the value(s) "
+                "it started with",
+                ", ".join(kept),
+            )
+
+    def force(self, signum: signal.Signals) -> None:
+        """A second stop signal: cut every connection short now."""
+        log.warning(
+            "%s received again: stopping now, cutting %d connection(s) short",
+            signum.name,
+            len(self.connections),
+        )
+        self.forced_by = signum
+        self.cut.cancel()
+
+
+def _value(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:g}s"
+    if value is None:
+        return "the default"
+    return repr(value) if isinstance(value, str) else str(value)
+
+
 async def serve(
     config: Config,
     *,
     registry: ProtocolRegistry | None = None,
     handle_signals: bool = True,
+    reload: Callable[[], Config] | None = None,
     task_status: trio.TaskStatus[list[BoundListener]] = trio.TASK_STATUS_IGNORED,
-) -> None:
+) -> signal.Signals | None:
     """Serve ``config`` until cancelled or, with ``handle_signals``, until SIGINT or SIGTERM
     (then: stop accepting, finish requests in flight, return). ``task_status.started`` gets
     the bound listeners, so ``await nursery.start(serve, config)`` returns the ports.
+
+    With ``handle_signals``, also: a second SIGINT or SIGTERM while stopping cuts the
+    connections still open short and returns that signal (None otherwise); SIGHUP calls
+    ``reload`` (in a thread) for the configuration and applies its :data:`RELOADED` fields
+    (without ``reload``, or when it raises ConfigError or OSError, the server logs that and
+    goes on as it was); SIGUSR1 and SIGUSR2 are logged and ignored.
 
     Raises OSError (naming the listener) if a port cannot be bound, ConfigError for a
     listener whose protocol is not installed.
     """
     registry = registry or default_registry()
     specs = _specs_for(config, registry)
-    connections = ConnectionSet(config.max_connections)
+    connections = ConnectionSet(config.max_connections, per_client_limit(config))
     service = Service.create(
         config.arena_size,
         min_block=config.min_block,
@@ -126,73 +262,58 @@ async def serve(
             entry.listener.close()
         raise
     expiry = ExpiryTask(service, batch=config.expiry_batch)
-    limits = Limits(
-        max_message=config.max_message,
-        request_timeout=config.request_timeout,
-        idle_timeout=config.idle_timeout,
-    )
-    handler = partial(
-        serve_connection,
-        limits=limits,
-        connections=connections,
-        after_batch=expiry.deadline_may_have_moved,
-        # One receive buffer for all connections: each receive is consumed before an await.
-        scratch=bytearray(SCRATCH_SIZE),
-    )
-    stop = trio.Event()
-    async with trio.open_nursery() as connection_nursery:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(expiry.run)
-            if handle_signals:
-                await nursery.start(_watch_signals, stop)
-            for entry in opened:
-                nursery.start_soon(
-                    _accept, entry, service, limits, connections, handler, connection_nursery
-                )
-            _log_startup(config, service, opened)
-            task_status.started([entry.bound for entry in opened])
-            await stop.wait()
-            nursery.cancel_scope.cancel()
-        log.info("shutting down: %d connection(s) finishing", len(connections))
-        connections.shut_down(config.shutdown_grace)
-    log.info("stopped")
+    server = _Server(config, connections, expiry, reload)
+    async with trio.open_nursery() as watching:
+        if handle_signals:
+            await watching.start(_watch_signals, server, watching)
+        with server.cut:
+            async with trio.open_nursery() as connection_nursery:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(expiry.run)
+                    for entry in opened:
+                        nursery.start_soon(_accept, entry, service, server, connection_nursery)
+                    _log_startup(config, service, opened)
+                    task_status.started([entry.bound for entry in opened])
+                    await server.stop.wait()
+                    nursery.cancel_scope.cancel()
+                log.info("shutting down: %d connection(s) finishing", len(connections))
+                connections.shut_down(server.config.shutdown_grace)
+        watching.cancel_scope.cancel()
+    log.info("stopped" if server.forced_by is None else "stopped, cut short")
+    return server.forced_by
 
 
 async def _accept(
-    entry: _OpenListener,
-    service: Service,
-    limits: Limits,
-    connections: ConnectionSet,
-    handler: Callable[[socket.socket, OpenConnection, ssl.SSLContext | None], Awaitable[None]],
-    nursery: trio.Nursery,
+    entry: _OpenListener, service: Service, server: _Server, nursery: trio.Nursery
 ) -> None:
     spec, tls = entry.spec, entry.tls
-    make_codec, handle, max_message = spec.server_codec, service.handle, limits.max_message
+    make_codec, handle = spec.server_codec, service.handle
+    max_message = server.limits.max_message  # a reload never changes it
+    connections, handshake = server.connections, tls is not None
     # trio would work the name out of the handler for every connection
     task_name = f"memlease connection ({spec.name})"
 
     def accepted(connection: socket.socket, peer: str) -> None:
-        if connections.full() or connections.closing:
-            why = "shutting down" if connections.closing else "the max_connections limit"
-            log.warning(
-                "%s: %s connection refused: %d open, %s", peer, spec.name, len(connections), why
-            )
+        client = client_of(peer)
+        refusal = connections.refusal(client, handshake)
+        if refusal is not None:
             connection.close()  # nobody waited on it yet: trio has nothing to be told
+            _log_refusal(server, refusal, peer, client, spec.name)
             return
         # Counted now, not when its task first runs: a batch of accepts must not pass the
         # limit check before any of them is counted.
         rules = Connection(
             make_codec(max_message),
             handle,
-            limits,
+            server.limits,
             trio.current_time(),
             peer=peer,
             protocol=spec.name,
         )
-        opened = OpenConnection(rules)
+        opened = OpenConnection(rules, client, handshaking=handshake)
         connections.add(opened)
         try:
-            nursery.start_soon(handler, connection, opened, tls, name=task_name)
+            nursery.start_soon(server.handler, connection, opened, tls, name=task_name)
         except BaseException:
             connections.discard(opened)
             connection.close()
@@ -205,21 +326,80 @@ async def _accept(
             except OSError as exc:
                 if exc.errno not in CAPACITY_ERRNOS:
                     raise
-                log.error("cannot accept on %s: %s; retrying", entry.bound.port, exc.strerror)
+                left = server.log_rate.allow(("accept", exc.errno), trio.current_time())
+                if left is not None:
+                    log.error(
+                        "cannot accept on %s: %s; retrying every %gs%s",
+                        entry.bound.port,
+                        exc.strerror,
+                        _ACCEPT_RETRY_AFTER,
+                        left_out(left),
+                    )
                 await trio.sleep(_ACCEPT_RETRY_AFTER)
     finally:
         close_socket(entry.listener)
 
 
+def _log_refusal(server: _Server, why: Refusal, peer: str, client: str, protocol: str) -> None:
+    """One warning per cause per second at most, with the count of those left out."""
+    left = server.log_rate.allow(why, trio.current_time())
+    if left is None:
+        return
+    connections = server.connections
+    if why is Refusal.CLIENT_FULL:
+        detail = f"{connections.from_client(client)} open from {client}"
+    elif why is Refusal.HANDSHAKES:
+        detail = f"{connections.handshakes} TLS handshakes under way"
+    elif why is Refusal.CLIENT_HANDSHAKES:
+        detail = f"{connections.handshakes_from(client)} TLS handshakes under way from {client}"
+    else:
+        detail = f"{len(connections)} open"
+    log.warning(_REFUSED[why], peer, protocol, detail, left_out(left))
+
+
 async def _watch_signals(
-    stop: trio.Event, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    server: _Server,
+    nursery: trio.Nursery,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    with trio.open_signal_receiver(*_STOP_SIGNALS, *_OTHER_SIGNALS) as signals:
         task_status.started()
         async for signum in signals:
-            log.info("%s received: stopping", signal.Signals(signum).name)
-            stop.set()
-            return
+            name = signal.Signals(signum).name
+            if signum in _STOP_SIGNALS:
+                if server.stop.is_set():
+                    server.force(signal.Signals(signum))
+                else:
+                    log.info("%s received: stopping", name)
+                    server.stop.set()
+            elif name != "SIGHUP":
+                log.info(
+                    "%s received: ignored (SIGHUP reloads the configuration, SIGINT or "
+                    "SIGTERM stops the server)",
+                    name,
+                )
+            elif server.stop.is_set():
+                log.info("SIGHUP received while stopping: ignored")
+            elif server.reload is None:
+                log.info("SIGHUP received: no configuration file to reload; ignored")
+            elif server.reloading:
+                log.info("SIGHUP received: a reload is under way; ignored")
+            else:
+                nursery.start_soon(_reload, server, server.reload)
+
+
+async def _reload(server: _Server, reload: Callable[[], Config]) -> None:
+    server.reloading = True
+    log.info("SIGHUP received: reloading the configuration")
+    try:
+        # A thread: reading the file, the TLS files and resolving the host may block.
+        new = await trio.to_thread.run_sync(reload, abandon_on_cancel=True)
+    except (ConfigError, OSError) as exc:
+        log.error("SIGHUP: configuration not reloaded, the running one kept: %s", exc)
+        return
+    finally:
+        server.reloading = False
+    server.reloaded(new)
 
 
 def _log_startup(config: Config, service: Service, opened: list[_OpenListener]) -> None:
@@ -246,6 +426,16 @@ def _log_startup(config: Config, service: Service, opened: list[_OpenListener]) 
         )
 
 
+def _ignore_signals_while_starting() -> None:
+    # Until the signal watcher runs (a large arena takes seconds to allocate), SIGHUP and
+    # SIGUSR1/2 would end the process: their default action.
+    for signum in _OTHER_SIGNALS:
+        try:
+            signal.signal(signum, signal.SIG_IGN)
+        except ValueError:  # not the main thread
+            return
+
+
 def configure_logging(level: str) -> None:
     """Log the "memlease" logger to stderr at ``level`` (debug, info, warning, ...)."""
     logger = logging.getLogger("memlease")
@@ -256,8 +446,11 @@ def configure_logging(level: str) -> None:
         logger.addHandler(handler)
 
 
-def run(config: Config) -> int:
-    """Serve ``config`` in the calling thread until SIGINT or SIGTERM; the exit status (0).
+def run(config: Config, reload: Callable[[], Config] | None = None) -> int:
+    """Serve ``config`` in the calling thread until SIGINT or SIGTERM; the exit status: 0,
+    or 128 + the signal's number (130 for SIGINT, 143 for SIGTERM) when a second one cut the
+    shutdown short, as a shell reports a process that signal killed. SIGHUP calls ``reload``
+    for the configuration (see :func:`serve`).
 
     Logs to stderr at the configured level. Raises OSError naming the listener when a port
     cannot be bound, ConfigError for a listener whose protocol is not installed.
@@ -265,9 +458,12 @@ def run(config: Config) -> int:
     configure_logging(config.log_level)
     # process-wide, so here and not in serve(), which may run inside another program
     keep_large_blocks(config.max_message)
+    ensure_open_files(config.max_connections)
+    _ignore_signals_while_starting()
     try:
-        trio.run(partial(serve, config, handle_signals=True))
+        forced_by = trio.run(partial(serve, config, handle_signals=True, reload=reload))
     except KeyboardInterrupt:
         # Interrupted while starting, before the signal watcher took over SIGINT.
         log.info("interrupted while starting: stopped")
-    return 0
+        return 0
+    return 0 if forced_by is None else 128 + int(forced_by)
