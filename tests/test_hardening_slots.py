@@ -23,11 +23,12 @@ import trustme
 from conftest import RunningServer, StartServer
 
 from memlease.core.messages import StatsRequest
-from memlease.server.accept import LogRate, client_of, left_out
+from memlease.server.accept import client_of
 from memlease.server.config import Config, per_client_limit
 from memlease.server.config_values import Listener
 from memlease.server.connection import Connection, Limits
 from memlease.server.connection_set import ConnectionSet, OpenConnection, Refusal
+from memlease.server.logs import LogRate, left_out
 from memlease.tls import client_context
 
 Caplog = pytest.LogCaptureFixture

@@ -30,7 +30,17 @@ def test_the_same_message_goes_out_once_a_second_with_a_count_of_the_rest() -> N
     clock.now += 1.0
     later = _record("%s: bad input", "peer9")
     assert limit.filter(later)
-    assert later.getMessage() == "peer9: bad input (4 more like this in the last 1s)"
+    assert later.getMessage() == "peer9: bad input (4 more like it left out)"
+
+
+def test_lines_below_warning_pass_unless_a_client_can_repeat_them() -> None:
+    limit = RepeatLimit(1.0, _Clock())
+    info = [_record("%s received", name, level=logging.INFO) for name in ("A", "B")]
+    assert all(limit.filter(record) for record in info)
+    refusals = [_record("%s refused", n, level=logging.INFO) for n in range(3)]
+    for record in refusals:
+        record.memlease_repeats = True
+    assert [limit.filter(record) for record in refusals] == [True, False, False]
 
 
 def test_other_messages_and_levels_are_limited_apart() -> None:
@@ -43,8 +53,7 @@ def test_other_messages_and_levels_are_limited_apart() -> None:
 
 def test_a_stuck_sink_drops_lines_and_counts_them_instead_of_waiting() -> None:
     read_end, write_end = os.pipe()  # nobody ever reads: the sink blocks once the pipe is full
-    stuck = os.fdopen(write_end, "w")
-    log = ServerLog("info", stream=stuck)
+    log = ServerLog("info", fd=write_end)
     lines = QUEUE_LINES + 70_000  # the pipe holds 64 KiB: far more than fits either
     finished = threading.Event()
 
@@ -65,7 +74,7 @@ def test_a_stuck_sink_drops_lines_and_counts_them_instead_of_waiting() -> None:
     drainer = threading.Thread(target=drain, daemon=True)
     drainer.start()
     log.stop()
-    stuck.close()
+    os.close(write_end)  # the log's own copy was closed by stop()
     drainer.join(10)
     os.close(read_end)
 

@@ -169,31 +169,6 @@ def close_socket(sock: socket.socket) -> None:
         sock.close()
 
 
-class LogRate:
-    """Repeated log lines of one cause, at most one per ``interval`` seconds: a flood of
-    refused connections or failed accepts must not flood the log too. Plain data: the caller
-    passes the time."""
-
-    def __init__(self, interval: float = 1.0) -> None:
-        self.interval = interval
-        self._next: dict[object, float] = {}
-        self._left_out: dict[object, int] = {}
-
-    def allow(self, cause: object, now: float) -> int | None:
-        """None: leave this line of ``cause`` out (it is counted). Otherwise log it, saying
-        how many lines of the cause were left out since the last one (the number returned)."""
-        if now < self._next.get(cause, -float("inf")):
-            self._left_out[cause] = self._left_out.get(cause, 0) + 1
-            return None
-        self._next[cause] = now + self.interval
-        return self._left_out.pop(cause, 0)
-
-
-def left_out(count: int) -> str:
-    """The tail of a rate-limited line: how many like it were left out before it."""
-    return f" ({count} more like it left out)" if count else ""
-
-
 FILES_BESIDES_CONNECTIONS = 64
 """Open files a server needs beside one per connection: listeners, the event loop's own, the
 standard streams, log files, a TLS certificate being read."""

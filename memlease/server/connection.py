@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from memlease.core.errors import ErrorCode, ProtocolError
 from memlease.core.messages import Data, ErrorReply, Reply, Request
 from memlease.protocol import Bytes, ServerCodec
+from memlease.server.logs import REPEATS
 
 log = logging.getLogger("memlease")
 
@@ -366,13 +367,15 @@ class Connection:
         self.ending = ending
 
 
+_REPEATS = {REPEATS: True}  # a client can be refused thousands of times a second
+
+
 def _log_refusal(peer: str, request: Request, reply: ErrorReply) -> None:
     # A miss is what a client with a stale id, or a guessing one, causes many times a second.
     level = logging.DEBUG if reply.code is ErrorCode.NOT_FOUND else logging.INFO
     if log.isEnabledFor(level):
-        log.log(
-            level, "%s: %s refused (%s): %s", peer, request.op.value, reply.code.name, reply.message
-        )
+        op, code = request.op.value, reply.code.name
+        log.log(level, "%s: %s refused (%s): %s", peer, op, code, reply.message, extra=_REPEATS)
 
 
 def log_ending(connection: Connection, limits: Limits) -> None:

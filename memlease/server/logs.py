@@ -5,8 +5,9 @@ standard library's ``QueueListener`` writes it out. When the sink is stuck (a pi
 drains, a full journald), the queue fills and further lines are dropped and counted, never
 waited for; once lines flow again, one line says how many were lost.
 
-Repeated lines are limited: the same message (its format, at its level) at most once per
-:data:`REPEAT_INTERVAL`, and the next one that passes says how many were held back. So one
+Repeated warnings are limited: the same message (its format, at its level) at most once per
+:data:`REPEAT_INTERVAL`, and the next one that passes says how many were held back; so are
+lines below WARNING that a client can cause at will (marked :data:`REPEATS`). So one
 client that guesses ids or sends bad input a thousand times a second costs a line a second.
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import logging.handlers
+import os
 import queue
 import sys
 import threading
@@ -35,32 +37,57 @@ STOP_WAIT = 2.0
 hold up the exit."""
 
 
+class LogRate:
+    """Repeated log lines of one cause, at most one per ``interval`` seconds: a flood of
+    refused connections or failed accepts must not flood the log too. Plain data: the caller
+    passes the time."""
+
+    def __init__(self, interval: float = 1.0) -> None:
+        self.interval = interval
+        self._next: dict[object, float] = {}
+        self._left_out: dict[object, int] = {}
+
+    def allow(self, cause: object, now: float) -> int | None:
+        """None: leave this line of ``cause`` out (it is counted). Otherwise log it, saying
+        how many lines of the cause were left out since the last one (the number returned)."""
+        if now < self._next.get(cause, -float("inf")):
+            self._left_out[cause] = self._left_out.get(cause, 0) + 1
+            return None
+        self._next[cause] = now + self.interval
+        return self._left_out.pop(cause, 0)
+
+
+def left_out(count: int) -> str:
+    """The tail of a rate-limited line: how many like it were left out before it."""
+    return f" ({count} more like it left out)" if count else ""
+
+
+REPEATS = "memlease_repeats"
+"""Set on a record below WARNING (``extra={REPEATS: True}``) that a client can make the
+server write many times a second (a refused request), to limit it as warnings are."""
+
+
 class RepeatLimit(logging.Filter):
-    """Lets through one record per message and level per ``interval`` seconds; the next
-    one after a pause carries the count of those held back."""
+    """A log filter: one warning (or error) per message, its format at its level, per
+    ``interval`` seconds, as :class:`LogRate` allows; the next one after a pause says how
+    many were left out. Records below WARNING pass, unless marked with :data:`REPEATS`."""
 
     def __init__(
         self, interval: float = REPEAT_INTERVAL, clock: Callable[[], float] = time.monotonic
     ) -> None:
         super().__init__()
-        self._interval = interval
+        self._rate = LogRate(interval)
         self._clock = clock
-        # (format, level) -> (when one last went out, how many were held back since)
-        self._last: dict[tuple[object, int], tuple[float, int]] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
-        key = (record.msg, record.levelno)
-        now = self._clock()
-        last = self._last.get(key)
-        if last is not None and now - last[0] < self._interval:
-            self._last[key] = (last[0], last[1] + 1)
+        if record.levelno < logging.WARNING and not getattr(record, REPEATS, False):
+            return True
+        left = self._rate.allow((record.msg, record.levelno), self._clock())
+        if left is None:
             return False
-        if last is not None and last[1]:
-            record.msg = f"{record.msg} ({last[1]} more like this in the last %.0fs)"
-            record.args = (*_as_tuple(record.args), now - last[0])
-        if len(self._last) > 4096:  # one entry per format string: a bound, not a cache
-            self._last.clear()
-        self._last[key] = (now, 0)
+        if left and not isinstance(record.args, dict):
+            record.msg = f"{record.msg}%s"
+            record.args = (*_as_tuple(record.args), left_out(left))
         return True
 
 
@@ -102,9 +129,56 @@ class DroppingQueueHandler(logging.handlers.QueueHandler):
             self._unreported += 1
 
 
+class _Sink:
+    """Writes formatted records to a file descriptor of its own (a duplicate of stderr's),
+    for the listener's thread. Not a logging.Handler on purpose: logging flushes every
+    Handler at exit, and one stuck on a full pipe would hang the exit; and no Python buffer
+    sits in front of the descriptor, so nothing is left for the interpreter to flush."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = os.dup(fd)
+        self._format = logging.Formatter(FORMAT).format
+
+    def handle(self, record: logging.LogRecord) -> None:
+        data = memoryview((self._format(record) + "\n").encode("utf-8", "replace"))
+        try:
+            while data:
+                data = data[os.write(self._fd, data) :]
+        except OSError:
+            pass  # a sink that is gone loses the line: there is nowhere to say so
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+class _StreamSink:
+    """Writes formatted records to a stream that has no file descriptor (a test's capture
+    of stderr)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._format = logging.Formatter(FORMAT).format
+
+    def handle(self, record: logging.LogRecord) -> None:
+        self._stream.write(self._format(record) + "\n")
+        self._stream.flush()
+
+    def close(self) -> None:
+        pass
+
+
+def _sink(fd: int | None) -> _Sink | _StreamSink:
+    if fd is not None:
+        return _Sink(fd)
+    try:
+        return _Sink(sys.stderr.fileno())
+    except (AttributeError, OSError, ValueError):
+        return _StreamSink(sys.stderr)
+
+
 class _Listener(logging.handlers.QueueListener):
-    def __init__(self, lines: queue.Queue[logging.LogRecord], sink: logging.Handler) -> None:
-        super().__init__(lines, sink)
+    def __init__(self, lines: queue.Queue[logging.LogRecord], sink: _Sink | _StreamSink) -> None:
+        super().__init__(lines, sink)  # type: ignore[arg-type]  # it only calls handle()
         self._lines = lines
 
     def enqueue_sentinel(self) -> None:
@@ -117,14 +191,13 @@ class _Listener(logging.handlers.QueueListener):
 class ServerLog:
     """The "memlease" logger set up for a server; :meth:`stop` flushes what is queued."""
 
-    def __init__(self, level: str, stream: TextIO | None = None) -> None:
+    def __init__(self, level: str, fd: int | None = None) -> None:
         self.logger = logging.getLogger(LOGGER)
-        sink = logging.StreamHandler(stream if stream is not None else sys.stderr)
-        sink.setFormatter(logging.Formatter(FORMAT))
+        self._sink = _sink(fd)
         lines: queue.Queue[logging.LogRecord] = queue.Queue(QUEUE_LINES)
         self.handler = DroppingQueueHandler(lines)
         self.handler.addFilter(RepeatLimit())
-        self._listener = _Listener(lines, sink)
+        self._listener = _Listener(lines, self._sink)
         self._saved = (self.logger.level, list(self.logger.handlers), self.logger.propagate)
         self.logger.handlers = [self.handler]
         self.logger.propagate = False
@@ -142,10 +215,13 @@ class ServerLog:
 
     def stop(self) -> None:
         """Write out what is queued, waiting up to :data:`STOP_WAIT` for the sink, then
-        give the logger back as it was. A sink still stuck then keeps the lines it holds."""
+        give the logger back as it was. A sink still stuck then keeps the lines it holds
+        (its thread is a daemon: it does not hold up the exit)."""
         flushing = threading.Thread(target=self._listener.stop, daemon=True)
         flushing.start()
         flushing.join(STOP_WAIT)
+        if not flushing.is_alive():
+            self._sink.close()
         level, handlers, propagate = self._saved
         self.logger.setLevel(level)
         self.logger.handlers = handlers

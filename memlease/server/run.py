@@ -13,7 +13,6 @@ import logging
 import signal
 import socket
 import ssl
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from functools import partial
@@ -25,12 +24,10 @@ from memlease.core.service import Service
 from memlease.protocol import ProtocolRegistry, ProtocolSpec, default_registry
 from memlease.server.accept import (
     CAPACITY_ERRNOS,
-    LogRate,
     accept_forever,
     client_of,
     close_socket,
     ensure_open_files,
-    left_out,
     listening_socket,
 )
 from memlease.server.config import FILE_KEYS, Config, largest_lease, per_client_limit
@@ -40,29 +37,13 @@ from memlease.server.connection_set import ConnectionSet, OpenConnection, Refusa
 from memlease.server.connection_task import SCRATCH_SIZE, serve_connection
 from memlease.server.expiry import ExpiryTask
 from memlease.server.glibc_malloc import keep_large_blocks
+from memlease.server.logs import LogRate, ServerLog, left_out
+from memlease.server.signals import RELOADED, ignore_signals_while_starting, watch_signals
 from memlease.tls import server_context
 
 log = logging.getLogger("memlease")
 
 _ACCEPT_RETRY_AFTER = 0.1
-
-RELOADED = (
-    "log_level",
-    "max_connections",
-    "max_connections_per_client",
-    "request_timeout",
-    "idle_timeout",
-    "handshake_timeout",
-    "shutdown_grace",
-)
-"""The Config fields SIGHUP reloads; connections opened from then on get the new limits.
-The others (host, listeners, arena, max_message, max_ttl, expiry_batch, TLS files) take a
-restart."""
-
-_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-_OTHER_SIGNALS = tuple(
-    getattr(signal, name) for name in ("SIGHUP", "SIGUSR1", "SIGUSR2") if hasattr(signal, name)
-)
 
 # One format per cause, so that a log filter limiting repeats keeps the causes apart.
 _REFUSED = {
@@ -265,7 +246,7 @@ async def serve(
     server = _Server(config, connections, expiry, reload)
     async with trio.open_nursery() as watching:
         if handle_signals:
-            await watching.start(_watch_signals, server, watching)
+            await watching.start(watch_signals, server, watching)
         with server.cut:
             async with trio.open_nursery() as connection_nursery:
                 async with trio.open_nursery() as nursery:
@@ -357,51 +338,6 @@ def _log_refusal(server: _Server, why: Refusal, peer: str, client: str, protocol
     log.warning(_REFUSED[why], peer, protocol, detail, left_out(left))
 
 
-async def _watch_signals(
-    server: _Server,
-    nursery: trio.Nursery,
-    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    with trio.open_signal_receiver(*_STOP_SIGNALS, *_OTHER_SIGNALS) as signals:
-        task_status.started()
-        async for signum in signals:
-            name = signal.Signals(signum).name
-            if signum in _STOP_SIGNALS:
-                if server.stop.is_set():
-                    server.force(signal.Signals(signum))
-                else:
-                    log.info("%s received: stopping", name)
-                    server.stop.set()
-            elif name != "SIGHUP":
-                log.info(
-                    "%s received: ignored (SIGHUP reloads the configuration, SIGINT or "
-                    "SIGTERM stops the server)",
-                    name,
-                )
-            elif server.stop.is_set():
-                log.info("SIGHUP received while stopping: ignored")
-            elif server.reload is None:
-                log.info("SIGHUP received: no configuration file to reload; ignored")
-            elif server.reloading:
-                log.info("SIGHUP received: a reload is under way; ignored")
-            else:
-                nursery.start_soon(_reload, server, server.reload)
-
-
-async def _reload(server: _Server, reload: Callable[[], Config]) -> None:
-    server.reloading = True
-    log.info("SIGHUP received: reloading the configuration")
-    try:
-        # A thread: reading the file, the TLS files and resolving the host may block.
-        new = await trio.to_thread.run_sync(reload, abandon_on_cancel=True)
-    except (ConfigError, OSError) as exc:
-        log.error("SIGHUP: configuration not reloaded, the running one kept: %s", exc)
-        return
-    finally:
-        server.reloading = False
-    server.reloaded(new)
-
-
 def _log_startup(config: Config, service: Service, opened: list[_OpenListener]) -> None:
     figures = service.stats(0.0)
     log.info(
@@ -426,26 +362,6 @@ def _log_startup(config: Config, service: Service, opened: list[_OpenListener]) 
         )
 
 
-def _ignore_signals_while_starting() -> None:
-    # Until the signal watcher runs (a large arena takes seconds to allocate), SIGHUP and
-    # SIGUSR1/2 would end the process: their default action.
-    for signum in _OTHER_SIGNALS:
-        try:
-            signal.signal(signum, signal.SIG_IGN)
-        except ValueError:  # not the main thread
-            return
-
-
-def configure_logging(level: str) -> None:
-    """Log the "memlease" logger to stderr at ``level`` (debug, info, warning, ...)."""
-    logger = logging.getLogger("memlease")
-    logger.setLevel(level.upper())
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s memlease %(levelname)s %(message)s"))
-        logger.addHandler(handler)
-
-
 def run(config: Config, reload: Callable[[], Config] | None = None) -> int:
     """Serve ``config`` in the calling thread until SIGINT or SIGTERM; the exit status: 0,
     or 128 + the signal's number (130 for SIGINT, 143 for SIGTERM) when a second one cut the
@@ -455,15 +371,18 @@ def run(config: Config, reload: Callable[[], Config] | None = None) -> int:
     Logs to stderr at the configured level. Raises OSError naming the listener when a port
     cannot be bound, ConfigError for a listener whose protocol is not installed.
     """
-    configure_logging(config.log_level)
-    # process-wide, so here and not in serve(), which may run inside another program
-    keep_large_blocks(config.max_message)
-    ensure_open_files(config.max_connections)
-    _ignore_signals_while_starting()
+    # Process-wide, so here and not in serve(), which may run inside another program.
+    server_log = ServerLog(config.log_level)
     try:
-        forced_by = trio.run(partial(serve, config, handle_signals=True, reload=reload))
-    except KeyboardInterrupt:
-        # Interrupted while starting, before the signal watcher took over SIGINT.
-        log.info("interrupted while starting: stopped")
-        return 0
-    return 0 if forced_by is None else 128 + int(forced_by)
+        keep_large_blocks(config.max_message)
+        ensure_open_files(config.max_connections)
+        ignore_signals_while_starting()
+        try:
+            forced_by = trio.run(partial(serve, config, handle_signals=True, reload=reload))
+        except KeyboardInterrupt:
+            # Interrupted while starting, before the signal watcher took over SIGINT.
+            log.info("interrupted while starting: stopped")
+            return 0
+        return 0 if forced_by is None else 128 + int(forced_by)
+    finally:
+        server_log.stop()
