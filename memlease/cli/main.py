@@ -79,6 +79,11 @@ def build_parser() -> _Parser:
         help="time to receive one whole message once its first byte came",
     )
     serve.add_argument("--idle-timeout", metavar="DURATION")
+    serve.add_argument(
+        "--max-unknown-ids-per-second",
+        metavar="N",
+        help="requests for unknown ids a connection may make in a second (default 1000; 0: any)",
+    )
     serve.add_argument("--max-ttl", metavar="DURATION")
     serve.add_argument("--max-message", metavar="SIZE")
     serve.add_argument("--log-level", metavar="LEVEL")
@@ -161,6 +166,7 @@ def _serve(args: argparse.Namespace, registry: ProtocolRegistry | None) -> int:
         "max_connections_per_client": args.max_connections_per_client,
         "request_timeout": args.request_timeout,
         "idle_timeout": args.idle_timeout,
+        "max_unknown_ids_per_second": args.max_unknown_ids_per_second,
         "max_ttl_ms": args.max_ttl,
         "max_message": args.max_message,
         "log_level": args.log_level,

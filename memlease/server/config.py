@@ -73,6 +73,8 @@ class Config:
     request_timeout: float = 10.0
     idle_timeout: float = 300.0
     handshake_timeout: float = 5.0
+    # Requests for unknown ids one connection may make in a second; 0: no limit
+    max_unknown_ids_per_second: int = 1000
     expiry_batch: int = 1000
     shutdown_grace: float = 5.0
     log_level: str = "info"
@@ -117,6 +119,11 @@ _FIELDS: dict[str, tuple[str, str | None, Callable[[object], Any]]] = {
         "limits.tls_handshake_timeout",
         "--tls-handshake-timeout",
         to_seconds,
+    ),
+    "max_unknown_ids_per_second": (
+        "limits.max_unknown_ids_per_second",
+        "--max-unknown-ids-per-second",
+        to_count,
     ),
     "expiry_batch": ("limits.expiry_batch", None, to_count),
     "shutdown_grace": ("limits.shutdown_grace", None, to_seconds),

@@ -141,6 +141,7 @@ class _Server:
             request_timeout=config.request_timeout,
             idle_timeout=config.idle_timeout,
             handshake_timeout=config.handshake_timeout,
+            max_misses_per_second=config.max_unknown_ids_per_second,
         )
         self.handler = partial(
             serve_connection,

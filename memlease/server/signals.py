@@ -23,6 +23,7 @@ RELOADED = (
     "request_timeout",
     "idle_timeout",
     "handshake_timeout",
+    "max_unknown_ids_per_second",
     "shutdown_grace",
 )
 """The Config fields SIGHUP reloads; connections opened from then on get the new limits.
