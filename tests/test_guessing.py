@@ -3,14 +3,16 @@ others, and the leases they hold, are not touched."""
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import trio
-from conftest import StartServer
+from conftest import RunningServer, StartServer
 
 from memlease.core.messages import GetRequest
 from memlease.server.config import load_config
 from memlease.server.connection import MAX_MISSES
+from memlease.server.connection_set import MissLedger
 
 
 async def test_a_guessing_client_is_closed_and_others_go_on(start_server: StartServer) -> None:
@@ -53,3 +55,52 @@ def test_the_limit_reads_from_the_config_file(tmp_path: Path) -> None:
     path = tmp_path / "server.toml"
     path.write_text("[limits]\nmax_unknown_ids_per_second = 50\n")
     assert load_config(path).max_unknown_ids_per_second == 50
+
+
+def _guess_from(server: RunningServer, source: str, first: int, count: int) -> tuple[int, bool]:
+    """From loopback address ``source``, ask for ``count`` unknown ids on a new connection:
+    how many were answered, and whether the server then closed the connection."""
+    codec = server.registry.get("network").client_codec(server.config.max_message)
+    wire = b"".join(codec.encode_request(GetRequest(first + i)) for i in range(count))
+    with socket.socket() as sock:
+        sock.bind((source, 0))
+        sock.connect(server.address("network"))
+        sock.settimeout(5)
+        sock.sendall(wire)
+        answered, closed = 0, False
+        try:
+            while answered < count:
+                data = sock.recv(1 << 16)
+                if not data:
+                    closed = True
+                    break
+                codec.feed(data)
+                while codec.next_reply() is not None:
+                    answered += 1
+        except ConnectionResetError:
+            closed = True
+        return answered, closed
+
+
+async def test_a_client_cannot_pass_the_limit_by_opening_new_connections(
+    start_server: StartServer,
+) -> None:
+    server = await start_server("network")
+
+    def guess() -> list[tuple[int, bool]]:
+        return [_guess_from(server, "127.0.0.2", 1 + 10_000 * n, 600) for n in range(3)]
+
+    first, second, third = await trio.to_thread.run_sync(guess)
+    assert first == (600, False)  # 600 misses: within the limit
+    assert second[1] and second[0] < 600  # 1,001st miss of the client: closed
+    assert third[1] and third[0] <= 1  # the same second: closed at once
+    # Another client is not touched by this one's misses.
+    assert await trio.to_thread.run_sync(_guess_from, server, "127.0.0.3", 1, 600) == (600, False)
+
+
+def test_the_ledger_forgets_a_client_a_second_after_its_last_window() -> None:
+    ledger = MissLedger(limit=2)
+    assert [ledger.missed("a", 0.0) for _ in range(3)] == [False, False, True]
+    assert not ledger.missed("a", 1.0)  # a new window
+    assert not ledger.missed("b", 1.0)
+    assert MissLedger(limit=0).missed("a", 0.0) is False  # 0: no limit

@@ -110,6 +110,7 @@ class Connection:
     """
 
     __slots__ = (
+        "_client_missed",
         "_codec",
         "_copies",
         "_decoded",
@@ -142,8 +143,11 @@ class Connection:
         *,
         peer: str,
         protocol: str,
+        client_missed: Callable[[float], bool] | None = None,
     ) -> None:
         self._codec = codec
+        # The client's own count of misses, over all its connections (None: this one only).
+        self._client_missed = client_missed
         self._copies = codec.copies_fed_bytes
         self._handle = handle
         self._limits = limits
@@ -274,10 +278,16 @@ class Connection:
         if now - self._misses_since >= 1.0:
             self._misses_since, self._misses = now, 0
         self._misses += 1
-        if self._misses <= limit:
-            return False
-        self.detail = f"{self._misses} requests for unknown ids within 1 s (limit {limit})"
-        return True
+        if self._misses > limit:
+            self.detail = f"{self._misses} requests for unknown ids within 1 s (limit {limit})"
+            return True
+        if self._client_missed is not None and self._client_missed(now):
+            self.detail = (
+                f"its client made more than {limit} requests for unknown ids within 1 s, "
+                "over all its connections"
+            )
+            return True
+        return False
 
     def send_blocked(self, now: float) -> None:
         """The socket did not take all of a send: the client must take some of the rest

@@ -169,3 +169,31 @@ def _count(counts: dict[str, int], client: str, step: int) -> None:
         counts[client] = left
     else:
         counts.pop(client, None)
+
+
+class MissLedger:
+    """Requests for unknown ids per client, over windows of a second: a client that guesses
+    ids cannot get past the limit by opening connection after connection. Clients that
+    missed nothing in the last second are forgotten."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        # client -> (when its window began, misses in it)
+        self._windows: dict[str, tuple[float, int]] = {}
+
+    def missed(self, client: str, now: float) -> bool:
+        """Count one miss of ``client`` at ``now``; whether it has made too many."""
+        since, count = self._windows.get(client, (now, 0))
+        if now - since >= 1.0:
+            since, count = now, 0
+        self._windows[client] = (since, count + 1)
+        if len(self._windows) > _FORGET_AT:
+            self._windows = {c: w for c, w in self._windows.items() if now - w[0] < 1.0}
+        return bool(self.limit) and count + 1 > self.limit
+
+    def __len__(self) -> int:
+        return len(self._windows)
+
+
+_FORGET_AT = 4096
+"""Clients remembered before those with no miss in the last second are dropped."""

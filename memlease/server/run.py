@@ -33,7 +33,13 @@ from memlease.server.accept import (
 from memlease.server.config import FILE_KEYS, Config, largest_lease, per_client_limit
 from memlease.server.config_values import Listener
 from memlease.server.connection import Connection, Limits
-from memlease.server.connection_set import ConnectionSet, OpenConnection, Refusal
+from memlease.server.connection_set import (
+    UNCOUNTED_CLIENTS,
+    ConnectionSet,
+    MissLedger,
+    OpenConnection,
+    Refusal,
+)
 from memlease.server.connection_task import SCRATCH_SIZE, serve_connection
 from memlease.server.expiry import ExpiryTask
 from memlease.server.glibc_malloc import keep_large_blocks
@@ -128,6 +134,7 @@ class _Server:
         self.cut = trio.CancelScope()
         self.forced_by: signal.Signals | None = None
         self.log_rate = LogRate()
+        self.misses = MissLedger(config.max_unknown_ids_per_second)
         self._after_batch = expiry.deadline_may_have_moved
         # One receive buffer for all connections: each receive is consumed before an await.
         self._scratch = bytearray(SCRATCH_SIZE)
@@ -150,6 +157,7 @@ class _Server:
             after_batch=self._after_batch,
             scratch=self._scratch,
         )
+        self.misses.limit = config.max_unknown_ids_per_second
         self.connections.max_connections = config.max_connections
         self.connections.max_per_client = per_client_limit(config)
 
@@ -272,6 +280,7 @@ async def _accept(
     make_codec, handle = spec.server_codec, service.handle
     max_message = server.limits.max_message  # a reload never changes it
     connections, handshake = server.connections, tls is not None
+    misses = server.misses.missed
     # trio would work the name out of the handler for every connection
     task_name = f"memlease connection ({spec.name})"
 
@@ -291,6 +300,7 @@ async def _accept(
             trio.current_time(),
             peer=peer,
             protocol=spec.name,
+            client_missed=None if client in UNCOUNTED_CLIENTS else partial(misses, client),
         )
         opened = OpenConnection(rules, client, handshaking=handshake)
         connections.add(opened)
