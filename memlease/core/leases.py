@@ -5,15 +5,15 @@
 ``now >= deadline``, whether or not ``expire`` has run yet.
 
 Lease records live in parallel arrays indexed by a slot number (reused after a lease ends),
-so a live lease costs a dict entry, two ints and one heap entry, not an object per field.
-The expiry heap holds one int per entry, ``(deadline in microseconds << slot_bits) | slot``;
-entries left behind by renew or release are skipped when they reach the top (lazy deletion)
-and the heap is rebuilt when they outnumber the live leases.
+so a live lease costs a dict entry, a few array items and one int in a DeadlineOrder (the
+deadlines, sorted), not an object per field. No call does work that grows with the number of
+leases: a renewal or a release moves its lease's one entry in the order at once, so nothing
+is left behind for a later request to rebuild or skip, and the id maps are split in 256
+dicts, so no insert copies every id when a dict grows.
 """
 
 from __future__ import annotations
 
-import heapq
 import math
 import os
 import secrets
@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from memlease.core.arena import BuddyArena, format_bytes
+from memlease.core.deadline_order import DeadlineOrder
 from memlease.core.errors import (
     BadSize,
     BadTtl,
@@ -41,6 +42,12 @@ MAX_INT_ID = 2**31 - 1
 
 _ID_ATTEMPTS = 64
 """Draws of a fresh id before giving up: with a CSPRNG, a repeat this long means a broken source."""
+
+_ID_SHARDS = 256
+"""The id maps are split into this many dicts by the id's low bits. A dict that grows, or
+that many deletions have filled with dummies, copies every entry in one insert: 50 ms at
+1.4M leases, and with 2M leases and churn it happens again and again. A shard copies 1/256."""
+_SHARD = _ID_SHARDS - 1
 
 
 def random_int_id() -> int:
@@ -122,9 +129,11 @@ class LeaseTable:
         self._uuid_ids = uuid_ids or ids.uuid4
         self._memory = arena.memory
         self._readonly = arena.memory.toreadonly()
-        self._by_int: dict[int, int] = {}
-        self._by_uuid: dict[uuid.UUID, int] = {}
-        self._uuid_of_slot: dict[int, uuid.UUID] = {}
+        # Shard i holds the ids (or the slots, for _uuid_of_slot) whose value & _SHARD is i.
+        self._by_int: list[dict[int, int]] = [{} for _ in range(_ID_SHARDS)]
+        self._by_uuid: list[dict[uuid.UUID, int]] = [{} for _ in range(_ID_SHARDS)]
+        self._uuid_of_slot: list[dict[int, uuid.UUID]] = [{} for _ in range(_ID_SHARDS)]
+        self._live = 0
         # Per slot: the int id (0 for a UUID lease), offset, size (0: slot free), deadline.
         self._ids = array("q")
         self._offsets = array("q")
@@ -133,14 +142,14 @@ class LeaseTable:
         self._free_slots = array("q")
         self._slot_bits = max(arena.units.bit_length(), 1)
         self._slot_mask = (1 << self._slot_bits) - 1
-        self._heap: list[int] = []
+        self._order = DeadlineOrder()
         self.granted = 0
         self.expired = 0
         self.released = 0
         self.refused = 0
 
     def __len__(self) -> int:
-        return len(self._by_int) + len(self._by_uuid)
+        return self._live
 
     # ------------------------------------------------------------------ grant
 
@@ -166,7 +175,7 @@ class LeaseTable:
         try:
             if id_kind is IdKind.INT:
                 int_id = self._int_ids()
-                if int_id in self._by_int or not 1 <= int_id <= MAX_INT_ID:
+                if int_id in self._by_int[int_id & _SHARD] or not 1 <= int_id <= MAX_INT_ID:
                     int_id = self._new_int_id()
             else:
                 uuid_id = self._new_uuid()
@@ -190,12 +199,13 @@ class LeaseTable:
         lease_id: LeaseId
         if uuid_id is None:
             lease_id = int_id
-            self._by_int[int_id] = slot
+            self._by_int[int_id & _SHARD][int_id] = slot
         else:
-            self._by_uuid[uuid_id] = slot
-            self._uuid_of_slot[slot] = uuid_id
+            self._by_uuid[uuid_id.int & _SHARD][uuid_id] = slot
+            self._uuid_of_slot[slot & _SHARD][slot] = uuid_id
             lease_id = uuid_id
-        heapq.heappush(self._heap, (int(deadline * 1_000_000) << self._slot_bits) | slot)
+        self._live += 1
+        self._order.add((int(deadline * 1_000_000) << self._slot_bits) | slot)
         self.granted += 1
         return lease_id
 
@@ -210,14 +220,14 @@ class LeaseTable:
             lease_id = self._int_ids()
             if not 1 <= lease_id <= MAX_INT_ID:
                 raise InternalError(f"id source gave {lease_id}, outside 1..{MAX_INT_ID}")
-            if lease_id not in self._by_int:
+            if lease_id not in self._by_int[lease_id & _SHARD]:
                 return lease_id
         raise InternalError(f"id source repeated live ids {_ID_ATTEMPTS} times; is it random?")
 
     def _new_uuid(self) -> uuid.UUID:
         for _ in range(_ID_ATTEMPTS):
             lease_id = self._uuid_ids()
-            if lease_id not in self._by_uuid:
+            if lease_id not in self._by_uuid[lease_id.int & _SHARD]:
                 return lease_id
         raise InternalError(f"id source repeated live ids {_ID_ATTEMPTS} times; is it random?")
 
@@ -226,9 +236,9 @@ class LeaseTable:
     def _slot(self, lease_id: LeaseId, now: float) -> int:
         slot: int | None
         if type(lease_id) is int:
-            slot = self._by_int.get(lease_id)
+            slot = self._by_int[lease_id & _SHARD].get(lease_id)
         elif isinstance(lease_id, uuid.UUID):
-            slot = self._by_uuid.get(lease_id)
+            slot = self._by_uuid[lease_id.int & _SHARD].get(lease_id)
         else:
             slot = None
         if slot is None or self._deadlines[slot] <= now:
@@ -304,78 +314,73 @@ class LeaseTable:
             raise self._bad_ttl(ttl_ms)
         slot = self._slot(lease_id, now)
         deadline = now + ttl_ms / 1000
-        moved = _micros(deadline) != _micros(self._deadlines[slot])
+        bits = self._slot_bits
+        # The entries of _micros(deadline), inlined: a renewal is a request's hot path.
+        old = (int(self._deadlines[slot] * 1_000_000) << bits) | slot
+        new = (int(deadline * 1_000_000) << bits) | slot
         self._deadlines[slot] = deadline
-        # The entry for an unchanged deadline is still in the heap; a second would be a twin.
-        if moved:
-            heapq.heappush(self._heap, (_micros(deadline) << self._slot_bits) | slot)
-        self._compact_heap_if_stale()
+        if new != old:
+            order = self._order
+            order.remove(old)
+            order.add(new)
 
     def release(self, lease_id: LeaseId, now: float) -> None:
         """End the lease at once and return its memory. Raises LeaseNotFound."""
-        self._drop(self._slot(lease_id, now))
+        slot = self._slot(lease_id, now)
+        self._order.remove((_micros(self._deadlines[slot]) << self._slot_bits) | slot)
+        self._drop(slot)
         self.released += 1
-        self._compact_heap_if_stale()
 
     def _drop(self, slot: int) -> None:
+        """Forget the lease in ``slot`` and free its block; its entry is already out of the
+        expiry order."""
         int_id = self._ids[slot]
         if int_id:
-            del self._by_int[int_id]
+            del self._by_int[int_id & _SHARD][int_id]
         else:
-            del self._by_uuid[self._uuid_of_slot.pop(slot)]
+            uuid_id = self._uuid_of_slot[slot & _SHARD].pop(slot)
+            del self._by_uuid[uuid_id.int & _SHARD][uuid_id]
+        self._live -= 1
         self.arena.free(self._offsets[slot])
         self._sizes[slot] = 0
         self._free_slots.append(slot)
 
-    def _is_current(self, entry: int) -> bool:
-        slot = entry & self._slot_mask
-        return bool(self._sizes[slot]) and (entry >> self._slot_bits) == _micros(
-            self._deadlines[slot]
-        )
-
     def expire(self, now: float, limit: int) -> int:
         """Free leases whose deadline is <= ``now``, at most ``limit``; how many were freed.
 
-        Leases are freed earliest deadline first (to the microsecond).
+        Leases are freed earliest deadline first (to the microsecond). The call's work grows
+        with ``limit``, never with the renewals and releases that came before it.
         """
-        heap = self._heap
-        heappop = heapq.heappop
+        order = self._order
         deadlines = self._deadlines
-        sizes = self._sizes
         mask = self._slot_mask
-        bits = self._slot_bits
+        drop = self._drop
         freed = 0
-        while heap and freed < limit:
-            entry = heap[0]
-            slot = entry & mask
-            deadline = deadlines[slot]
-            # _is_current, inlined: this loop is the expiry hot path.
-            if not sizes[slot] or entry >> bits != int(deadline * 1_000_000):
-                heappop(heap)
-                continue
-            if deadline > now:
+        while freed < limit:
+            head = order.head()
+            taken = 0
+            for entry in head:
+                slot = entry & mask
+                if deadlines[slot] > now or freed + taken == limit:
+                    break
+                drop(slot)
+                taken += 1
+            order.drop_head(taken)
+            freed += taken
+            if not taken:
                 break
-            heappop(heap)
-            self._drop(slot)
-            freed += 1
         self.expired += freed
         return freed
 
     def next_deadline(self) -> float | None:
         """The earliest deadline of a live lease (monotonic seconds), or None if none is live.
 
-        At or after that instant ``expire`` frees at least that lease.
+        At or after that instant ``expire`` frees at least that lease. O(1).
         """
-        heap = self._heap
-        while heap:
-            entry = heap[0]
-            if self._is_current(entry):
-                return self._deadlines[entry & self._slot_mask]
-            heapq.heappop(heap)
-        return None
+        entry = self._order.first()
+        return None if entry is None else self._deadlines[entry & self._slot_mask]
 
-    def _compact_heap_if_stale(self) -> None:
-        live = len(self)
-        if len(self._heap) > 2 * live + 1024:
-            self._heap = list({e for e in self._heap if self._is_current(e)})
-            heapq.heapify(self._heap)
+    @property
+    def expiry_entries(self) -> int:
+        """Entries in the expiry order: one per lease not yet freed, never more."""
+        return len(self._order)
