@@ -102,6 +102,17 @@ class ServerCodec(abc.ABC):
         """``count`` bytes were read into the front of :meth:`receive_buffer`'s view."""
         raise NotImplementedError("received() without a receive_buffer()")
 
+    def memory(self) -> int:
+        """Bytes the codec holds in memory for messages not yet whole, buffers it made for
+        them included; the server counts them against its connection memory budget."""
+        return self.buffered()
+
+    def limit_memory(self, may_hold: Callable[[int], bool]) -> None:
+        """From now on, ask ``may_hold(n)`` before making a buffer of ``n`` bytes for a
+        message not yet received (as a large message's own buffer), and do without it when
+        the answer is False. A codec that only holds what it was fed needs nothing here."""
+        return
+
     def encode_reply_parts(self, reply: Reply) -> Sequence[Bytes]:
         """The bytes of ``reply`` as parts to send in order. A part may be a view of a Data
         reply's data, so that a large get goes out without a copy: the server sends such a

@@ -231,6 +231,42 @@ def test_serve_passes_the_flags_to_the_server(monkeypatch: pytest.MonkeyPatch) -
     ]
 
 
+def test_serve_takes_connection_memory_and_starts_the_default_on_24_gib(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: list[Config] = []
+
+    def run(config: Config, reload: object = None) -> int:
+        seen.append(config)
+        return 0
+
+    monkeypatch.setattr("memlease.server.run.run", run)
+    monkeypatch.setattr("memlease.server.config._physical_memory", lambda: 24 * 1024**3)
+    assert main(["serve"]) == 0
+    assert main(["serve", "--connection-memory", "200MiB"]) == 0
+    assert seen == [Config(), Config(connection_memory=200 * 1024**2)]
+
+
+def test_serve_refuses_a_worst_case_beyond_the_machine_s_memory_at_start(
+    capsys: Capture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def run(config: Config, reload: object = None) -> int:
+        raise AssertionError("started a server the machine cannot hold")
+
+    monkeypatch.setattr("memlease.server.run.run", run)
+    monkeypatch.setattr("memlease.server.config._physical_memory", lambda: 24 * 1024**3)
+    status = main(["serve", "--arena", "2GiB", "--listen", "network=0"])
+    out, err = capsys.readouterr()
+    assert (status, out, err.count("\n")) == (2, "", 1), err
+    assert err.startswith("memlease: packaged default config: arena.min_block = 32: the worst")
+    assert "more than this machine's memory (24 GiB): raise arena.min_block" in err
+    assert err.rstrip().endswith("or lower --arena")
+    status = main(["serve", "--connection-memory", "24GiB", "--listen", "network=0"])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert err.startswith("memlease: --connection-memory = 25769803776: the worst case, ")
+
+
 def test_memlease_serve_subprocess_serves_and_stops_on_sigint(tmp_path: Path) -> None:
     config = tmp_path / "server.toml"
     config.write_text('[[listener]]\nprotocol = "network"\nport = 0\n[arena]\nsize = "64KiB"\n')

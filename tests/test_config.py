@@ -12,7 +12,16 @@ from hypothesis import strategies as st
 from memlease.core.errors import ConfigError
 from memlease.core.messages import IdKind
 from memlease.protocol import ProtocolEntry, ProtocolRegistry, ProtocolSpec
-from memlease.server.config import FILE_KEYS, Config, load_config, packaged_default_text
+from memlease.server.config import (
+    BASELINE_BYTES,
+    CONNECTION_BYTES,
+    FILE_KEYS,
+    LEASE_BYTES,
+    Config,
+    load_config,
+    packaged_default_text,
+    worst_case_memory,
+)
 from memlease.server.config_values import Listener, parse_listener
 from memlease.units import parse_duration, parse_size
 
@@ -192,6 +201,7 @@ def test_flags_override_the_file(tmp_path: Path) -> None:
         handshake_timeout="1500ms",
         max_ttl_ms="1h",
         max_message="1MiB",
+        connection_memory="32MiB",
         log_level="DEBUG",
     )
     assert config == Config(
@@ -205,6 +215,7 @@ def test_flags_override_the_file(tmp_path: Path) -> None:
         handshake_timeout=1.5,
         max_ttl_ms=3_600_000,
         max_message=1024 * 1024,
+        connection_memory=32 * 1024 * 1024,
         log_level="debug",
     )
 
@@ -276,6 +287,9 @@ def test_typed_overrides_from_python(tmp_path: Path) -> None:
         ("[arena]\nsize = 1" + "0" * 5000 + "\n", {}, "not valid TOML: Exceeds the limit"),
         ("", {"arena_size": "1" + "0" * 5000}, "0': too large"),
         ("", {"expiry_batch": "1" + "0" * 5000}, "0': too large"),
+        ("", {"connection_memory": "64MB"}, "--connection-memory = '64MB': bad size unit"),
+        ("", {"connection_memory": "1023KiB"}, "--connection-memory = 1047552: must be at least"),
+        ("[limits]\nconnection_memory = 0\n", {}, "limits.connection_memory = 0: must be at"),
     ],
 )
 def test_bad_values_give_one_line_naming_key_and_value(
@@ -305,6 +319,85 @@ def test_a_lease_cap_a_reply_within_max_message_cannot_carry_is_refused(tmp_path
 def test_arena_larger_than_the_machine_is_refused_before_allocating(tmp_path: Path) -> None:
     message = error_of("", tmp_path, arena_size="1048576GiB")
     assert "more than this machine's memory" in message
+
+
+def test_connection_memory_from_the_file_and_its_default(tmp_path: Path) -> None:
+    assert Config().connection_memory == 256 * 1024 * 1024
+    small = "[limits]\nconnection_memory = '2MiB'\nmax_message = '64KiB'\nmax_connections = 2\n"
+    assert load(small, tmp_path).connection_memory == 2 * 2**20
+
+
+def test_connection_memory_must_hold_a_message_a_batch_and_a_read_per_connection(
+    tmp_path: Path,
+) -> None:
+    # 64 MiB + 4 KiB of message, 1 MiB + 64 KiB of replies, 1024 x 64 KiB to read into.
+    message = error_of("", tmp_path, connection_memory="128MiB")
+    assert "--connection-memory = 134217728: must be at least 132164 KiB (135335936 B)" in message
+    assert "lower those or raise it" in message
+
+
+def _machine_of(monkeypatch: pytest.MonkeyPatch, size: str) -> None:
+    monkeypatch.setattr("memlease.server.config._physical_memory", lambda: parse_size(size))
+
+
+def test_the_worst_case_adds_every_part() -> None:
+    worst = worst_case_memory(Config(arena_size=2 * 1024**3, min_block=32))
+    blocks = 2 * 1024**3 // 32
+    assert worst.blocks == blocks
+    assert worst.bookkeeping == blocks * (1 + 4 + LEASE_BYTES)  # arena columns + a lease
+    assert worst.total == (
+        2 * 1024**3 + worst.bookkeeping + 256 * 1024**2 + 1024 * CONNECTION_BYTES + BASELINE_BYTES
+    )
+    # Blocks of 4 GiB and more record the bytes asked in 8 bytes, not 4.
+    huge = worst_case_memory(Config(arena_size=8 * 1024**3, min_block=1024**3))
+    assert huge.bytes_per_block == 1 + 8 + LEASE_BYTES
+
+
+def test_a_worst_case_beyond_the_machine_is_one_line_naming_each_part(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _machine_of(monkeypatch, "24GiB")
+    message = error_of("[arena]\nsize = '4GiB'\n", tmp_path)
+    # 128M blocks of 32 B: the leases' bookkeeping is the largest part.
+    assert message.startswith("arena.min_block = 32: the worst case, ")
+    parts = (
+        "(arena 4 GiB + ",
+        "leases' bookkeeping",
+        f"{1 + 8 + LEASE_BYTES} B for each of 134217728 blocks of 32 B",
+        "limits.connection_memory 256 MiB",
+        "1024 connections at 8 KiB",
+        "for the interpreter",
+        "more than this machine's memory (24 GiB)",
+        "raise arena.min_block",
+    )
+    for part in parts:
+        assert part in message, part
+    # Larger blocks, fewer leases: the same arena fits.
+    assert load("[arena]\nsize = '4GiB'\nmin_block = '4KiB'\n", tmp_path).arena_size == 4 << 30
+
+
+def test_the_worst_case_names_the_largest_part_and_its_flag(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _machine_of(monkeypatch, "1GiB")
+    message = error_of("", tmp_path, connection_memory="1GiB")
+    assert message.startswith("--connection-memory = 1073741824: the worst case")
+    assert message.endswith("lower --connection-memory")
+    message = error_of("[arena]\nmin_block = '64KiB'\n", tmp_path, arena_size="1GiB")
+    assert message.startswith("--arena = 1073741824: the worst case")
+    assert message.endswith("lower --arena")
+
+
+def test_the_default_fits_a_24_gib_machine_and_a_2_gib_arena_needs_larger_blocks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _machine_of(monkeypatch, "24GiB")
+    assert load("", tmp_path) == Config()
+    assert worst_case_memory(Config()).total < 2 * 1024**3
+    # 64M leases of 32 B would take more bookkeeping than the machine has left.
+    assert "raise arena.min_block" in error_of("", tmp_path, arena_size="2GiB")
+    two = load("[arena]\nmin_block = '64B'\n", tmp_path, arena_size="2GiB")
+    assert (two.arena_size, two.min_block) == (2 * 1024**3, 64)
 
 
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:

@@ -86,6 +86,11 @@ def build_parser() -> _Parser:
     )
     serve.add_argument("--max-ttl", metavar="DURATION")
     serve.add_argument("--max-message", metavar="SIZE")
+    serve.add_argument(
+        "--connection-memory",
+        metavar="SIZE",
+        help="memory all connections together may hold beyond the arena (default 256MiB)",
+    )
     serve.add_argument("--log-level", metavar="LEVEL")
     serve.add_argument("--tls-cert", metavar="PATH", help="PEM certificate: serve TLS")
     serve.add_argument("--tls-key", metavar="PATH", help="PEM private key of --tls-cert")
@@ -169,6 +174,7 @@ def _serve(args: argparse.Namespace, registry: ProtocolRegistry | None) -> int:
         "max_unknown_ids_per_second": args.max_unknown_ids_per_second,
         "max_ttl_ms": args.max_ttl,
         "max_message": args.max_message,
+        "connection_memory": args.connection_memory,
         "log_level": args.log_level,
         "tls_certificate": args.tls_cert,
         "tls_key": args.tls_key,

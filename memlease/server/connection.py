@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from memlease.core.errors import ErrorCode, ProtocolError
 from memlease.core.messages import Data, ErrorReply, Reply, Request
 from memlease.protocol import Bytes, ServerCodec
+from memlease.server.budget import RECEIVE_ROOM, Holding, MemoryBudget
 from memlease.server.logs import REPEATS
 
 log = logging.getLogger("memlease")
@@ -43,6 +44,10 @@ of gets that fit in one receive."""
 SHARE_AT = 64 * 1024
 """Smallest get reply sent from the lease's own memory rather than copied: such a reply goes
 out before the next request is handled, which below this size costs more than the copy."""
+
+ANSWER_ROOM = SEND_AT + SHARE_AT
+"""What a batch of replies may hold before it is sent (at most SEND_AT, plus one reply below
+SHARE_AT), taken from the memory budget before requests are handled."""
 
 SHUTDOWN_DRAIN = 0.1
 """Seconds a connection waiting for a request still has once shutdown begins, so that a
@@ -118,6 +123,7 @@ class Connection:
         "_fed",
         "_grace_until",
         "_handle",
+        "_holding",
         "_limits",
         "_log_refusals",
         "_misses",
@@ -144,8 +150,13 @@ class Connection:
         peer: str,
         protocol: str,
         client_missed: Callable[[float], bool] | None = None,
+        budget: MemoryBudget | None = None,
     ) -> None:
         self._codec = codec
+        # What this connection holds of the server's connection memory (None: no budget).
+        self._holding = None if budget is None else Holding(budget)
+        if self._holding is not None:
+            codec.limit_memory(self._holding.take_input)
         # The client's own count of misses, over all its connections (None: this one only).
         self._client_missed = client_missed
         self._copies = codec.copies_fed_bytes
@@ -184,6 +195,32 @@ class Connection:
     def handshake_done(self, now: float) -> None:
         """The TLS handshake ended well: the connection is idle now."""
         self.due = now + self._limits.idle_timeout
+
+    def may_receive(self) -> bool:
+        """Whether the connection may read now: it holds, or could take, room in the memory
+        budget for what it has and one more receive. False: wait until memory is given back
+        (back pressure on this client alone)."""
+        holding = self._holding
+        if holding is None:
+            return True
+        return holding.input_needed(self._codec.memory() + RECEIVE_ROOM)
+
+    def may_answer(self) -> bool:
+        """Whether the connection may handle requests now: it holds, or could take, room in
+        the memory budget for a batch of replies the client may not take at once. False:
+        wait until memory is given back."""
+        holding = self._holding
+        return holding is None or holding.output >= ANSWER_ROOM or holding.take_output(ANSWER_ROOM)
+
+    def sent(self) -> None:
+        """The replies given out so far are all in the kernel's hands."""
+        if self._holding is not None:
+            self._holding.give_output()
+
+    def release(self) -> None:
+        """The connection is closed: give back all it held of the memory budget."""
+        if self._holding is not None:
+            self._holding.give_all()
 
     def receive_buffer(self) -> memoryview | None:
         """Where the next bytes should be read to (a large message's own buffer), or None
@@ -244,9 +281,12 @@ class Connection:
                 if kind is Data:
                     data = reply.data  # type: ignore[union-attr]
                     if type(data) is not bytes and len(data) >= SHARE_AT:
-                        # The next request may change or free the lease: this goes first.
-                        out.extend(codec.encode_reply_parts(reply))
-                        return out
+                        holding = self._holding
+                        if holding is None or holding.take_output(len(data)):
+                            # The next request may change or free the lease: this goes first.
+                            out.extend(codec.encode_reply_parts(reply))
+                            return out
+                        reply = self._busy(request, len(data))
                 elif kind is ErrorReply:
                     if self._log_refusals:
                         _log_refusal(self.peer, request, reply)  # type: ignore[arg-type]
@@ -269,6 +309,17 @@ class Connection:
             self.detail = str(exc)
             self._ending_after_send = Ending.BAD_INPUT
             return out
+
+    def _busy(self, request: Request, size: int) -> ErrorReply:
+        """A refusal of a large reply the memory budget has no room for."""
+        budget = self._holding.budget  # type: ignore[union-attr]
+        return ErrorReply(
+            ErrorCode.SERVER_BUSY,
+            f"server busy: its memory for replies not yet taken ({budget.limit} B, "
+            f"limits.connection_memory) has no room for {size} B now; try again later",
+            op=request.op,
+            lease_id=getattr(request, "lease_id", None),
+        )
 
     def _missed(self, now: float) -> bool:
         """Count a request for an unknown id; whether the connection has made too many."""

@@ -18,6 +18,7 @@ import ssl
 from collections.abc import Callable
 
 import trio
+from trio.lowlevel import ParkingLot
 
 from memlease.client.connecting import RECEIVE_SIZE
 from memlease.server.accept import close_socket
@@ -77,7 +78,7 @@ async def serve_connection(
                 reason = "TLS handshake failed"
                 return
             io = StreamIO(stream, len(scratch))
-        await drive(io, entry, after_batch)
+        await drive(io, entry, after_batch, connections.room)
         log_ending(connection, limits)
         reason = connection.ending.value if connection.ending is not None else "?"
     except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
@@ -86,6 +87,7 @@ async def serve_connection(
         log.exception("%s: internal error serving a %s connection; closing it", peer, protocol)
         reason = "internal error"
     finally:
+        connection.release()
         connections.discard(entry)
         if stream is None:
             close_socket(sock)
@@ -97,13 +99,19 @@ async def serve_connection(
             log.debug("%s: connection closed: %s (%d open)", peer, reason, len(connections))
 
 
-async def drive(io: StreamIO, entry: OpenConnection, after_batch: Callable[[], None]) -> None:
-    """Move bytes between ``io`` and ``entry``'s connection until the connection ends."""
+async def drive(
+    io: StreamIO,
+    entry: OpenConnection,
+    after_batch: Callable[[], None],
+    room: ParkingLot | None = None,
+) -> None:
+    """Move bytes between ``io`` and ``entry``'s connection until the connection ends.
+    ``room`` is unparked whenever memory of the connections' budget is given back."""
     connection = entry.connection
     while True:
         scope = entry.scope
         with scope:
-            await _serve(io, connection, scope, after_batch)
+            await _serve(io, connection, scope, after_batch, room)
         if connection.ending is not None:
             return
         # The scope fired, or bytes came as it fell due: past the limit that ends it.
@@ -114,7 +122,11 @@ async def drive(io: StreamIO, entry: OpenConnection, after_batch: Callable[[], N
 
 
 async def _serve(
-    io: StreamIO, connection: Connection, scope: trio.CancelScope, after_batch: Callable[[], None]
+    io: StreamIO,
+    connection: Connection,
+    scope: trio.CancelScope,
+    after_batch: Callable[[], None],
+    room: ParkingLot | None,
 ) -> None:
     """Serve under ``scope`` until the connection ends or its scope fell due early."""
     receive, receive_into = io.receive, io.receive_into
@@ -124,6 +136,8 @@ async def _serve(
         if connection.has_output:
             now = current_time()
         else:
+            while not connection.may_receive():
+                await _room(room)  # back pressure: the memory budget is spent
             target = connection.receive_buffer()
             if target is None:
                 connection.received(await receive())
@@ -136,8 +150,12 @@ async def _serve(
             if scope.deadline <= now < connection.due:
                 return  # an early deadline fell due in this pass: answer under a new scope
         while connection.has_output:
+            while not connection.may_answer():
+                await _room(room)
+                now = current_time()
             out = connection.next_output(now)
             if not out:
+                connection.sent()
                 break
             after_batch()  # before the send: a slow reader must not delay an expiry
             rest = send_now(out)
@@ -145,11 +163,18 @@ async def _serve(
                 now = await _send_rest(io, connection, scope, rest, now)
                 if connection.ending is not None:
                     return
+            connection.sent()
         connection.batch_done(now)
         if connection.ending is not None:
             return
         if connection.due < scope.deadline:
             scope.deadline = connection.due
+
+
+async def _room(room: ParkingLot | None) -> None:
+    if room is None:  # a budget without a way to wait for it: never taken, by design
+        raise RuntimeError("a connection with a memory budget needs a room to wait in")
+    await room.park()
 
 
 async def _send_rest(

@@ -30,6 +30,7 @@ from memlease.server.accept import (
     ensure_open_files,
     listening_socket,
 )
+from memlease.server.budget import MemoryBudget
 from memlease.server.config import FILE_KEYS, Config, largest_lease, per_client_limit
 from memlease.server.config_values import Listener
 from memlease.server.connection import Connection, Limits
@@ -135,6 +136,7 @@ class _Server:
         self.forced_by: signal.Signals | None = None
         self.log_rate = LogRate()
         self.misses = MissLedger(config.max_unknown_ids_per_second)
+        self.budget = MemoryBudget(config.connection_memory, connections.room.unpark_all)
         self._after_batch = expiry.deadline_may_have_moved
         # One receive buffer for all connections: each receive is consumed before an await.
         self._scratch = bytearray(SCRATCH_SIZE)
@@ -280,7 +282,7 @@ async def _accept(
     make_codec, handle = spec.server_codec, service.handle
     max_message = server.limits.max_message  # a reload never changes it
     connections, handshake = server.connections, tls is not None
-    misses = server.misses.missed
+    misses, budget = server.misses.missed, server.budget
     # trio would work the name out of the handler for every connection
     task_name = f"memlease connection ({spec.name})"
 
@@ -301,6 +303,7 @@ async def _accept(
             peer=peer,
             protocol=spec.name,
             client_missed=None if client in UNCOUNTED_CLIENTS else partial(misses, client),
+            budget=budget,
         )
         opened = OpenConnection(rules, client, handshaking=handshake)
         connections.add(opened)

@@ -108,6 +108,7 @@ class FrameDecoder(Generic[T]):
         "_frame_filled",
         "_header",
         "_max",
+        "_may_hold",
         "_protocol",
         "_rules",
         "_start",
@@ -145,6 +146,7 @@ class FrameDecoder(Generic[T]):
         # A large frame being received into its own buffer, and how much of it is in.
         self._frame: FrameBuffer | None = None
         self._frame_filled = 0
+        self._may_hold: Callable[[int], bool] | None = None
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Append received bytes, in any chunking."""
@@ -182,6 +184,17 @@ class FrameDecoder(Generic[T]):
         """``count`` bytes were written at the front of :meth:`receive_buffer`'s view."""
         self._frame_filled += count
 
+    def memory(self) -> int:
+        """Bytes held for messages not yet whole: the receive buffer (what is in it, taken
+        off or not, until it is compacted) and a large frame's own buffer."""
+        frame = self._frame
+        return len(self._buf) + (0 if frame is None else len(frame))
+
+    def limit_memory(self, may_hold: Callable[[int], bool]) -> None:
+        """Ask ``may_hold(size)`` before a large frame gets a buffer of its own; without it,
+        the frame's bytes gather in the receive buffer as they come."""
+        self._may_hold = may_hold
+
     def buffered(self) -> int:
         """Bytes received and not yet taken off as messages."""
         pending = len(self._buf) - self._start
@@ -209,7 +222,9 @@ class FrameDecoder(Generic[T]):
         if len(buf) < end:
             size = end - start
             if size >= LARGE_FRAME and (len(buf) - start) * _RESERVE_AT >= size:
-                self._begin_large(size)
+                may_hold = self._may_hold
+                if may_hold is None or may_hold(size):
+                    self._begin_large(size)
             return None
         try:
             message: T = decode(buf, payload, length)

@@ -1,0 +1,127 @@
+"""One memory budget for what connections hold beyond the arena (memlease/server/budget.py):
+large messages being received and replies not yet taken never add up past it. Past it, a
+connection that wants to read more waits, and a large reply is refused with SERVER_BUSY."""
+
+from __future__ import annotations
+
+from memlease.core.errors import ErrorCode
+from memlease.core.messages import (
+    ErrorReply,
+    GetRequest,
+    Granted,
+    LeaseRequest,
+    SetRequest,
+)
+from memlease.core.service import Service
+from memlease.protocol import DEFAULT_MAX_MESSAGE, load_protocols
+from memlease.server.budget import RECEIVE_ROOM, Holding, MemoryBudget
+from memlease.server.connection import ANSWER_ROOM, Connection, Limits
+
+REGISTRY = load_protocols(warn=False)
+LIMITS = Limits(DEFAULT_MAX_MESSAGE, request_timeout=10.0, idle_timeout=60.0)
+BIG = 4 << 20
+
+
+def _connection(service: Service, budget: MemoryBudget) -> Connection:
+    codec = REGISTRY.get("network").server_codec(DEFAULT_MAX_MESSAGE)
+    return Connection(
+        codec, service.handle, LIMITS, 0.0, peer="p", protocol="network", budget=budget
+    )
+
+
+def _wire(*requests: object) -> bytes:
+    client = REGISTRY.get("network").client_codec(DEFAULT_MAX_MESSAGE)
+    return b"".join(client.encode_request(r) for r in requests)  # type: ignore[arg-type]
+
+
+def _big_lease(service: Service) -> int:
+    granted = service.handle(LeaseRequest(BIG, 60_000), 0.0)
+    assert isinstance(granted, Granted) and isinstance(granted.lease_id, int)
+    return granted.lease_id
+
+
+def test_a_budget_gives_what_fits_and_counts_what_does_not() -> None:
+    budget = MemoryBudget(100)
+    holding = Holding(budget)
+    assert holding.take_input(60) and not holding.take_input(50)
+    assert holding.input_needed(80) and budget.held == 80
+    assert holding.input_needed(10) and budget.held == 10  # what is beyond is given back
+    holding.give_all()
+    assert budget.held == 0 and budget.refused == 1
+
+
+def test_a_connection_waits_for_room_another_gives_back() -> None:
+    service = Service.create(16 << 20)
+    lease_id = _big_lease(service)
+    budget = MemoryBudget(2 * RECEIVE_ROOM + ANSWER_ROOM + BIG + 1000)  # one large reply
+    first, second = _connection(service, budget), _connection(service, budget)
+    assert first.may_receive() and second.may_receive()
+    first.received(_wire(GetRequest(lease_id)))
+    second.received(_wire(GetRequest(lease_id)))
+    assert first.may_answer()
+    out = first.next_output(0.0)
+    assert any(type(part) is memoryview for part in out)  # sent from the lease, held
+    assert not second.may_answer()  # no room for its batch: it waits (back pressure)
+    assert budget.held <= budget.limit
+    first.sent()  # the first reply is in the kernel's hands: its memory is given back
+    assert second.may_answer()
+    assert any(type(part) is memoryview for part in second.next_output(0.0))
+    assert budget.held <= budget.limit
+
+
+def test_past_the_budget_a_large_reply_is_refused_not_held() -> None:
+    service = Service.create(16 << 20)
+    lease_id = _big_lease(service)
+    budget = MemoryBudget(ANSWER_ROOM + RECEIVE_ROOM + BIG // 2)  # no room for the reply
+    connection = _connection(service, budget)
+    assert connection.may_receive()
+    connection.received(_wire(GetRequest(lease_id)))
+    assert connection.may_answer()
+    client = REGISTRY.get("network").client_codec(DEFAULT_MAX_MESSAGE)
+    client.encode_request(GetRequest(lease_id))
+    client.feed(b"".join(connection.next_output(0.0)))
+    reply = client.next_reply()
+    assert isinstance(reply, ErrorReply) and reply.code is ErrorCode.SERVER_BUSY
+    assert "limits.connection_memory" in reply.message
+    assert budget.held <= budget.limit
+
+
+def test_a_large_message_gets_no_buffer_of_its_own_without_room_and_still_arrives() -> None:
+    service = Service.create(16 << 20)
+    lease_id = _big_lease(service)
+    budget = MemoryBudget(3 * RECEIVE_ROOM + ANSWER_ROOM)  # far less than the message
+    connection = _connection(service, budget)
+    wire = _wire(SetRequest(lease_id, b"\x05" * BIG), GetRequest(lease_id))
+    sent = 0
+    waited = 0
+    while sent < len(wire):
+        if not connection.may_receive():
+            waited += 1  # the driver would wait for memory given back; here, give it all
+            break
+        piece = wire[sent : sent + RECEIVE_ROOM]
+        connection.received(piece)
+        sent += len(piece)
+        assert budget.held <= budget.limit
+    assert waited == 1 and sent < len(wire)  # back pressure before the budget was passed
+    connection.release()
+    assert budget.held == 0
+
+
+def test_closing_gives_everything_back() -> None:
+    service = Service.create(16 << 20)
+    budget = MemoryBudget(16 << 20)
+    connection = _connection(service, budget)
+    assert connection.may_receive() and connection.may_answer()
+    connection.received(_wire(SetRequest(_big_lease(service), b"x" * 1000))[:100])
+    assert budget.held > 0
+    connection.release()
+    assert budget.held == 0
+
+
+def test_without_a_budget_nothing_waits() -> None:
+    service = Service.create(16 << 20)
+    codec = REGISTRY.get("network").server_codec(DEFAULT_MAX_MESSAGE)
+    connection = Connection(codec, service.handle, LIMITS, 0.0, peer="p", protocol="network")
+    assert connection.may_receive() and connection.may_answer()
+    connection.received(_wire(GetRequest(_big_lease(service))))
+    assert isinstance(connection.next_output(0.0), list)
