@@ -11,6 +11,7 @@ from memlease.core.messages import (
     Granted,
     LeaseRequest,
     SetRequest,
+    StatsRequest,
 )
 from memlease.core.service import Service
 from memlease.protocol import DEFAULT_MAX_MESSAGE, load_protocols
@@ -41,32 +42,51 @@ def _big_lease(service: Service) -> int:
 
 
 def test_a_budget_gives_what_fits_and_counts_what_does_not() -> None:
-    budget = MemoryBudget(100)
+    room = RECEIVE_ROOM
+    budget = MemoryBudget(10 * room)
     holding = Holding(budget)
-    assert holding.take_input(60) and not holding.take_input(50)
-    assert holding.input_needed(80) and budget.held == 80
-    assert holding.input_needed(10) and budget.held == 10  # what is beyond is given back
+    assert holding.take_input(6 * room) and not holding.take_input(5 * room)
+    assert holding.input_needed(8 * room) and budget.held == 8 * room
+    assert holding.input_needed(7 * room) and budget.held == 8 * room  # a little over: kept
+    assert holding.input_needed(room) and budget.held == room  # far over: given back
     holding.give_all()
     assert budget.held == 0 and budget.refused == 1
 
 
-def test_a_connection_waits_for_room_another_gives_back() -> None:
+def test_a_reply_left_unsent_is_held_until_the_client_takes_it() -> None:
     service = Service.create(16 << 20)
     lease_id = _big_lease(service)
-    budget = MemoryBudget(2 * RECEIVE_ROOM + ANSWER_ROOM + BIG + 1000)  # one large reply
+    budget = MemoryBudget(2 * RECEIVE_ROOM + BIG + BIG // 2)  # one large reply, not two
     first, second = _connection(service, budget), _connection(service, budget)
     assert first.may_receive() and second.may_receive()
     first.received(_wire(GetRequest(lease_id)))
     second.received(_wire(GetRequest(lease_id)))
-    assert first.may_answer()
     out = first.next_output(0.0)
-    assert any(type(part) is memoryview for part in out)  # sent from the lease, held
-    assert not second.may_answer()  # no room for its batch: it waits (back pressure)
+    assert any(type(part) is memoryview for part in out)  # sent from the lease
+    assert first.may_send(out)
+    first.send_held(BIG)  # the client took almost none of it: held until it does
     assert budget.held <= budget.limit
-    first.sent()  # the first reply is in the kernel's hands: its memory is given back
-    assert second.may_answer()
+    client = REGISTRY.get("network").client_codec(DEFAULT_MAX_MESSAGE)
+    client.encode_request(GetRequest(lease_id))
+    client.feed(b"".join(second.next_output(0.0)))
+    busy = client.next_reply()
+    assert isinstance(busy, ErrorReply) and busy.code is ErrorCode.SERVER_BUSY
+    first.sent()  # the client took it: the memory is given back
+    second.received(_wire(GetRequest(lease_id)))
     assert any(type(part) is memoryview for part in second.next_output(0.0))
-    assert budget.held <= budget.limit
+
+
+def test_a_batch_waits_for_room_to_be_left_unsent() -> None:
+    service = Service.create(16 << 20)
+    budget = MemoryBudget(4 * RECEIVE_ROOM)
+    connection = _connection(service, budget)
+    assert connection.may_receive()
+    budget.held = budget.limit - 10  # others hold the rest
+    connection.received(_wire(StatsRequest()))
+    out = connection.next_output(0.0)
+    assert not connection.may_send(out)  # the driver waits for memory given back
+    budget.held -= 1000
+    assert connection.may_send(out)
 
 
 def test_past_the_budget_a_large_reply_is_refused_not_held() -> None:
@@ -76,7 +96,6 @@ def test_past_the_budget_a_large_reply_is_refused_not_held() -> None:
     connection = _connection(service, budget)
     assert connection.may_receive()
     connection.received(_wire(GetRequest(lease_id)))
-    assert connection.may_answer()
     client = REGISTRY.get("network").client_codec(DEFAULT_MAX_MESSAGE)
     client.encode_request(GetRequest(lease_id))
     client.feed(b"".join(connection.next_output(0.0)))
@@ -111,7 +130,7 @@ def test_closing_gives_everything_back() -> None:
     service = Service.create(16 << 20)
     budget = MemoryBudget(16 << 20)
     connection = _connection(service, budget)
-    assert connection.may_receive() and connection.may_answer()
+    assert connection.may_receive()
     connection.received(_wire(SetRequest(_big_lease(service), b"x" * 1000))[:100])
     assert budget.held > 0
     connection.release()
@@ -122,6 +141,6 @@ def test_without_a_budget_nothing_waits() -> None:
     service = Service.create(16 << 20)
     codec = REGISTRY.get("network").server_codec(DEFAULT_MAX_MESSAGE)
     connection = Connection(codec, service.handle, LIMITS, 0.0, peer="p", protocol="network")
-    assert connection.may_receive() and connection.may_answer()
+    assert connection.may_receive() and connection.may_send([b"x" * (1 << 30)])
     connection.received(_wire(GetRequest(_big_lease(service))))
     assert isinstance(connection.next_output(0.0), list)

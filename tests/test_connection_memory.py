@@ -15,10 +15,10 @@ from memlease.core.messages import GetRequest
 from memlease.server.budget import RECEIVE_ROOM
 from memlease.server.connection import ANSWER_ROOM
 
-VALUE = 8 << 20
-MAX_MESSAGE = (16 << 20) + 4096
+VALUE = 16 << 20
+MAX_MESSAGE = 20 << 20
 CONNECTIONS = 16
-# The least the server allows: room for one 8 MiB reply not taken, not two.
+# The least the server allows: room for one 16 MiB reply left unsent, not for two.
 BUDGET = MAX_MESSAGE + ANSWER_ROOM + CONNECTIONS * RECEIVE_ROOM
 
 
@@ -33,7 +33,7 @@ def _non_reader(address: tuple[str, int], wire: bytes) -> socket.socket:
 async def test_replies_nobody_reads_stay_within_the_budget(start_server: StartServer) -> None:
     server = await start_server(
         "network",
-        arena_size=32 << 20,
+        arena_size=64 << 20,
         max_message=MAX_MESSAGE,
         max_connections=CONNECTIONS,
         connection_memory=BUDGET,

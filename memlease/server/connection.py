@@ -21,11 +21,12 @@ once the time reaches it, naming which limit ended it.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import math
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from memlease.core.errors import ErrorCode, ProtocolError
@@ -46,8 +47,11 @@ SHARE_AT = 64 * 1024
 out before the next request is handled, which below this size costs more than the copy."""
 
 ANSWER_ROOM = SEND_AT + SHARE_AT
-"""What a batch of replies may hold before it is sent (at most SEND_AT, plus one reply below
-SHARE_AT), taken from the memory budget before requests are handled."""
+"""The most a batch of small replies holds (SEND_AT, plus one reply below SHARE_AT): what
+the memory budget must have room for, beside the largest message, for any batch to go."""
+
+_HEAD_ROOM = 256
+"""More than any protocol's header of a data reply."""
 
 SHUTDOWN_DRAIN = 0.1
 """Seconds a connection waiting for a request still has once shutdown begins, so that a
@@ -205,12 +209,32 @@ class Connection:
             return True
         return holding.input_needed(self._codec.memory() + RECEIVE_ROOM)
 
-    def may_answer(self) -> bool:
-        """Whether the connection may handle requests now: it holds, or could take, room in
-        the memory budget for a batch of replies the client may not take at once. False:
-        wait until memory is given back."""
+    @contextlib.contextmanager
+    def waiting_for_memory(self) -> Iterator[None]:
+        """Around a wait for memory of the budget to be given back: counted, so that a give
+        wakes the waiters (and only when there are any)."""
+        budget = self._holding.budget  # type: ignore[union-attr]
+        budget.waiting += 1
+        try:
+            yield
+        finally:
+            budget.waiting -= 1
+
+    def may_send(self, out: list[Bytes]) -> bool:
+        """Whether ``out`` (from :meth:`next_output`) may be sent now: if the client does not
+        take it all, what is left is held until it does, and the memory budget must have
+        room for all of it. False: wait until memory is given back, then ask again."""
         holding = self._holding
-        return holding is None or holding.output >= ANSWER_ROOM or holding.take_output(ANSWER_ROOM)
+        if holding is None:
+            return True
+        budget = holding.budget
+        return budget.held + sum(map(len, out)) <= budget.limit
+
+    def send_held(self, unsent: int) -> None:
+        """A send left ``unsent`` bytes for later: they count against the memory budget
+        (:meth:`may_send` said there was room, and nothing ran since) until :meth:`sent`."""
+        if self._holding is not None:
+            self._holding.take_output(unsent)
 
     def sent(self) -> None:
         """The replies given out so far are all in the kernel's hands."""
@@ -282,7 +306,13 @@ class Connection:
                     data = reply.data  # type: ignore[union-attr]
                     if type(data) is not bytes and len(data) >= SHARE_AT:
                         holding = self._holding
-                        if holding is None or holding.take_output(len(data)):
+                        budget = None if holding is None else holding.budget
+                        # Room for all of out with it, so that the send never waits for
+                        # memory while holding the view (the lease could change meanwhile).
+                        if budget is None or (
+                            budget.held + sum(map(len, out)) + len(data) + _HEAD_ROOM
+                            <= budget.limit
+                        ):
                             # The next request may change or free the lease: this goes first.
                             out.extend(codec.encode_reply_parts(reply))
                             return out

@@ -137,7 +137,7 @@ async def _serve(
             now = current_time()
         else:
             while not connection.may_receive():
-                await _room(room)  # back pressure: the memory budget is spent
+                await _room(connection, room)  # back pressure: the memory budget is spent
             target = connection.receive_buffer()
             if target is None:
                 connection.received(await receive())
@@ -150,20 +150,19 @@ async def _serve(
             if scope.deadline <= now < connection.due:
                 return  # an early deadline fell due in this pass: answer under a new scope
         while connection.has_output:
-            while not connection.may_answer():
-                await _room(room)
-                now = current_time()
             out = connection.next_output(now)
             if not out:
-                connection.sent()
                 break
             after_batch()  # before the send: a slow reader must not delay an expiry
+            while not connection.may_send(out):
+                await _room(connection, room)  # room for what the client may leave unsent
             rest = send_now(out)
             if rest is not None:
+                connection.send_held(len(rest))
                 now = await _send_rest(io, connection, scope, rest, now)
                 if connection.ending is not None:
                     return
-            connection.sent()
+                connection.sent()
         connection.batch_done(now)
         if connection.ending is not None:
             return
@@ -171,10 +170,11 @@ async def _serve(
             scope.deadline = connection.due
 
 
-async def _room(room: ParkingLot | None) -> None:
+async def _room(connection: Connection, room: ParkingLot | None) -> None:
     if room is None:  # a budget without a way to wait for it: never taken, by design
         raise RuntimeError("a connection with a memory budget needs a room to wait in")
-    await room.park()
+    with connection.waiting_for_memory():
+        await room.park()
 
 
 async def _send_rest(
