@@ -1,7 +1,7 @@
 """The resident memory of a real ``memlease serve``: at start, per lease, per idle connection.
 
 The figures behind the worst case that ``memlease serve`` checks at start
-(memlease/server/config.py, ``worst_case_memory``) and docs/security.md gives:
+(memlease/server/worst_case.py, ``worst_case_memory``) and docs/security.md gives:
 
 1. **At start**: a server on loopback (one listener, port 0) with each ``--arena`` size; its
    VmRSS (/proc/PID/status) once it logs that it listens. Less the arena and the arena's own

@@ -241,7 +241,7 @@ def test_serve_takes_connection_memory_and_starts_the_default_on_24_gib(
         return 0
 
     monkeypatch.setattr("memlease.server.run.run", run)
-    monkeypatch.setattr("memlease.server.config._physical_memory", lambda: 24 * 1024**3)
+    monkeypatch.setattr("memlease.server.worst_case._physical_memory", lambda: 24 * 1024**3)
     assert main(["serve"]) == 0
     assert main(["serve", "--connection-memory", "200MiB"]) == 0
     assert seen == [Config(), Config(connection_memory=200 * 1024**2)]
@@ -254,7 +254,7 @@ def test_serve_refuses_a_worst_case_beyond_the_machine_s_memory_at_start(
         raise AssertionError("started a server the machine cannot hold")
 
     monkeypatch.setattr("memlease.server.run.run", run)
-    monkeypatch.setattr("memlease.server.config._physical_memory", lambda: 24 * 1024**3)
+    monkeypatch.setattr("memlease.server.worst_case._physical_memory", lambda: 24 * 1024**3)
     status = main(["serve", "--arena", "2GiB", "--listen", "network=0"])
     out, err = capsys.readouterr()
     assert (status, out, err.count("\n")) == (2, "", 1), err

@@ -12,17 +12,14 @@ from hypothesis import strategies as st
 from memlease.core.errors import ConfigError
 from memlease.core.messages import IdKind
 from memlease.protocol import ProtocolEntry, ProtocolRegistry, ProtocolSpec
-from memlease.server.config import (
+from memlease.server.config import FILE_KEYS, Config, load_config, packaged_default_text
+from memlease.server.config_values import Listener, parse_listener
+from memlease.server.worst_case import (
     BASELINE_BYTES,
     CONNECTION_BYTES,
-    FILE_KEYS,
     LEASE_BYTES,
-    Config,
-    load_config,
-    packaged_default_text,
     worst_case_memory,
 )
-from memlease.server.config_values import Listener, parse_listener
 from memlease.units import parse_duration, parse_size
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -337,7 +334,7 @@ def test_connection_memory_must_hold_a_message_a_batch_and_a_read_per_connection
 
 
 def _machine_of(monkeypatch: pytest.MonkeyPatch, size: str) -> None:
-    monkeypatch.setattr("memlease.server.config._physical_memory", lambda: parse_size(size))
+    monkeypatch.setattr("memlease.server.worst_case._physical_memory", lambda: parse_size(size))
 
 
 def test_the_worst_case_adds_every_part() -> None:
