@@ -144,3 +144,16 @@ def test_without_a_budget_nothing_waits() -> None:
     assert connection.may_receive() and connection.may_send([b"x" * (1 << 30)])
     connection.received(_wire(GetRequest(_big_lease(service))))
     assert isinstance(connection.next_output(0.0), list)
+
+
+def test_what_a_tls_stream_holds_of_a_blocked_send_counts_too() -> None:
+    service = Service.create(16 << 20)
+    budget = MemoryBudget(1 << 20)
+    connection = _connection(service, budget)
+    connection.send_buffers = 300_000  # as the driver sets it for a TLS stream
+    assert connection.may_send([b"x" * 700_000])
+    assert not connection.may_send([b"x" * 800_000])  # fits alone, not with the stream's
+    connection.send_held(100_000)
+    assert budget.held == 400_000
+    connection.sent()
+    assert budget.held == 0

@@ -141,6 +141,7 @@ class Connection:
         "has_output",
         "peer",
         "protocol",
+        "send_buffers",
         "state",
     )
 
@@ -168,6 +169,9 @@ class Connection:
         self._limits = limits
         self.peer = peer
         self.protocol = protocol
+        self.send_buffers = 0
+        """What the stream holds of a blocked send beside the bytes left (set by the driver:
+        a TLS stream keeps an encrypted piece), counted with them against the budget."""
         self.state = State.RECEIVING
         self.due = now + limits.idle_timeout
         self.ending: Ending | None = None
@@ -222,19 +226,21 @@ class Connection:
 
     def may_send(self, out: list[Bytes]) -> bool:
         """Whether ``out`` (from :meth:`next_output`) may be sent now: if the client does not
-        take it all, what is left is held until it does, and the memory budget must have
-        room for all of it. False: wait until memory is given back, then ask again."""
+        take it all, what is left is held until it does, with :attr:`send_buffers` more,
+        and the memory budget must have room for all of it. False: wait until memory is
+        given back, then ask again."""
         holding = self._holding
         if holding is None:
             return True
         budget = holding.budget
-        return budget.held + sum(map(len, out)) <= budget.limit
+        return budget.held + sum(map(len, out)) + self.send_buffers <= budget.limit
 
     def send_held(self, unsent: int) -> None:
-        """A send left ``unsent`` bytes for later: they count against the memory budget
-        (:meth:`may_send` said there was room, and nothing ran since) until :meth:`sent`."""
+        """A send left ``unsent`` bytes for later: they count against the memory budget, with
+        :attr:`send_buffers` (:meth:`may_send` said there was room, and nothing ran since),
+        until :meth:`sent`."""
         if self._holding is not None:
-            self._holding.take_output(unsent)
+            self._holding.take_output(unsent + self.send_buffers)
 
     def sent(self) -> None:
         """The replies given out so far are all in the kernel's hands."""
@@ -310,7 +316,11 @@ class Connection:
                         # Room for all of out with it, so that the send never waits for
                         # memory while holding the view (the lease could change meanwhile).
                         if budget is None or (
-                            budget.held + sum(map(len, out)) + len(data) + _HEAD_ROOM
+                            budget.held
+                            + sum(map(len, out))
+                            + len(data)
+                            + _HEAD_ROOM
+                            + self.send_buffers
                             <= budget.limit
                         ):
                             # The next request may change or free the lease: this goes first.

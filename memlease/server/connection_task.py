@@ -108,6 +108,7 @@ async def drive(
     """Move bytes between ``io`` and ``entry``'s connection until the connection ends.
     ``room`` is unparked whenever memory of the connections' budget is given back."""
     connection = entry.connection
+    connection.send_buffers = io.send_buffers
     while True:
         scope = entry.scope
         with scope:

@@ -41,6 +41,10 @@ class StreamIO:
 
     __slots__ = ("_receive_size", "_stream")
 
+    send_buffers = SEND_PIECE + (64 << 10)
+    """What the stream itself may hold of a blocked send beyond the bytes left to send: a
+    TLS stream keeps the piece it is given, encrypted, until the peer takes it."""
+
     def __init__(self, stream: trio.abc.Stream, receive_size: int) -> None:
         self._stream = stream
         self._receive_size = receive_size
@@ -93,6 +97,9 @@ class SocketIO(StreamIO):
     ``scratch`` may be shared by every connection of a server: what :meth:`receive` returns
     is read into it and must be consumed before the caller's next await.
     """
+
+    send_buffers = 0
+    """A socket's buffers are the kernel's, not the process's."""
 
     __slots__ = (
         "_fd",
