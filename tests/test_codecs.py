@@ -79,7 +79,7 @@ def exchange(name: str) -> st.SearchStrategy[tuple[Request, Reply]]:
             return st.tuples(st.just(request), ok | refusal(request.op, lease_id))
 
         stats = st.builds(
-            ServerStats, *([wide] * 5), st.floats(0, 1), *([wide] * 6)
+            ServerStats, *([wide] * 5), st.floats(0, 1), *([wide] * 7)
         )  # fmt: skip
         return st.one_of(
             st.builds(LeaseRequest, small, small, st.just(kind)).flatmap(

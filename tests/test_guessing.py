@@ -35,6 +35,7 @@ async def test_a_guessing_client_is_closed_and_others_go_on(start_server: StartS
                     pass  # closed with requests unread: a reset
             assert MAX_MISSES < replies < 5000  # closed part-way through the guesses
         assert (await owner.get(granted.lease_id))[:4] == b"mine"
+        assert (await owner.stats()).closed_for_guessing == 1  # the figure operators see
 
 
 async def test_the_limit_is_configurable_and_0_turns_it_off(start_server: StartServer) -> None:

@@ -148,7 +148,7 @@ def test_new_operations_use_new_type_codes_only() -> None:
         Data(Op.READ, 5, b"abc"),
         Done(Op.RELEASE, 5),
         LeaseInfo(5, 100, 20),
-        ServerStats(1, 2, 3, 4, 5, 0.5, 6, 7, 8, 9, 10, 11),
+        ServerStats(1, 2, 3, 4, 5, 0.5, 6, 7, 8, 9, 10, 11, 12),
         ErrorReply(ErrorCode.NOT_FOUND, "gone", Op.READ, 5),
     ):
         assert struct.unpack_from("<i", server.encode_reply(reply))[0] >= 6

@@ -180,7 +180,13 @@ def test_unknown_request_type_is_unsupported_not_an_exception() -> None:
 
 
 def test_stats_figures() -> None:
-    svc = Service.create(4096, max_ttl_ms=10_000, connection_count=lambda: 3)
+    class Connections:
+        closed_for_guessing = 2
+
+        def __len__(self) -> int:
+            return 3
+
+    svc = Service.create(4096, max_ttl_ms=10_000, connections=Connections())
     granted_id(svc, size=100)  # a 128-byte block
     granted_id(svc, size=1)
     stats = svc.stats(0.0)

@@ -198,6 +198,8 @@ class ServerStats:
     released: int
     refused: int
     connections: int
+    closed_for_guessing: int = 0
+    """Connections closed for asking for too many unknown ids in a second."""
     op = Op.STATS
 
 

@@ -7,7 +7,7 @@ escapes ``handle`` as an exception. No clock and no I/O: the server passes ``now
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from memlease.core.arena import BuddyArena
 from memlease.core.errors import ErrorCode, LeaseError
@@ -34,24 +34,31 @@ from memlease.core.messages import (
 )
 
 
+class ConnectionFigures(Protocol):
+    """What the server tells the service of its connections, for stats."""
+
+    closed_for_guessing: int
+
+    def __len__(self) -> int: ...
+
+
 class Service:
     """Applies requests to one LeaseTable.
 
     A get's Data holds a read-only view of the lease's region, not a copy: whoever handles
     the reply uses (or copies) it before the next request, which may change or free it.
 
-    ``connection_count`` says how many connections the server has open, for stats. The
+    ``connections`` tells how many connections the server has open, and how many it closed
+    for guessing ids, for stats. The
     ``refused`` figure of stats counts refused lease requests; ``refused_requests`` counts
     every refused request of any kind. ``deadlines_moved`` turns True when a request may have
     brought the earliest lease deadline forward (a grant or a renewal); whoever waits for
     that deadline clears it.
     """
 
-    def __init__(
-        self, table: LeaseTable, *, connection_count: Callable[[], int] = lambda: 0
-    ) -> None:
+    def __init__(self, table: LeaseTable, *, connections: ConnectionFigures | None = None) -> None:
         self.table = table
-        self._connection_count = connection_count
+        self._connections = connections
         self.refused_requests = 0
         self.deadlines_moved = False
         # Dispatch by exact type: one dict lookup per request on the hot path.
@@ -75,12 +82,12 @@ class Service:
         min_block: int = 32,
         max_ttl_ms: int = 3_600_000,
         max_lease_size: int | None = None,
-        connection_count: Callable[[], int] = lambda: 0,
+        connections: ConnectionFigures | None = None,
     ) -> Service:
         """A service over a fresh arena of ``arena_size`` bytes (rounded down to min_block)."""
         arena = BuddyArena(arena_size, min_block=min_block)
         table = LeaseTable(arena, max_ttl_ms=max_ttl_ms, max_lease_size=max_lease_size)
-        return cls(table, connection_count=connection_count)
+        return cls(table, connections=connections)
 
     def handle(self, request: Request, now: float) -> Reply:
         """The reply to ``request`` at monotonic time ``now``."""
@@ -113,6 +120,7 @@ class Service:
         """The server's figures. Leases past their deadline but not yet expired still count
         as live until ``expire`` has run."""
         figures = self.table.arena.figures()
+        connections = self._connections
         table = self.table
         return ServerStats(
             arena_size=figures.size,
@@ -126,7 +134,8 @@ class Service:
             expired=table.expired,
             released=table.released,
             refused=table.refused,
-            connections=self._connection_count(),
+            connections=0 if connections is None else len(connections),
+            closed_for_guessing=0 if connections is None else connections.closed_for_guessing,
         )
 
     # ------------------------------------------------------------------ one per request type

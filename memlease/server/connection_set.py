@@ -74,6 +74,8 @@ class ConnectionSet:
         # Once closing: when replies in flight, and messages half received, are given up on.
         self.grace_deadline = math.inf
         self.handshakes = 0
+        self.closed_for_guessing = 0
+        """Connections closed for asking for too many unknown ids."""
         # Unparked whenever memory of the connections' budget is given back.
         self.room = trio.lowlevel.ParkingLot()
         self._per_client: dict[str, int] = {}

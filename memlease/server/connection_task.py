@@ -22,7 +22,7 @@ from trio.lowlevel import ParkingLot
 
 from memlease.client.connecting import RECEIVE_SIZE
 from memlease.server.accept import close_socket
-from memlease.server.connection import Connection, Limits, log_ending
+from memlease.server.connection import Connection, Ending, Limits, log_ending
 from memlease.server.connection_set import ConnectionSet, OpenConnection
 from memlease.server.socket_io import Bytes, SocketIO, StreamIO
 
@@ -80,6 +80,8 @@ async def serve_connection(
             io = StreamIO(stream, len(scratch))
         await drive(io, entry, after_batch, connections.room)
         log_ending(connection, limits)
+        if connection.ending is Ending.GUESSING:
+            connections.closed_for_guessing += 1
         reason = connection.ending.value if connection.ending is not None else "?"
     except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
         reason = f"broken ({exc or type(exc).__name__})"

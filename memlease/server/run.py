@@ -239,7 +239,7 @@ async def serve(
         min_block=config.min_block,
         max_ttl_ms=config.max_ttl_ms,
         max_lease_size=largest_lease(config),
-        connection_count=connections.__len__,
+        connections=connections,
     )
     tls = None
     if config.tls_certificate is not None and config.tls_key is not None:

@@ -217,6 +217,7 @@ def _encode_server_stats(s: ServerStats) -> bytes:
         *(s.arena_size, s.used, s.free, s.largest_free, s.internal_fragmentation),
         s.external_fragmentation,
         *(s.live_leases, s.granted, s.expired, s.released, s.refused, s.connections),
+        s.closed_for_guessing,
     )
 
 

@@ -69,6 +69,7 @@ SERVER_STATS = Struct(
     "released" / Int64sn,
     "refused" / Int64sn,
     "connections" / Int64sn,
+    "closed_for_guessing" / Int64sn,
 )
 ERROR = Struct(
     "code" / Int32sn,

@@ -136,7 +136,6 @@ class NetworkServerCodec(FrameDecoder[Request], ServerCodec):
             raise ProtocolError(f"{self._protocol}: cannot encode {reply!r:.200}: {exc}") from None
 
 
-
 class NetworkClientCodec(FrameDecoder[Reply], ClientCodec):
     """The client's end of one network or uuid connection."""
 

@@ -93,6 +93,7 @@ def reply_encoders(fmt: NetworkFormat) -> dict[type, Callable[[Any], bytes]]:
             *(s.arena_size, s.used, s.free, s.largest_free, s.internal_fragmentation),
             s.external_fragmentation,
             *(s.live_leases, s.granted, s.expired, s.released, s.refused, s.connections),
+            s.closed_for_guessing,
         )
 
     def error(reply: ErrorReply) -> bytes:

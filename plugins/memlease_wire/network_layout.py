@@ -125,6 +125,7 @@ def declare(lease_id: Any) -> NetworkLayouts:
         "released" / Int64ub,
         "refused" / Int64ub,
         "connections" / Int64ub,
+        "closed_for_guessing" / Int64ub,
     )
     error = Struct(
         "code" / Int16ub,
