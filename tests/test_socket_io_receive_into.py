@@ -1,4 +1,4 @@
-"""fastio receive_into: at most len(view) bytes into the caller's view, 0 once the peer
+"""socket_io receive_into: at most len(view) bytes into the caller's view, 0 once the peer
 closed; the same waiting and yielding as receive, on plain sockets and on any stream."""
 
 from __future__ import annotations
