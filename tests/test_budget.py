@@ -157,3 +157,15 @@ def test_what_a_tls_stream_holds_of_a_blocked_send_counts_too() -> None:
     assert budget.held == 400_000
     connection.sent()
     assert budget.held == 0
+
+
+def test_no_batch_is_built_without_room_for_it() -> None:
+    service = Service.create(16 << 20)
+    budget = MemoryBudget(4 << 20)
+    connection = _connection(service, budget)
+    assert connection.may_answer()
+    budget.held = budget.limit - ANSWER_ROOM + 1  # others hold all but less than a batch
+    assert not connection.may_answer()  # the driver waits before building replies
+    connection.send_buffers = 1  # and a TLS stream's share counts too
+    budget.held = budget.limit - ANSWER_ROOM
+    assert not connection.may_answer()

@@ -17,6 +17,15 @@ RECEIVE_ROOM = 64 * 1024
 at a time (its shared receive buffer's size)."""
 
 
+STREAM_PIECE = 256 * 1024
+"""Bytes a stream without partial sends (TLS) is given at a time: a reader that takes a
+large reply slowly but steadily shows progress piece by piece."""
+
+STREAM_SEND_ROOM = STREAM_PIECE + RECEIVE_ROOM
+"""What such a stream holds of a blocked send beside the bytes left: its piece, encrypted,
+and a record's worth more."""
+
+
 class MemoryBudget:
     """``limit`` bytes for all connections together; ``held`` is what they hold now.
 

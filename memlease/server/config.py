@@ -19,7 +19,7 @@ from typing import Any
 
 from memlease.core.errors import ConfigError
 from memlease.protocol import ProtocolRegistry, load_protocols
-from memlease.server.budget import RECEIVE_ROOM
+from memlease.server.budget import RECEIVE_ROOM, STREAM_SEND_ROOM
 
 # Re-exported: callers import these from here, as they did before config_values.py.
 from memlease.server.config_values import (
@@ -51,7 +51,9 @@ def least_connection_memory(config: Config) -> int:
     """The smallest limits.connection_memory that lets every connection read, the largest
     message arrive whole and one batch of replies go out; with less, some would wait for
     memory that never comes back."""
-    return config.max_message + ANSWER_ROOM + config.max_connections * RECEIVE_ROOM
+    return (
+        config.max_message + ANSWER_ROOM + STREAM_SEND_ROOM + config.max_connections * RECEIVE_ROOM
+    )
 
 
 PER_CLIENT_SHARE = 4
@@ -346,7 +348,8 @@ def validate(
             "connection_memory",
             config.connection_memory,
             f"must be at least {format_size(least)} ({least} B): one message of "
-            f"{label('max_message')}, one batch of replies ({ANSWER_ROOM} B) and "
+            f"{label('max_message')}, one batch of replies "
+            f"({ANSWER_ROOM + STREAM_SEND_ROOM} B) and "
             f"{RECEIVE_ROOM} B to read into for each of {label('max_connections')}; "
             "lower those or raise it",
         )

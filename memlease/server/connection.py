@@ -224,6 +224,17 @@ class Connection:
         finally:
             budget.waiting -= 1
 
+    def may_answer(self) -> bool:
+        """Whether the connection may build a batch of replies now: the memory budget has
+        room for the most a batch holds (and the stream's own share of a blocked send), so
+        that no batch is ever built, uncounted, only to wait for room. False: wait until
+        memory is given back. Nothing is taken: the send takes what it leaves unsent."""
+        holding = self._holding
+        if holding is None:
+            return True
+        budget = holding.budget
+        return budget.held + ANSWER_ROOM + self.send_buffers <= budget.limit
+
     def may_send(self, out: list[Bytes]) -> bool:
         """Whether ``out`` (from :meth:`next_output`) may be sent now: if the client does not
         take it all, what is left is held until it does, with :attr:`send_buffers` more,

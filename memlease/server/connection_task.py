@@ -153,6 +153,10 @@ async def _serve(
             if scope.deadline <= now < connection.due:
                 return  # an early deadline fell due in this pass: answer under a new scope
         while connection.has_output:
+            if not connection.may_answer():
+                while not connection.may_answer():
+                    await _room(connection, room)  # no batch is built to wait for room
+                now = current_time()
             out = connection.next_output(now)
             if not out:
                 break

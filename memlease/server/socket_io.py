@@ -24,12 +24,12 @@ from collections.abc import Sequence
 import trio
 from trio.lowlevel import checkpoint, checkpoint_if_cancelled, wait_readable, wait_writable
 
+from memlease.server.budget import STREAM_PIECE, STREAM_SEND_ROOM
+
 Bytes = bytes | bytearray | memoryview
 
 _IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 16
-SEND_PIECE = 256 * 1024
-"""Bytes a stream without partial sends (TLS) is given at a time, so that a reader that
-takes a large reply slowly but steadily shows progress."""
+
 _CLOSED = frozenset({errno.EBADF, errno.ENOTSOCK})
 # SIOCOUTQ (Linux's TIOCOUTQ on a TCP socket): bytes the peer has not acknowledged yet.
 _OUTQ: int | None = getattr(termios, "TIOCOUTQ", None) if sys.platform == "linux" else None
@@ -41,7 +41,7 @@ class StreamIO:
 
     __slots__ = ("_receive_size", "_stream")
 
-    send_buffers = SEND_PIECE + (64 << 10)
+    send_buffers = STREAM_SEND_ROOM
     """What the stream itself may hold of a blocked send beyond the bytes left to send: a
     TLS stream keeps the piece it is given, encrypted, until the peer takes it."""
 
@@ -79,7 +79,7 @@ class StreamIO:
         again with the rest."""
         # A stream's send_all takes all or breaks; in pieces, each one counts as progress.
         # One cut short leaves the stream unusable: the caller ends the connection on a 0.
-        piece = data[:SEND_PIECE]
+        piece = data[:STREAM_PIECE]
         with trio.move_on_at(until):
             await self._stream.send_all(piece)
             return len(piece)
