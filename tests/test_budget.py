@@ -10,8 +10,8 @@ from memlease.core.messages import (
     GetRequest,
     Granted,
     LeaseRequest,
+    ReadRequest,
     SetRequest,
-    StatsRequest,
 )
 from memlease.core.service import Service
 from memlease.protocol import DEFAULT_MAX_MESSAGE, load_protocols
@@ -63,7 +63,6 @@ def test_a_reply_left_unsent_is_held_until_the_client_takes_it() -> None:
     second.received(_wire(GetRequest(lease_id)))
     out = first.next_output(0.0)
     assert any(type(part) is memoryview for part in out)  # sent from the lease
-    assert first.may_send(out)
     first.send_held(BIG)  # the client took almost none of it: held until it does
     assert budget.held <= budget.limit
     client = REGISTRY.get("network").client_codec(DEFAULT_MAX_MESSAGE)
@@ -74,19 +73,6 @@ def test_a_reply_left_unsent_is_held_until_the_client_takes_it() -> None:
     first.sent()  # the client took it: the memory is given back
     second.received(_wire(GetRequest(lease_id)))
     assert any(type(part) is memoryview for part in second.next_output(0.0))
-
-
-def test_a_batch_waits_for_room_to_be_left_unsent() -> None:
-    service = Service.create(16 << 20)
-    budget = MemoryBudget(4 * RECEIVE_ROOM)
-    connection = _connection(service, budget)
-    assert connection.may_receive()
-    budget.held = budget.limit - 10  # others hold the rest
-    connection.received(_wire(StatsRequest()))
-    out = connection.next_output(0.0)
-    assert not connection.may_send(out)  # the driver waits for memory given back
-    budget.held -= 1000
-    assert connection.may_send(out)
 
 
 def test_past_the_budget_a_large_reply_is_refused_not_held() -> None:
@@ -141,22 +127,55 @@ def test_without_a_budget_nothing_waits() -> None:
     service = Service.create(16 << 20)
     codec = REGISTRY.get("network").server_codec(DEFAULT_MAX_MESSAGE)
     connection = Connection(codec, service.handle, LIMITS, 0.0, peer="p", protocol="network")
-    assert connection.may_receive() and connection.may_send([b"x" * (1 << 30)])
+    assert connection.may_receive() and connection.may_answer()
     connection.received(_wire(GetRequest(_big_lease(service))))
     assert isinstance(connection.next_output(0.0), list)
 
 
 def test_what_a_tls_stream_holds_of_a_blocked_send_counts_too() -> None:
     service = Service.create(16 << 20)
-    budget = MemoryBudget(1 << 20)
+    budget = MemoryBudget(ANSWER_ROOM + 400_000)
     connection = _connection(service, budget)
     connection.send_buffers = 300_000  # as the driver sets it for a TLS stream
-    assert connection.may_send([b"x" * 700_000])
-    assert not connection.may_send([b"x" * 800_000])  # fits alone, not with the stream's
+    assert connection.may_answer()
+    budget.held = 200_000
+    assert not connection.may_answer()  # a batch would fit alone, not with the stream's share
+    budget.held = 0
     connection.send_held(100_000)
     assert budget.held == 400_000
     connection.sent()
     assert budget.held == 0
+
+
+def test_a_large_read_is_refused_too_when_it_finds_no_room() -> None:
+    service = Service.create(16 << 20)
+    lease_id = _big_lease(service)
+    budget = MemoryBudget(ANSWER_ROOM + RECEIVE_ROOM + BIG // 2)
+    connection = _connection(service, budget)
+    assert connection.may_receive()
+    connection.received(_wire(ReadRequest(lease_id, 0, BIG)))
+    assert connection.may_answer()
+    client = REGISTRY.get("network").client_codec(DEFAULT_MAX_MESSAGE)
+    client.encode_request(ReadRequest(lease_id, 0, BIG))
+    client.feed(b"".join(connection.next_output(0.0)))
+    reply = client.next_reply()
+    assert isinstance(reply, ErrorReply) and reply.code is ErrorCode.SERVER_BUSY
+
+
+def test_an_idle_connection_gives_back_its_last_large_message() -> None:
+    service = Service.create(16 << 20)
+    lease_id = _big_lease(service)
+    budget = MemoryBudget(64 << 20)
+    connection = _connection(service, budget)
+    wire = _wire(SetRequest(lease_id, b"\x05" * (200_000)))
+    for start in range(0, len(wire), RECEIVE_ROOM):
+        assert connection.may_receive()
+        connection.received(wire[start : start + RECEIVE_ROOM])
+        while connection.next_output(0.0):
+            pass
+        connection.batch_done(0.0)
+    assert connection.may_receive()  # waiting for the next message now
+    assert budget.held <= 2 * RECEIVE_ROOM  # not the 200 KB message it no longer needs
 
 
 def test_no_batch_is_built_without_room_for_it() -> None:

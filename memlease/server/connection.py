@@ -235,21 +235,11 @@ class Connection:
         budget = holding.budget
         return budget.held + ANSWER_ROOM + self.send_buffers <= budget.limit
 
-    def may_send(self, out: list[Bytes]) -> bool:
-        """Whether ``out`` (from :meth:`next_output`) may be sent now: if the client does not
-        take it all, what is left is held until it does, with :attr:`send_buffers` more,
-        and the memory budget must have room for all of it. False: wait until memory is
-        given back, then ask again."""
-        holding = self._holding
-        if holding is None:
-            return True
-        budget = holding.budget
-        return budget.held + sum(map(len, out)) + self.send_buffers <= budget.limit
-
     def send_held(self, unsent: int) -> None:
         """A send left ``unsent`` bytes for later: they count against the memory budget, with
-        :attr:`send_buffers` (:meth:`may_send` said there was room, and nothing ran since),
-        until :meth:`sent`."""
+        :attr:`send_buffers`, until :meth:`sent`. There is room for them: :meth:`may_answer`
+        found room for a batch before it was built, and a large reply is only built with
+        room for it (pushed messages, small and few, may pass it by their size)."""
         if self._holding is not None:
             self._holding.take_output(unsent + self.send_buffers)
 
@@ -321,11 +311,12 @@ class Connection:
                 kind = type(reply)
                 if kind is Data:
                     data = reply.data  # type: ignore[union-attr]
-                    if type(data) is not bytes and len(data) >= SHARE_AT:
+                    if len(data) >= SHARE_AT:
+                        # A large reply goes out at once, and only with room in the budget
+                        # for all of out with it: a send never waits for memory with
+                        # replies built, and never holds a lease's view across a wait.
                         holding = self._holding
                         budget = None if holding is None else holding.budget
-                        # Room for all of out with it, so that the send never waits for
-                        # memory while holding the view (the lease could change meanwhile).
                         if budget is None or (
                             budget.held
                             + sum(map(len, out))
@@ -334,8 +325,10 @@ class Connection:
                             + self.send_buffers
                             <= budget.limit
                         ):
-                            # The next request may change or free the lease: this goes first.
-                            out.extend(codec.encode_reply_parts(reply))
+                            if type(data) is bytes:
+                                out.append(encode_reply(reply))
+                            else:  # the lease itself: send it before it can change
+                                out.extend(codec.encode_reply_parts(reply))
                             return out
                         reply = self._busy(request, len(data))
                 elif kind is ErrorReply:

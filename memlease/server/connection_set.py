@@ -184,6 +184,7 @@ class MissLedger:
         self.limit = limit
         # client -> (when its window began, misses in it)
         self._windows: dict[str, tuple[float, int]] = {}
+        self._forgot_at = -math.inf
 
     def missed(self, client: str, now: float) -> bool:
         """Count one miss of ``client`` at ``now``; whether it has made too many."""
@@ -191,7 +192,10 @@ class MissLedger:
         if now - since >= 1.0:
             since, count = now, 0
         self._windows[client] = (since, count + 1)
-        if len(self._windows) > _FORGET_AT:
+        # At most once a second: with more clients than that missing within a second, a
+        # forget on every miss would walk them all each time.
+        if len(self._windows) > _FORGET_AT and now - self._forgot_at >= 1.0:
+            self._forgot_at = now
             self._windows = {c: w for c, w in self._windows.items() if now - w[0] < 1.0}
         return bool(self.limit) and count + 1 > self.limit
 

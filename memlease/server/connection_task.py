@@ -161,15 +161,16 @@ async def _serve(
             if not out:
                 break
             after_batch()  # before the send: a slow reader must not delay an expiry
-            while not connection.may_send(out):
-                await _room(connection, room)  # room for what the client may leave unsent
-            rest = send_now(out)
+            rest = send_now(out)  # no wait between building replies and this
             if rest is not None:
                 connection.send_held(len(rest))
                 now = await _send_rest(io, connection, scope, rest, now)
                 if connection.ending is not None:
                     return
                 connection.sent()
+                # The send kept only the shutdown grace: a wait for room in this batch is
+                # bounded by the connection's own limit again.
+                scope.deadline = connection.due
         connection.batch_done(now)
         if connection.ending is not None:
             return

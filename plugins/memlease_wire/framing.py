@@ -230,6 +230,11 @@ class FrameDecoder(Generic[T]):
             message: T = decode(buf, payload, length)
         except ProtocolError as exc:
             raise self._fail(str(exc)) from None
+        if end == len(buf) and end >= _COMPACT_AT:
+            # All of a large buffer is taken: free it now, not at the next receive (an idle
+            # connection would hold its last message's bytes until then).
+            buf.clear()
+            end = 0
         self._start = end
         return message
 
