@@ -70,7 +70,7 @@ def test_a_reply_left_unsent_is_held_until_the_client_takes_it() -> None:
     client.feed(b"".join(second.next_output(0.0)))
     busy = client.next_reply()
     assert isinstance(busy, ErrorReply) and busy.code is ErrorCode.SERVER_BUSY
-    first.sent()  # the client took it: the memory is given back
+    first.send_done(0.0)  # the client took it: the memory is given back
     second.received(_wire(GetRequest(lease_id)))
     assert any(type(part) is memoryview for part in second.next_output(0.0))
 
@@ -143,7 +143,7 @@ def test_what_a_tls_stream_holds_of_a_blocked_send_counts_too() -> None:
     budget.held = 0
     connection.send_held(100_000)
     assert budget.held == 400_000
-    connection.sent()
+    connection.send_done(0.0)
     assert budget.held == 0
 
 

@@ -40,9 +40,13 @@ class MemoryBudget:
         """Times a take did not fit (a receive made to wait, or a reply refused)."""
         self._on_release = on_release
 
+    def fits(self, n: int) -> bool:
+        """Whether ``n`` more bytes would fit now."""
+        return self.held + n <= self.limit
+
     def take(self, n: int) -> bool:
         """Take ``n`` more bytes if they fit; whether they did."""
-        if self.held + n > self.limit:
+        if not self.fits(n):
             self.refused += 1
             return False
         self.held += n
@@ -59,7 +63,7 @@ class Holding:
     """What one connection holds of a budget: for what it receives (its codec's buffers, and
     room for the next receive) and for what it sends (replies not yet handed to the kernel).
     Not bound to the connection, so that its codec may keep :meth:`take_input` without a
-    reference cycle. (Called per batch of requests: the budget's arithmetic is inlined.)"""
+    reference cycle."""
 
     __slots__ = ("budget", "input", "output")
 
@@ -88,13 +92,10 @@ class Holding:
         return self.take_input(needed - held)
 
     def take_output(self, n: int) -> bool:
-        budget = self.budget
-        if budget.held + n > budget.limit:
-            budget.refused += 1
-            return False
-        budget.held += n
-        self.output += n
-        return True
+        if self.budget.take(n):
+            self.output += n
+            return True
+        return False
 
     def give_output(self) -> None:
         output = self.output

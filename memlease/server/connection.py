@@ -230,23 +230,15 @@ class Connection:
         that no batch is ever built, uncounted, only to wait for room. False: wait until
         memory is given back. Nothing is taken: the send takes what it leaves unsent."""
         holding = self._holding
-        if holding is None:
-            return True
-        budget = holding.budget
-        return budget.held + ANSWER_ROOM + self.send_buffers <= budget.limit
+        return holding is None or holding.budget.fits(ANSWER_ROOM + self.send_buffers)
 
     def send_held(self, unsent: int) -> None:
         """A send left ``unsent`` bytes for later: they count against the memory budget, with
-        :attr:`send_buffers`, until :meth:`sent`. There is room for them: :meth:`may_answer`
+        :attr:`send_buffers`, until :meth:`send_done`. There is room for them: :meth:`may_answer`
         found room for a batch before it was built, and a large reply is only built with
         room for it (pushed messages, small and few, may pass it by their size)."""
         if self._holding is not None:
             self._holding.take_output(unsent + self.send_buffers)
-
-    def sent(self) -> None:
-        """The replies given out so far are all in the kernel's hands."""
-        if self._holding is not None:
-            self._holding.give_output()
 
     def release(self) -> None:
         """The connection is closed: give back all it held of the memory budget."""
@@ -316,14 +308,8 @@ class Connection:
                         # for all of out with it: a send never waits for memory with
                         # replies built, and never holds a lease's view across a wait.
                         holding = self._holding
-                        budget = None if holding is None else holding.budget
-                        if budget is None or (
-                            budget.held
-                            + sum(map(len, out))
-                            + len(data)
-                            + _HEAD_ROOM
-                            + self.send_buffers
-                            <= budget.limit
+                        if holding is None or holding.budget.fits(
+                            sum(map(len, out)) + len(data) + _HEAD_ROOM + self.send_buffers
                         ):
                             if type(data) is bytes:
                                 out.append(encode_reply(reply))
@@ -408,8 +394,11 @@ class Connection:
         return self.due
 
     def send_done(self, now: float) -> None:
-        """The blocked send went out."""
+        """The blocked send went out, all of it in the kernel's hands: what it held of the
+        memory budget is given back."""
         self.state = State.SERVING
+        if self._holding is not None:
+            self._holding.give_output()
 
     def batch_done(self, now: float) -> None:
         """Everything received so far is answered and sent: what the connection waits for
@@ -461,11 +450,6 @@ class Connection:
             self._end(Ending.IDLE)
 
     # ------------------------------------------------------------------ the end
-
-    @property
-    def partial(self) -> bool:
-        """Whether part of a message is in."""
-        return self._partial_since is not None
 
     def _end(self, ending: Ending) -> None:
         self.state = State.CLOSED

@@ -167,7 +167,6 @@ async def _serve(
                 now = await _send_rest(io, connection, scope, rest, now)
                 if connection.ending is not None:
                     return
-                connection.sent()
                 # The send kept only the shutdown grace: a wait for room in this batch is
                 # bounded by the connection's own limit again.
                 scope.deadline = connection.due
