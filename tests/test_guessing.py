@@ -105,3 +105,5 @@ def test_the_ledger_forgets_a_client_a_second_after_its_last_window() -> None:
     assert not ledger.missed("a", 1.0)  # a new window
     assert not ledger.missed("b", 1.0)
     assert MissLedger(limit=0).missed("a", 0.0) is False  # 0: no limit
+    local = MissLedger(limit=1)
+    assert not any(local.missed("127.0.0.1", 0.0) for _ in range(5))  # every local client

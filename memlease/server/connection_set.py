@@ -187,7 +187,11 @@ class MissLedger:
         self._forgot_at = -math.inf
 
     def missed(self, client: str, now: float) -> bool:
-        """Count one miss of ``client`` at ``now``; whether it has made too many."""
+        """Count one miss of ``client`` at ``now``; whether it has made too many. A client
+        that per-client limits do not count (UNCOUNTED_CLIENTS) is never too many here: its
+        connections are each limited on their own."""
+        if client in UNCOUNTED_CLIENTS:
+            return False
         since, count = self._windows.get(client, (now, 0))
         if now - since >= 1.0:
             since, count = now, 0

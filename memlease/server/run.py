@@ -35,7 +35,6 @@ from memlease.server.config import FILE_KEYS, Config, largest_lease, per_client_
 from memlease.server.config_values import Listener
 from memlease.server.connection import Connection, Limits
 from memlease.server.connection_set import (
-    UNCOUNTED_CLIENTS,
     ConnectionSet,
     MissLedger,
     OpenConnection,
@@ -302,7 +301,7 @@ async def _accept(
             trio.current_time(),
             peer=peer,
             protocol=spec.name,
-            client_missed=None if client in UNCOUNTED_CLIENTS else partial(misses, client),
+            client_missed=partial(misses, client),
             budget=budget,
         )
         opened = OpenConnection(rules, client, handshaking=handshake)
