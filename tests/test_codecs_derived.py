@@ -39,7 +39,13 @@ def _declarations() -> dict[str, tuple[construct.Struct, ...]]:
                 found[f"native.HEADER+{name}"] = (native_layout.HEADER, value)
     for fmt in (NETWORK_FORMAT, UUID_FORMAT):
         for name, value in vars(fmt.layouts).items():
-            if isinstance(value, construct.Struct) and name != "frame":
+            # Id lists (a count and the ids) do not derive: tests/test_id_lists.py checks them.
+            if isinstance(value, construct.Struct) and name not in (
+                "frame",
+                "ids",
+                "renew_many",
+                "granted_many",
+            ):
                 found[f"{fmt.protocol}.{name}"] = (value,)
                 found[f"{fmt.protocol}.HEADER+{name}"] = (NETWORK_HEADER, value)
     return found

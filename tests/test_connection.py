@@ -193,7 +193,7 @@ def test_a_pushed_message_goes_between_two_pipelined_replies_intact() -> None:
     connection.push(Done(Op.RELEASE, 12345))  # a notice, between the two replies
     sent += _serve(connection, _wire("network", second), 0.1)
     replies = _replies("network", sent)
-    assert replies[0] == Done(Op.SET, lease_id)
+    assert replies[0] == Done(Op.SET, lease_id, 2)
     assert replies[1] == Done(Op.RELEASE, 12345)
     assert isinstance(replies[2], Data) and replies[2].data == b"hello" + bytes(59)
 

@@ -280,9 +280,9 @@ def test_uuid_ids_are_version_4_and_a_separate_id_space() -> None:
 def test_stat_rounds_the_remaining_ttl_up() -> None:
     table = make_table()
     lease = table.grant(20, 1000, 0.0)
-    assert table.stat(lease, 0.0) == (20, 1000)
+    assert table.stat(lease, 0.0) == (20, 1000, 1)
     assert table.stat(lease, 0.0004).ttl_ms == 1000
-    assert table.stat(lease, 0.001) == (20, 999)
+    assert table.stat(lease, 0.001) == (20, 999, 1)
     assert table.stat(lease, 0.9995).ttl_ms == 1
 
 

@@ -17,7 +17,9 @@ from memlease_uuid import FORMAT as UUID_FORMAT
 from memlease_uuid import UUID
 
 from memlease.core.messages import (
+    CasRequest,
     GetRequest,
+    GetsRequest,
     LeaseRequest,
     ReadRequest,
     ReleaseRequest,
@@ -26,6 +28,8 @@ from memlease.core.messages import (
     SetRequest,
     StatRequest,
     StatsRequest,
+    UnwatchRequest,
+    WatchRequest,
     WriteRequest,
 )
 from memlease.protocol import ProtocolSpec
@@ -78,6 +82,11 @@ def _request_for(name: str, lease_id: int | uuid.UUID) -> Request:
         "release": ReleaseRequest(lease_id),
         "error": ReadRequest(lease_id, 0, 5),
         "stats": StatsRequest(),
+        "gets": GetsRequest(lease_id),
+        "cas": CasRequest(lease_id, 2, 0, b"x"),
+        "watching": WatchRequest([lease_id]),
+        "unwatched": UnwatchRequest([lease_id]),
+        "notice": StatsRequest(),  # pushed: it answers nothing
     }[prefix]
 
 

@@ -51,15 +51,15 @@ def test_every_request_type_round_trip() -> None:
     reply = svc.handle(LeaseRequest(16, 1000), 0.0)
     assert isinstance(reply, Granted) and (reply.size, reply.ttl_ms) == (16, 1000)
     lease = reply.lease_id
-    assert svc.handle(SetRequest(lease, b"hello"), 0.1) == Done(Op.SET, lease)
-    assert svc.handle(WriteRequest(lease, 10, b"world"), 0.1) == Done(Op.WRITE, lease)
+    assert svc.handle(SetRequest(lease, b"hello"), 0.1) == Done(Op.SET, lease, 2)
+    assert svc.handle(WriteRequest(lease, 10, b"world"), 0.1) == Done(Op.WRITE, lease, 3)
     assert svc.handle(GetRequest(lease), 0.2) == Data(
         Op.GET, lease, b"hello\x00\x00\x00\x00\x00world\x00"
     )
     assert svc.handle(ReadRequest(lease, 1, 4), 0.2) == Data(Op.READ, lease, b"ello")
-    assert svc.handle(StatRequest(lease), 0.25) == LeaseInfo(lease, 16, 750)
+    assert svc.handle(StatRequest(lease), 0.25) == LeaseInfo(lease, 16, 750, 3)
     assert svc.handle(RenewRequest(lease, 2000), 0.5) == Done(Op.RENEW, lease)
-    assert svc.handle(StatRequest(lease), 0.5) == LeaseInfo(lease, 16, 2000)
+    assert svc.handle(StatRequest(lease), 0.5) == LeaseInfo(lease, 16, 2000, 3)
     stats = svc.handle(StatsRequest(), 0.5)
     assert isinstance(stats, ServerStats) and stats.live_leases == 1
     assert svc.handle(ReleaseRequest(lease), 0.6) == Done(Op.RELEASE, lease)
@@ -83,7 +83,7 @@ def test_uuid_leases_through_the_service() -> None:
     svc = service()
     reply = svc.handle(LeaseRequest(8, 1000, IdKind.UUID), 0.0)
     assert isinstance(reply, Granted) and isinstance(reply.lease_id, uuid.UUID)
-    assert svc.handle(SetRequest(reply.lease_id, b"u"), 0.0) == Done(Op.SET, reply.lease_id)
+    assert svc.handle(SetRequest(reply.lease_id, b"u"), 0.0) == Done(Op.SET, reply.lease_id, 2)
     assert svc.handle(GetRequest(reply.lease_id), 0.0) == Data(
         Op.GET, reply.lease_id, b"u" + bytes(7)
     )

@@ -22,6 +22,8 @@ class ErrorCode(enum.IntEnum):
     UNSUPPORTED = 7
     SERVER_BUSY = 8
     INTERNAL = 9
+    TOO_MANY = 10
+    VERSION_MISMATCH = 11
 
 
 class MemleaseError(Exception):
@@ -88,6 +90,24 @@ class InternalError(LeaseError):
     code = ErrorCode.INTERNAL
 
 
+class TooMany(LeaseError):
+    """The request names more leases than the server takes in one request (a batch over
+    ``limits.max_batch``), or more than a connection may watch (``limits.max_watches``)."""
+
+    code = ErrorCode.TOO_MANY
+
+
+class VersionMismatch(LeaseError):
+    """A compare-and-set found the lease at another version and wrote nothing. ``current``
+    is the lease's version: read it again (``gets``) and retry from there."""
+
+    code = ErrorCode.VERSION_MISMATCH
+
+    def __init__(self, message: str, current: int | None = None) -> None:
+        super().__init__(message)
+        self.current = current
+
+
 class ProtocolError(MemleaseError):
     """Bytes that do not follow the wire format: the message says what was wrong."""
 
@@ -112,6 +132,8 @@ _BY_CODE: dict[ErrorCode, type[LeaseError]] = {
         Unsupported,
         ServerBusy,
         InternalError,
+        TooMany,
+        VersionMismatch,
     )
 }
 

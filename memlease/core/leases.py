@@ -33,9 +33,11 @@ from memlease.core.errors import (
     LeaseError,
     LeaseNotFound,
     LeaseTooSmall,
+    NoRoom,
     not_found_message,
 )
-from memlease.core.messages import IdKind, LeaseId
+from memlease.core.messages import EndReason, IdKind, LeaseId, Notice
+from memlease.core.sessions import Session
 
 MAX_INT_ID = 2**31 - 1
 """Int ids are positive 31-bit: they fit the native protocol's int32."""
@@ -87,10 +89,12 @@ class BufferedRandomIds:
 
 
 class LeaseStat(NamedTuple):
-    """A live lease's size in bytes and its remaining ttl in whole milliseconds (>= 1)."""
+    """A live lease's size in bytes, its remaining ttl in whole milliseconds (>= 1) and its
+    version."""
 
     size: int
     ttl_ms: int
+    version: int
 
 
 def _micros(deadline: float) -> int:
@@ -103,7 +107,11 @@ class LeaseTable:
     ``max_lease_size`` defaults to (and is capped at) the arena's largest block. ``int_ids``
     and ``uuid_ids`` replace the CSPRNG id sources (for tests); an id already live is drawn
     again. Counters ``granted``, ``expired``, ``released`` and ``refused`` (lease requests
-    refused) only grow.
+    refused) only grow; ``closed`` counts bound leases released because their session ended.
+
+    Every lease has a version: 1 when granted, one more after each write (a set is a write).
+    A lease may be bound to a :class:`Session` (released when it ends) and watched by
+    sessions (each told by a :class:`Notice` when the lease ends, whatever ended it).
     """
 
     def __init__(
@@ -139,7 +147,11 @@ class LeaseTable:
         self._offsets = array("q")
         self._sizes = array("q")
         self._deadlines = array("d")
+        self._versions = array("q")
         self._free_slots = array("q")
+        # Only leases that use them cost an entry: slot -> owning session; slot -> watchers.
+        self._owners: dict[int, Session] = {}
+        self._watchers: dict[int, list[Session]] = {}
         self._slot_bits = max(arena.units.bit_length(), 1)
         self._slot_mask = (1 << self._slot_bits) - 1
         self._order = DeadlineOrder()
@@ -147,14 +159,23 @@ class LeaseTable:
         self.expired = 0
         self.released = 0
         self.refused = 0
+        self.closed = 0
 
     def __len__(self) -> int:
         return self._live
 
     # ------------------------------------------------------------------ grant
 
-    def grant(self, size: int, ttl_ms: int, now: float, id_kind: IdKind = IdKind.INT) -> LeaseId:
+    def grant(
+        self,
+        size: int,
+        ttl_ms: int,
+        now: float,
+        id_kind: IdKind = IdKind.INT,
+        owner: Session | None = None,
+    ) -> LeaseId:
         """Lease ``size`` zeroed bytes for ``ttl_ms`` ms from ``now``; the new lease's id.
+        With ``owner``, the lease is bound to that session: released when it ends.
 
         Raises BadSize, BadTtl or NoRoom.
         """
@@ -190,12 +211,17 @@ class LeaseTable:
             self._offsets[slot] = offset
             self._sizes[slot] = size
             self._deadlines[slot] = deadline
+            self._versions[slot] = 1
         else:
             slot = len(self._sizes)
             self._ids.append(int_id)
             self._offsets.append(offset)
             self._sizes.append(size)
             self._deadlines.append(deadline)
+            self._versions.append(1)
+        if owner is not None:
+            self._owners[slot] = owner
+            owner.bound.add(slot)
         lease_id: LeaseId
         if uuid_id is None:
             lease_id = int_id
@@ -208,6 +234,35 @@ class LeaseTable:
         self._order.add((int(deadline * 1_000_000) << self._slot_bits) | slot)
         self.granted += 1
         return lease_id
+
+    def grant_many(
+        self,
+        count: int,
+        size: int,
+        ttl_ms: int,
+        now: float,
+        id_kind: IdKind = IdKind.INT,
+        owner: Session | None = None,
+    ) -> list[LeaseId]:
+        """``count`` leases as :meth:`grant` gives them, all or none: on a refusal, those
+        already granted are taken back (uncounted) and the refusal is raised."""
+        granted: list[LeaseId] = []
+        try:
+            for _ in range(count):
+                granted.append(self.grant(size, ttl_ms, now, id_kind, owner))
+        except LeaseError as exc:
+            for lease_id in granted:
+                slot = self._slot(lease_id, now)
+                self._order.remove((_micros(self._deadlines[slot]) << self._slot_bits) | slot)
+                self._drop(slot, None)
+            self.granted -= len(granted)
+            if isinstance(exc, NoRoom) and granted:
+                raise NoRoom(
+                    f"{count} leases of {format_bytes(size)} refused: only {len(granted)} "
+                    f"fit; none was granted ({exc})"
+                ) from None
+            raise
+        return granted
 
     def _bad_ttl(self, ttl_ms: int) -> BadTtl:
         return BadTtl(
@@ -278,8 +333,9 @@ class LeaseTable:
 
     def write(
         self, lease_id: LeaseId, offset: int, data: bytes | bytearray | memoryview, now: float
-    ) -> None:
-        """Write ``data`` at ``offset``; nothing is written if it does not fit."""
+    ) -> int:
+        """Write ``data`` at ``offset``; the lease's new version. Nothing is written (and the
+        version stays) if it does not fit."""
         slot = self._slot(lease_id, now)
         size = self._sizes[slot]
         length = len(data)
@@ -290,17 +346,47 @@ class LeaseTable:
             )
         start = self._offsets[slot] + offset
         self._memory[start : start + length] = data
+        version = self._versions[slot] + 1
+        self._versions[slot] = version
+        return version
 
-    def set(self, lease_id: LeaseId, data: bytes | bytearray | memoryview, now: float) -> None:
-        """Write ``data`` as a prefix of the region; the rest is left as it was."""
-        self.write(lease_id, 0, data, now)
+    def set(self, lease_id: LeaseId, data: bytes | bytearray | memoryview, now: float) -> int:
+        """Write ``data`` as a prefix of the region (the rest is left as it was); the new
+        version."""
+        return self.write(lease_id, 0, data, now)
+
+    def gets(self, lease_id: LeaseId, now: float) -> tuple[memoryview, int]:
+        """The lease's whole region (read-only, as :meth:`region`) and its version."""
+        slot = self._slot(lease_id, now)
+        offset = self._offsets[slot]
+        return self._readonly[offset : offset + self._sizes[slot]], self._versions[slot]
+
+    def cas(
+        self,
+        lease_id: LeaseId,
+        version: int,
+        offset: int,
+        data: bytes | bytearray | memoryview,
+        now: float,
+    ) -> tuple[bool, int]:
+        """Write ``data`` at ``offset`` only if the lease is at ``version``: (True, the new
+        version), or (False, the current version) with nothing written. Raises
+        LeaseNotFound, or LeaseTooSmall (whatever the version) for data that does not fit."""
+        slot = self._slot(lease_id, now)
+        current = self._versions[slot]
+        if current != version:
+            size = self._sizes[slot]
+            if offset < 0 or offset + len(data) > size:
+                self.write(lease_id, offset, data, now)  # raises the LeaseTooSmall
+            return False, current
+        return True, self.write(lease_id, offset, data, now)
 
     def stat(self, lease_id: LeaseId, now: float) -> LeaseStat:
-        """The lease's size and remaining ttl (whole ms, rounded up, at least 1)."""
+        """The lease's size, remaining ttl (whole ms, rounded up, at least 1) and version."""
         slot = self._slot(lease_id, now)
         # Rounded to the microsecond first so that float noise cannot add a millisecond.
         remaining = math.ceil(round((self._deadlines[slot] - now) * 1000, 3))
-        return LeaseStat(int(self._sizes[slot]), max(remaining, 1))
+        return LeaseStat(int(self._sizes[slot]), max(remaining, 1), self._versions[slot])
 
     def deadline(self, lease_id: LeaseId, now: float) -> float:
         """The lease's deadline, monotonic seconds."""
@@ -328,18 +414,110 @@ class LeaseTable:
         """End the lease at once and return its memory. Raises LeaseNotFound."""
         slot = self._slot(lease_id, now)
         self._order.remove((_micros(self._deadlines[slot]) << self._slot_bits) | slot)
-        self._drop(slot)
+        self._drop(slot, EndReason.RELEASED)
         self.released += 1
 
-    def _drop(self, slot: int) -> None:
+    def renew_many(self, lease_ids: list[LeaseId], ttl_ms: int, now: float) -> list[LeaseId]:
+        """Renew every live lease of ``lease_ids``; the ids that were not found. Raises
+        BadTtl (renewing none)."""
+        if not 1 <= ttl_ms <= self.max_ttl_ms:
+            raise self._bad_ttl(ttl_ms)
+        missing: list[LeaseId] = []
+        for lease_id in lease_ids:
+            try:
+                self.renew(lease_id, ttl_ms, now)
+            except LeaseNotFound:
+                missing.append(lease_id)
+        return missing
+
+    def release_many(self, lease_ids: list[LeaseId], now: float) -> list[LeaseId]:
+        """Release every live lease of ``lease_ids``; the ids that were not found."""
+        missing: list[LeaseId] = []
+        for lease_id in lease_ids:
+            try:
+                self.release(lease_id, now)
+            except LeaseNotFound:
+                missing.append(lease_id)
+        return missing
+
+    # ------------------------------------------------------------------ sessions
+
+    def watch(self, lease_ids: list[LeaseId], session: Session, now: float) -> None:
+        """``session`` is told when each of ``lease_ids`` ends. All or none: raises
+        LeaseNotFound, watching none, if one is not live. Watching twice is watching once."""
+        slots = [self._slot(lease_id, now) for lease_id in lease_ids]
+        watchers = self._watchers
+        watching = session.watching
+        for slot in slots:
+            if slot not in watching:
+                watching.add(slot)
+                watchers.setdefault(slot, []).append(session)
+
+    def unwatch(self, lease_ids: list[LeaseId], session: Session, now: float) -> list[LeaseId]:
+        """``session`` is no longer told when these leases end; the ids it was not watching
+        (unknown, ended, or never watched: not an error)."""
+        not_watched: list[LeaseId] = []
+        for lease_id in lease_ids:
+            try:
+                slot = self._slot(lease_id, now)
+            except LeaseNotFound:
+                not_watched.append(lease_id)
+                continue
+            if slot in session.watching:
+                self._forget_watch(slot, session)
+            else:
+                not_watched.append(lease_id)
+        return not_watched
+
+    def _forget_watch(self, slot: int, session: Session) -> None:
+        session.watching.discard(slot)
+        sessions = self._watchers[slot]
+        sessions.remove(session)
+        if not sessions:
+            del self._watchers[slot]
+
+    def end_session(self, session: Session) -> int:
+        """The session's connection closed: release the leases bound to it (watchers are told
+        CLOSED) and drop its watches; how many leases were released."""
+        for slot in list(session.watching):
+            self._forget_watch(slot, session)
+        released = 0
+        for slot in list(session.bound):
+            self._order.remove((_micros(self._deadlines[slot]) << self._slot_bits) | slot)
+            self._drop(slot, EndReason.CLOSED)
+            released += 1
+        self.closed += released
+        return released
+
+    @property
+    def watches(self) -> int:
+        """Watches in force, over all sessions."""
+        return sum(map(len, self._watchers.values()))
+
+    def _drop(self, slot: int, reason: EndReason | None = EndReason.EXPIRED) -> None:
         """Forget the lease in ``slot`` and free its block; its entry is already out of the
-        expiry order."""
+        expiry order. Every lease that ends passes here: its watchers are told ``reason``
+        (None: a grant taken back, which nobody could watch yet)."""
         int_id = self._ids[slot]
+        lease_id: LeaseId
         if int_id:
+            lease_id = int_id
             del self._by_int[int_id & _SHARD][int_id]
         else:
-            uuid_id = self._uuid_of_slot[slot & _SHARD].pop(slot)
+            lease_id = uuid_id = self._uuid_of_slot[slot & _SHARD].pop(slot)
             del self._by_uuid[uuid_id.int & _SHARD][uuid_id]
+        if self._owners:
+            owner = self._owners.pop(slot, None)
+            if owner is not None:
+                owner.bound.discard(slot)
+        if self._watchers:
+            sessions = self._watchers.pop(slot, None)
+            if sessions is not None:
+                notice = Notice(lease_id, reason or EndReason.RELEASED)
+                for session in sessions:
+                    session.watching.discard(slot)
+                    if reason is not None:
+                        session.notify(notice)
         self._live -= 1
         self.arena.free(self._offsets[slot])
         self._sizes[slot] = 0

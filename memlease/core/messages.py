@@ -40,6 +40,22 @@ class Op(enum.Enum):
     RELEASE = "release"
     STAT = "stat"
     STATS = "stats"
+    GETS = "gets"
+    CAS = "cas"
+    LEASE_MANY = "lease_many"
+    RENEW_MANY = "renew_many"
+    RELEASE_MANY = "release_many"
+    WATCH = "watch"
+    UNWATCH = "unwatch"
+
+
+class EndReason(enum.IntEnum):
+    """Why a lease ended, as a notice tells it. The numbers are part of the wire formats."""
+
+    EXPIRED = 1
+    RELEASED = 2
+    CLOSED = 3
+    """It was bound to a connection, and that connection closed."""
 
 
 # ---------------------------------------------------------------- requests
@@ -47,11 +63,13 @@ class Op(enum.Enum):
 
 @dataclass(slots=True)
 class LeaseRequest:
-    """Lease ``size`` bytes for ``ttl_ms`` milliseconds, with an id of ``id_kind``."""
+    """Lease ``size`` bytes for ``ttl_ms`` milliseconds, with an id of ``id_kind``; ``bound``:
+    released when the connection that asked for it closes."""
 
     size: int
     ttl_ms: int
     id_kind: IdKind = IdKind.INT
+    bound: bool = False
     op = Op.LEASE
 
 
@@ -126,6 +144,70 @@ class StatsRequest:
     op = Op.STATS
 
 
+@dataclass(slots=True)
+class GetsRequest:
+    """Return the whole leased region and its version."""
+
+    lease_id: LeaseId
+    op = Op.GETS
+
+
+@dataclass(slots=True)
+class CasRequest:
+    """Write ``data`` at ``offset`` only if the lease is at ``version``."""
+
+    lease_id: LeaseId
+    version: int
+    offset: int
+    data: bytes | memoryview
+    op = Op.CAS
+
+
+@dataclass(slots=True)
+class LeaseManyRequest:
+    """Lease ``count`` regions of ``size`` bytes for ``ttl_ms``, all or none."""
+
+    count: int
+    size: int
+    ttl_ms: int
+    id_kind: IdKind = IdKind.INT
+    bound: bool = False
+    op = Op.LEASE_MANY
+
+
+@dataclass(slots=True)
+class RenewManyRequest:
+    """Renew every live lease of ``lease_ids`` to now + ``ttl_ms``."""
+
+    lease_ids: list[LeaseId]
+    ttl_ms: int
+    op = Op.RENEW_MANY
+
+
+@dataclass(slots=True)
+class ReleaseManyRequest:
+    """Release every live lease of ``lease_ids``."""
+
+    lease_ids: list[LeaseId]
+    op = Op.RELEASE_MANY
+
+
+@dataclass(slots=True)
+class WatchRequest:
+    """Send this connection a notice when any of ``lease_ids`` ends (all must be live)."""
+
+    lease_ids: list[LeaseId]
+    op = Op.WATCH
+
+
+@dataclass(slots=True)
+class UnwatchRequest:
+    """Stop the notices of ``lease_ids`` to this connection."""
+
+    lease_ids: list[LeaseId]
+    op = Op.UNWATCH
+
+
 Request = (
     LeaseRequest
     | GetRequest
@@ -136,7 +218,17 @@ Request = (
     | ReleaseRequest
     | StatRequest
     | StatsRequest
+    | GetsRequest
+    | CasRequest
+    | LeaseManyRequest
+    | RenewManyRequest
+    | ReleaseManyRequest
+    | WatchRequest
+    | UnwatchRequest
 )
+
+BatchRequest = RenewManyRequest | ReleaseManyRequest | WatchRequest | UnwatchRequest
+"""The requests that carry a list of ids."""
 
 # ---------------------------------------------------------------- replies
 
@@ -154,7 +246,8 @@ class Granted:
 
 @dataclass(slots=True)
 class Data:
-    """Bytes from a lease: the whole region (``op`` GET) or a part of it (``op`` READ).
+    """Bytes from a lease: the whole region (``op`` GET or GETS) or a part of it (``op``
+    READ); a GETS reply also carries the lease's ``version``.
 
     ``data`` is bytes, except in a get's reply from the service: a read-only view of the
     lease's region, valid only until the next request is handled."""
@@ -162,23 +255,28 @@ class Data:
     op: Op
     lease_id: LeaseId
     data: bytes | memoryview
+    version: int = 0
 
 
 @dataclass(slots=True)
 class Done:
-    """A set, write, renew or release succeeded."""
+    """A set, write, renew or release succeeded; a set or write gives the lease's new
+    ``version`` (0 where the protocol does not carry it: the original native set)."""
 
     op: Op
     lease_id: LeaseId
+    version: int = 0
 
 
 @dataclass(slots=True)
 class LeaseInfo:
-    """The answer to a stat: the lease's size and its remaining ttl in milliseconds."""
+    """The answer to a stat: the lease's size, its remaining ttl in milliseconds and its
+    version (1 when granted, one more after every set, write or successful cas)."""
 
     lease_id: LeaseId
     size: int
     ttl_ms: int
+    version: int = 0
     op = Op.STAT
 
 
@@ -215,6 +313,55 @@ class ErrorReply:
     lease_id: LeaseId | None = None
 
 
-Reply = Granted | Data | Done | LeaseInfo | ServerStats | ErrorReply
+@dataclass(slots=True)
+class CasResult:
+    """The answer to a cas: ``swapped`` (the data was written and ``version`` is the new
+    one) or not (nothing was written and ``version`` is the lease's current one)."""
+
+    lease_id: LeaseId
+    swapped: bool
+    version: int
+    op = Op.CAS
+
+
+@dataclass(slots=True)
+class GrantedMany:
+    """The leases of a lease_many, each of ``size`` bytes for ``ttl_ms``."""
+
+    lease_ids: list[LeaseId]
+    size: int
+    ttl_ms: int
+    op = Op.LEASE_MANY
+
+
+@dataclass(slots=True)
+class IdList:
+    """The answer to a request on many ids: for renew_many and release_many the ids that were
+    not found; for unwatch the ids that were not watched; for watch, none."""
+
+    op: Op
+    lease_ids: list[LeaseId]
+
+
+@dataclass(slots=True)
+class Notice:
+    """Pushed, not asked for: a watched lease ended, and why."""
+
+    lease_id: LeaseId
+    reason: EndReason
+
+
+Reply = (
+    Granted
+    | Data
+    | Done
+    | LeaseInfo
+    | ServerStats
+    | ErrorReply
+    | CasResult
+    | GrantedMany
+    | IdList
+    | Notice
+)
 
 Message = Request | Reply

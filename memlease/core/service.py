@@ -10,19 +10,27 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from memlease.core.arena import BuddyArena
-from memlease.core.errors import ErrorCode, LeaseError
+from memlease.core.errors import BadRequest, ErrorCode, LeaseError, TooMany
 from memlease.core.leases import LeaseTable
 from memlease.core.messages import (
+    CasRequest,
+    CasResult,
     Data,
     Done,
     ErrorReply,
     GetRequest,
+    GetsRequest,
     Granted,
+    GrantedMany,
+    IdList,
     LeaseInfo,
+    LeaseManyRequest,
     LeaseRequest,
     Op,
     ReadRequest,
+    ReleaseManyRequest,
     ReleaseRequest,
+    RenewManyRequest,
     RenewRequest,
     Reply,
     Request,
@@ -30,8 +38,19 @@ from memlease.core.messages import (
     SetRequest,
     StatRequest,
     StatsRequest,
+    UnwatchRequest,
+    WatchRequest,
     WriteRequest,
 )
+from memlease.core.sessions import Session
+
+MAX_BATCH = 10_000
+"""Leases one request may name or ask for, by default (``limits.max_batch``): a batch is
+handled in one go, and 10,000 grants or renewals hold every other client for ~10-30 ms."""
+
+MAX_WATCHES = 100_000
+"""Leases one connection may watch at once, by default (``limits.max_watches``): each watch
+costs the server memory, about 200 B."""
 
 
 class ConnectionFigures(Protocol):
@@ -56,13 +75,22 @@ class Service:
     that deadline clears it.
     """
 
-    def __init__(self, table: LeaseTable, *, connections: ConnectionFigures | None = None) -> None:
+    def __init__(
+        self,
+        table: LeaseTable,
+        *,
+        connections: ConnectionFigures | None = None,
+        max_batch: int = MAX_BATCH,
+        max_watches: int = MAX_WATCHES,
+    ) -> None:
         self.table = table
         self._connections = connections
+        self.max_batch = max_batch
+        self.max_watches = max_watches
         self.refused_requests = 0
         self.deadlines_moved = False
         # Dispatch by exact type: one dict lookup per request on the hot path.
-        self._handlers: dict[type[Any], Callable[[Any, float], Reply]] = {
+        self._handlers: dict[type[Any], Callable[[Any, float, Session | None], Reply]] = {
             LeaseRequest: self._lease,
             GetRequest: self._get,
             SetRequest: self._set,
@@ -72,6 +100,13 @@ class Service:
             ReleaseRequest: self._release,
             StatRequest: self._stat,
             StatsRequest: self._stats,
+            GetsRequest: self._gets,
+            CasRequest: self._cas,
+            LeaseManyRequest: self._lease_many,
+            RenewManyRequest: self._renew_many,
+            ReleaseManyRequest: self._release_many,
+            WatchRequest: self._watch,
+            UnwatchRequest: self._unwatch,
         }
 
     @classmethod
@@ -83,14 +118,17 @@ class Service:
         max_ttl_ms: int = 3_600_000,
         max_lease_size: int | None = None,
         connections: ConnectionFigures | None = None,
+        max_batch: int = MAX_BATCH,
+        max_watches: int = MAX_WATCHES,
     ) -> Service:
         """A service over a fresh arena of ``arena_size`` bytes (rounded down to min_block)."""
         arena = BuddyArena(arena_size, min_block=min_block)
         table = LeaseTable(arena, max_ttl_ms=max_ttl_ms, max_lease_size=max_lease_size)
-        return cls(table, connections=connections)
+        return cls(table, connections=connections, max_batch=max_batch, max_watches=max_watches)
 
-    def handle(self, request: Request, now: float) -> Reply:
-        """The reply to ``request`` at monotonic time ``now``."""
+    def handle(self, request: Request, now: float, session: Session | None = None) -> Reply:
+        """The reply to ``request`` at monotonic time ``now``, from the connection whose
+        ``session`` it is (None: bound leases and watches are refused)."""
         handler = self._handlers.get(type(request))
         if handler is None:
             self.refused_requests += 1
@@ -101,7 +139,7 @@ class Service:
                 lease_id=getattr(request, "lease_id", None),
             )
         try:
-            return handler(request, now)
+            return handler(request, now, session)
         except LeaseError as exc:
             self.refused_requests += 1
             return ErrorReply(
@@ -111,6 +149,11 @@ class Service:
     def expire(self, now: float, limit: int = 1000) -> int:
         """Free at most ``limit`` leases past their deadline; how many were freed."""
         return self.table.expire(now, limit)
+
+    def end_session(self, session: Session) -> int:
+        """A connection closed: release its bound leases (telling their watchers) and drop
+        its watches; how many leases were released."""
+        return self.table.end_session(session)
 
     def next_deadline(self) -> float | None:
         """When the next lease falls due (monotonic seconds), or None with no live lease."""
@@ -140,38 +183,107 @@ class Service:
 
     # ------------------------------------------------------------------ one per request type
 
-    def _lease(self, request: LeaseRequest, now: float) -> Reply:
-        lease_id = self.table.grant(request.size, request.ttl_ms, now, request.id_kind)
+    def _lease(self, request: LeaseRequest, now: float, session: Session | None) -> Reply:
+        owner = _owner(session) if request.bound else None
+        lease_id = self.table.grant(request.size, request.ttl_ms, now, request.id_kind, owner)
         self.deadlines_moved = True
         return Granted(lease_id, request.size, request.ttl_ms)
 
-    def _get(self, request: GetRequest, now: float) -> Reply:
+    def _get(self, request: GetRequest, now: float, session: Session | None) -> Reply:
         return Data(Op.GET, request.lease_id, self.table.region(request.lease_id, now))
 
-    def _read(self, request: ReadRequest, now: float) -> Reply:
+    def _gets(self, request: GetsRequest, now: float, session: Session | None) -> Reply:
+        region, version = self.table.gets(request.lease_id, now)
+        return Data(Op.GETS, request.lease_id, region, version)
+
+    def _read(self, request: ReadRequest, now: float, session: Session | None) -> Reply:
         data = self.table.read(request.lease_id, request.offset, request.length, now)
         return Data(Op.READ, request.lease_id, data)
 
-    def _set(self, request: SetRequest, now: float) -> Reply:
-        self.table.write(request.lease_id, 0, request.data, now)  # a set is a write at 0
-        return Done(Op.SET, request.lease_id)
+    def _set(self, request: SetRequest, now: float, session: Session | None) -> Reply:
+        version = self.table.write(request.lease_id, 0, request.data, now)  # a write at 0
+        return Done(Op.SET, request.lease_id, version)
 
-    def _write(self, request: WriteRequest, now: float) -> Reply:
-        self.table.write(request.lease_id, request.offset, request.data, now)
-        return Done(Op.WRITE, request.lease_id)
+    def _write(self, request: WriteRequest, now: float, session: Session | None) -> Reply:
+        version = self.table.write(request.lease_id, request.offset, request.data, now)
+        return Done(Op.WRITE, request.lease_id, version)
 
-    def _renew(self, request: RenewRequest, now: float) -> Reply:
+    def _cas(self, request: CasRequest, now: float, session: Session | None) -> Reply:
+        swapped, version = self.table.cas(
+            request.lease_id, request.version, request.offset, request.data, now
+        )
+        return CasResult(request.lease_id, swapped, version)
+
+    def _renew(self, request: RenewRequest, now: float, session: Session | None) -> Reply:
         self.table.renew(request.lease_id, request.ttl_ms, now)
         self.deadlines_moved = True
         return Done(Op.RENEW, request.lease_id)
 
-    def _release(self, request: ReleaseRequest, now: float) -> Reply:
+    def _release(self, request: ReleaseRequest, now: float, session: Session | None) -> Reply:
         self.table.release(request.lease_id, now)
         return Done(Op.RELEASE, request.lease_id)
 
-    def _stat(self, request: StatRequest, now: float) -> Reply:
-        size, ttl_ms = self.table.stat(request.lease_id, now)
-        return LeaseInfo(request.lease_id, size, ttl_ms)
+    def _stat(self, request: StatRequest, now: float, session: Session | None) -> Reply:
+        size, ttl_ms, version = self.table.stat(request.lease_id, now)
+        return LeaseInfo(request.lease_id, size, ttl_ms, version)
 
-    def _stats(self, request: StatsRequest, now: float) -> Reply:
+    def _stats(self, request: StatsRequest, now: float, session: Session | None) -> Reply:
         return self.stats(now)
+
+    # ------------------------------------------------------------------ batches and watches
+
+    def _check_batch(self, op: Op, count: int) -> None:
+        if count > self.max_batch:
+            raise TooMany(
+                f"{op.value} of {count} leases refused: at most {self.max_batch} in one "
+                "request (limits.max_batch); nothing was done, send several requests"
+            )
+
+    def _lease_many(self, request: LeaseManyRequest, now: float, session: Session | None) -> Reply:
+        self._check_batch(Op.LEASE_MANY, request.count)
+        if request.count < 1:
+            raise BadRequest(f"lease_many of {request.count} leases: ask for at least 1")
+        owner = _owner(session) if request.bound else None
+        lease_ids = self.table.grant_many(
+            request.count, request.size, request.ttl_ms, now, request.id_kind, owner
+        )
+        self.deadlines_moved = True
+        return GrantedMany(lease_ids, request.size, request.ttl_ms)
+
+    def _renew_many(self, request: RenewManyRequest, now: float, session: Session | None) -> Reply:
+        self._check_batch(Op.RENEW_MANY, len(request.lease_ids))
+        missing = self.table.renew_many(request.lease_ids, request.ttl_ms, now)
+        self.deadlines_moved = True
+        return IdList(Op.RENEW_MANY, missing)
+
+    def _release_many(
+        self, request: ReleaseManyRequest, now: float, session: Session | None
+    ) -> Reply:
+        self._check_batch(Op.RELEASE_MANY, len(request.lease_ids))
+        return IdList(Op.RELEASE_MANY, self.table.release_many(request.lease_ids, now))
+
+    def _watch(self, request: WatchRequest, now: float, session: Session | None) -> Reply:
+        self._check_batch(Op.WATCH, len(request.lease_ids))
+        owner = _owner(session)
+        if len(owner.watching) + len(request.lease_ids) > self.max_watches:
+            raise TooMany(
+                f"watch of {len(request.lease_ids)} leases refused: this connection watches "
+                f"{len(owner.watching)} and may watch at most {self.max_watches} "
+                "(limits.max_watches); unwatch some first, or use another connection"
+            )
+        self.table.watch(request.lease_ids, owner, now)
+        return IdList(Op.WATCH, [])
+
+    def _unwatch(self, request: UnwatchRequest, now: float, session: Session | None) -> Reply:
+        self._check_batch(Op.UNWATCH, len(request.lease_ids))
+        if session is None:
+            return IdList(Op.UNWATCH, list(request.lease_ids))
+        return IdList(Op.UNWATCH, self.table.unwatch(request.lease_ids, session, now))
+
+
+def _owner(session: Session | None) -> Session:
+    if session is None:
+        raise BadRequest(
+            "bound leases and watches belong to a connection, and this request came with none"
+        )
+    return session

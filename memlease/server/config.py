@@ -86,6 +86,8 @@ class Config:
     handshake_timeout: float = 5.0
     # Requests for unknown ids one connection may make in a second; 0: no limit
     max_unknown_ids_per_second: int = 1000
+    max_batch: int = 10_000
+    max_watches: int = 100_000
     expiry_batch: int = 1000
     shutdown_grace: float = 5.0
     log_level: str = "info"
@@ -137,6 +139,8 @@ _FIELDS: dict[str, tuple[str, str | None, Callable[[object], Any]]] = {
         "--max-unknown-ids-per-second",
         to_count,
     ),
+    "max_batch": ("limits.max_batch", None, to_count),
+    "max_watches": ("limits.max_watches", None, to_count),
     "expiry_batch": ("limits.expiry_batch", None, to_count),
     "shutdown_grace": ("limits.shutdown_grace", None, to_seconds),
     "tls_certificate": ("tls.certificate", "--tls-cert", to_optional_path),
@@ -335,6 +339,7 @@ def validate(
         "idle_timeout": config.idle_timeout,
         "handshake_timeout": config.handshake_timeout,
         "expiry_batch": config.expiry_batch,
+        "max_batch": config.max_batch,
         "shutdown_grace": config.shutdown_grace,
     }
     for name, value in positive.items():
@@ -428,3 +433,13 @@ def _validate_tls(config: Config, fail: Callable[[str, object, str], ConfigError
     from memlease.tls import server_context
 
     server_context(config.tls_certificate, str(config.tls_key), config.tls_client_ca)
+
+
+BATCH_ID_ROOM = 16
+"""Bytes of a batch's reply per lease, with the widest id (uuid)."""
+
+
+def batch_limit(config: Config) -> int:
+    """Leases one request may name or ask for: limits.max_batch, capped so that the reply of
+    a batch (an id per lease, beside the headers) fits in limits.max_message."""
+    return max(1, min(config.max_batch, (config.max_message - REPLY_ROOM) // BATCH_ID_ROOM))

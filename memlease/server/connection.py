@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 from memlease.core.errors import ErrorCode, ProtocolError
 from memlease.core.messages import Data, ErrorReply, Reply, Request
+from memlease.core.sessions import Session
 from memlease.protocol import Bytes, ServerCodec
 from memlease.server.budget import RECEIVE_ROOM, Holding, MemoryBudget
 from memlease.server.logs import REPEATS
@@ -58,7 +59,10 @@ SHUTDOWN_DRAIN = 0.1
 request already sent (or readable in the same instant as the signal) is served, not dropped."""
 
 PUSH_LIMIT = 1024
-"""Pushed messages a connection holds for its client; past it, the oldest are dropped."""
+"""Pushed messages (notices) a connection holds for its client beyond what its socket took;
+one more and the connection is closed (Ending.UNREAD): a client that does not read its
+notices must not make the server hold them without a bound, and dropping some silently would
+leave it waiting for a notice that never comes."""
 
 
 class Ending(enum.Enum):
@@ -71,6 +75,7 @@ class Ending(enum.Enum):
     BAD_INPUT = "bad input"
     GUESSING = "too many unknown ids"
     SHUTDOWN = "server shutting down"
+    UNREAD = "too many notices unread"
 
 
 class State(enum.Enum):
@@ -104,7 +109,7 @@ class Limits:
     """0: no limit."""
 
 
-Handler = Callable[[Request, float], Reply]
+Handler = Callable[[Request, float, Session | None], Reply]
 
 
 class Connection:
@@ -123,6 +128,7 @@ class Connection:
         "_codec",
         "_copies",
         "_decoded",
+        "_end_session",
         "_ending_after_send",
         "_fed",
         "_grace_until",
@@ -134,6 +140,7 @@ class Connection:
         "_misses_since",
         "_partial_since",
         "_pushed",
+        "_session",
         "_unserved",
         "detail",
         "due",
@@ -156,8 +163,13 @@ class Connection:
         protocol: str,
         client_missed: Callable[[float], bool] | None = None,
         budget: MemoryBudget | None = None,
+        session: Session | None = None,
+        end_session: Callable[[Session], object] | None = None,
     ) -> None:
         self._codec = codec
+        # The connection's part in the lease table (bound and watched leases), ended with it.
+        self._session = session
+        self._end_session = end_session
         # What this connection holds of the server's connection memory (None: no budget).
         self._holding = None if budget is None else Holding(budget)
         if self._holding is not None:
@@ -187,7 +199,7 @@ class Connection:
         self._decoded = False
         self._fed = False
         self._grace_until: float | None = None
-        self._pushed: deque[Reply] = deque(maxlen=PUSH_LIMIT)
+        self._pushed: deque[Reply] = deque()
         self._ending_after_send: Ending | None = None
         self._log_refusals = log.isEnabledFor(logging.INFO)
         # Unknown ids asked for since _misses_since (a window of one second).
@@ -241,9 +253,13 @@ class Connection:
             self._holding.take_output(unsent + self.send_buffers)
 
     def release(self) -> None:
-        """The connection is closed: give back all it held of the memory budget."""
+        """The connection is closed: give back all it held of the memory budget, and end its
+        session (its bound leases are released)."""
         if self._holding is not None:
             self._holding.give_all()
+        session, self._session = self._session, None
+        if session is not None and self._end_session is not None:
+            self._end_session(session)
 
     def receive_buffer(self) -> memoryview | None:
         """Where the next bytes should be read to (a large message's own buffer), or None
@@ -273,7 +289,14 @@ class Connection:
 
     def push(self, message: Reply) -> None:
         """Queue ``message`` for the client: it goes out between two replies, or at once if
-        the connection is waiting for a request (the driver must then be woken)."""
+        the connection is waiting for a request (the driver must then be woken). Past
+        :data:`PUSH_LIMIT` queued, the connection ends instead (the driver must be woken)."""
+        if self.ending is not None:
+            return
+        if len(self._pushed) >= PUSH_LIMIT:
+            self.detail = f"{PUSH_LIMIT} notices queued beyond what its socket holds"
+            self._end(Ending.UNREAD)
+            return
         self._pushed.append(message)
         self.has_output = True
 
@@ -293,13 +316,14 @@ class Connection:
         next_request = codec.next_request
         encode_reply = codec.encode_reply
         handle = self._handle
+        session = self._session
         held = 0
         try:
             request = next_request()
             if request is not None:
                 self._decoded = True
             while request is not None:
-                reply = handle(request, now)
+                reply = handle(request, now, session)
                 kind = type(reply)
                 if kind is Data:
                     data = reply.data  # type: ignore[union-attr]
@@ -322,7 +346,8 @@ class Connection:
                         _log_refusal(self.peer, request, reply)  # type: ignore[arg-type]
                     if reply.code is ErrorCode.NOT_FOUND and self._missed(now):  # type: ignore[union-attr]
                         out.append(encode_reply(reply))
-                        self._unserved = self.has_output = False
+                        self._unserved = False
+                        self.has_output = bool(pushed)
                         self._ending_after_send = Ending.GUESSING
                         return out
                 encoded = encode_reply(reply)
@@ -331,7 +356,9 @@ class Connection:
                 if held > SEND_AT:
                     return out
                 request = next_request()
-            self._unserved = self.has_output = False
+            self._unserved = False
+            # A request may have ended a lease this connection watches: its notice is queued.
+            self.has_output = bool(pushed)
             return out
         except ProtocolError as exc:
             out.append(encode_reply(ErrorReply(ErrorCode.BAD_REQUEST, str(exc))))
@@ -490,3 +517,5 @@ def log_ending(connection: Connection, limits: Limits) -> None:
         log.warning("%s: closing: %s; is it guessing ids?", peer, connection.detail)
     elif ending is Ending.BAD_INPUT:
         log.warning("%s: bad %s input, closing: %s", peer, connection.protocol, connection.detail)
+    elif ending is Ending.UNREAD:
+        log.warning("%s: closing: it does not read its notices (%s)", peer, connection.detail)

@@ -51,10 +51,13 @@ class OpenConnection:
         self.handshaking = handshaking
 
     def push(self, message: Reply) -> None:
-        """Send ``message`` to the client between replies; at once if it is waiting."""
-        self.connection.push(message)
-        if self.connection.state is State.RECEIVING:
-            # Wake the task: the wait for bytes ends, nothing is lost, and it sends first.
+        """Send ``message`` to the client between replies; at once if it is waiting. If it
+        holds too many already, the connection ends (its task is woken to close it)."""
+        connection = self.connection
+        connection.push(message)
+        if connection.state is State.RECEIVING or connection.ending is not None:
+            # Wake the task: the wait for bytes (or for the client to take replies) ends,
+            # nothing is lost, and it sends first, or closes.
             self.scope.deadline = -math.inf
 
 

@@ -21,6 +21,7 @@ import trio
 
 from memlease.core.errors import ConfigError
 from memlease.core.service import Service
+from memlease.core.sessions import Session
 from memlease.protocol import ProtocolRegistry, ProtocolSpec, default_registry
 from memlease.server.accept import (
     CAPACITY_ERRNOS,
@@ -31,7 +32,13 @@ from memlease.server.accept import (
     listening_socket,
 )
 from memlease.server.budget import MemoryBudget
-from memlease.server.config import FILE_KEYS, Config, largest_lease, per_client_limit
+from memlease.server.config import (
+    FILE_KEYS,
+    Config,
+    batch_limit,
+    largest_lease,
+    per_client_limit,
+)
 from memlease.server.config_values import Listener
 from memlease.server.connection import Connection, Limits
 from memlease.server.connection_set import (
@@ -239,6 +246,8 @@ async def serve(
         max_ttl_ms=config.max_ttl_ms,
         max_lease_size=largest_lease(config),
         connections=connections,
+        max_batch=batch_limit(config),
+        max_watches=config.max_watches,
     )
     tls = None
     if config.tls_certificate is not None and config.tls_key is not None:
@@ -278,7 +287,7 @@ async def _accept(
     entry: _OpenListener, service: Service, server: _Server, nursery: trio.Nursery
 ) -> None:
     spec, tls = entry.spec, entry.tls
-    make_codec, handle = spec.server_codec, service.handle
+    make_codec, handle, end_session = spec.server_codec, service.handle, service.end_session
     max_message = server.limits.max_message  # a reload never changes it
     connections, handshake = server.connections, tls is not None
     misses, budget = server.misses.missed, server.budget
@@ -294,6 +303,7 @@ async def _accept(
             return
         # Counted now, not when its task first runs: a batch of accepts must not pass the
         # limit check before any of them is counted.
+        session = Session()
         rules = Connection(
             make_codec(max_message),
             handle,
@@ -303,8 +313,11 @@ async def _accept(
             protocol=spec.name,
             client_missed=partial(misses, client),
             budget=budget,
+            session=session,
+            end_session=end_session,
         )
         opened = OpenConnection(rules, client, handshaking=handshake)
+        session.notify = opened.push
         connections.add(opened)
         try:
             nursery.start_soon(server.handler, connection, opened, tls, name=task_name)

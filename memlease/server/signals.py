@@ -27,8 +27,8 @@ RELOADED = (
     "shutdown_grace",
 )
 """The Config fields SIGHUP reloads; connections opened from then on get the new limits.
-The others (host, listeners, arena, max_message, max_ttl, expiry_batch, TLS files) take a
-restart."""
+The others (host, listeners, arena, max_message, max_ttl, expiry_batch, max_batch,
+max_watches, TLS files) take a restart."""
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 OTHER_SIGNALS = tuple(

@@ -17,6 +17,7 @@ from memlease.core.messages import Data, IdKind, Reply, Request
 from memlease.protocol import Bytes, ClientCodec, ServerCodec
 from memlease_wire.derive import derive
 from memlease_wire.framing import FrameDecoder
+from memlease_wire.id_lists import IdLists
 from memlease_wire.network_decoding import reply_rules, request_rules
 from memlease_wire.network_encoding import encode_request, reply_encoders
 from memlease_wire.network_ids import IdFormat
@@ -66,6 +67,17 @@ class NetworkFormat:
         self.s_lease_info = derive(L.lease_info).fixed
         self.s_server_stats = derive(L.server_stats).fixed
         self.s_error = derive(L.error).fixed
+        self.s_done_version = derive(L.done_version).fixed
+        self.s_gets_data = derive(L.gets_data).fixed
+        self.s_cas = derive(L.cas).fixed
+        self.s_cas_result = derive(L.cas_result).fixed
+        self.s_lease_many = derive(L.lease_many).fixed
+        self.s_notice = derive(L.notice).fixed
+        # The fixed parts of the id-list layouts, up to and with the count (the ids follow).
+        self.s_renew_many = struct.Struct(">LL")
+        self.s_ids = struct.Struct(">L")
+        self.s_granted_many = struct.Struct(">QLL")
+        self.id_lists = IdLists(protocol, ids, self.s_id.size)
         # Whole-frame forms: header and fixed payload in one pack.
         self.f_lease = derive(HEADER, L.lease).fixed
         self.f_id = derive(HEADER, L.id_only).fixed
@@ -77,6 +89,12 @@ class NetworkFormat:
         self.f_lease_info = derive(HEADER, L.lease_info).fixed
         self.f_server_stats = derive(HEADER, L.server_stats).fixed
         self.f_error = derive(HEADER, L.error).fixed
+        self.f_done_version = derive(HEADER, L.done_version).fixed
+        self.f_gets_data = derive(HEADER, L.gets_data).fixed
+        self.f_cas = derive(HEADER, L.cas).fixed
+        self.f_cas_result = derive(HEADER, L.cas_result).fixed
+        self.f_lease_many = derive(HEADER, L.lease_many).fixed
+        self.f_notice = derive(HEADER, L.notice).fixed
         self.header_size = self.s_header.size
         self.request_rules = {header_key(k): r for k, r in request_rules(self).items()}
         self.reply_rules = {header_key(k): r for k, r in reply_rules(self).items()}

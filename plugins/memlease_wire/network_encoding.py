@@ -9,27 +9,45 @@ from uuid import UUID
 
 from memlease.core.errors import ProtocolError
 from memlease.core.messages import (
+    CasRequest,
+    CasResult,
     Data,
     Done,
     ErrorReply,
     GetRequest,
+    GetsRequest,
     Granted,
+    GrantedMany,
+    IdList,
     LeaseId,
     LeaseInfo,
+    LeaseManyRequest,
     LeaseRequest,
+    Notice,
+    Op,
     ReadRequest,
+    ReleaseManyRequest,
     ReleaseRequest,
+    RenewManyRequest,
     RenewRequest,
     Request,
     ServerStats,
     SetRequest,
     StatRequest,
     StatsRequest,
+    UnwatchRequest,
+    WatchRequest,
     WriteRequest,
 )
 from memlease_wire.framing import check_size, short_text
 from memlease_wire.network_ids import MAX_INT_ID
-from memlease_wire.network_layout import REPLY_TYPE_OF_OP, TYPE_OF_OP, VERSION, NetType
+from memlease_wire.network_layout import (
+    LEASE_MANY_BOUND,
+    REPLY_TYPE_OF_OP,
+    TYPE_OF_OP,
+    VERSION,
+    NetType,
+)
 
 if TYPE_CHECKING:
     from memlease_wire.network_codec import NetworkFormat
@@ -44,6 +62,17 @@ _WRITE = int(NetType.WRITE)
 _READ = int(NetType.READ)
 _RENEW = int(NetType.RENEW)
 _STATS = int(NetType.STATS)
+_LEASE_BOUND = int(NetType.LEASE_BOUND)
+_CAS = int(NetType.CAS)
+_CAS_RESULT = int(NetType.CAS_RESULT)
+_GETS_DATA = int(NetType.GETS_DATA)
+_LEASE_MANY = int(NetType.LEASE_MANY)
+_RENEW_MANY = int(NetType.RENEW_MANY)
+_GRANTED_MANY = int(NetType.GRANTED_MANY)
+_NOTICE = int(NetType.NOTICE)
+_GETS = Op.GETS
+# The replies whose Done carries the lease's new version.
+_VERSIONED = frozenset({int(NetType.SET_DONE), int(NetType.WRITE_DONE)})
 
 
 def reply_encoders(fmt: NetworkFormat) -> dict[type, Callable[[Any], bytes]]:
@@ -60,22 +89,59 @@ def reply_encoders(fmt: NetworkFormat) -> dict[type, Callable[[Any], bytes]]:
         fmt.s_error.size,
     )
 
+    f_gets, gets_size = fmt.f_gets_data, fmt.s_gets_data.size
+    f_done_version, done_version_size = fmt.f_done_version, fmt.s_done_version.size
+    f_cas_result, cas_result_size = fmt.f_cas_result, fmt.s_cas_result.size
+    f_notice, notice_size = fmt.f_notice, fmt.s_notice.size
+    ids_size, granted_many_size = fmt.s_ids.size, fmt.s_granted_many.size
+    f_ids = struct.Struct(">BBHLL")
+    f_granted_many = struct.Struct(">BBHLQLL")
+    pack_ids = fmt.id_lists.pack
+    id_bytes = fmt.id_lists.id_size
+
     def data(reply: Data) -> bytes:
-        lease_id = reply.lease_id.bytes if uuid_ids else reply.lease_id  # type: ignore[union-attr]
-        data = reply.data
-        n = len(data)
-        kind = REPLY_TYPE_OF_OP[reply.op._value_]
-        return f_data.pack(VERSION, kind, 0, data_size + n, lease_id, n) + data
+        return data_header(reply) + reply.data
 
     def data_header(reply: Data) -> bytes:
         lease_id = reply.lease_id.bytes if uuid_ids else reply.lease_id  # type: ignore[union-attr]
         n = len(reply.data)
+        if reply.op is _GETS:
+            size = gets_size + n
+            return f_gets.pack(VERSION, _GETS_DATA, 0, size, lease_id, reply.version, n)
         kind = REPLY_TYPE_OF_OP[reply.op._value_]
         return f_data.pack(VERSION, kind, 0, data_size + n, lease_id, n)
 
     def done(reply: Done) -> bytes:
         lease_id = reply.lease_id.bytes if uuid_ids else reply.lease_id  # type: ignore[union-attr]
-        return f_id.pack(VERSION, REPLY_TYPE_OF_OP[reply.op._value_], 0, id_size, lease_id)
+        kind = REPLY_TYPE_OF_OP[reply.op._value_]
+        if kind in _VERSIONED:
+            size = done_version_size
+            return f_done_version.pack(VERSION, kind, 0, size, lease_id, reply.version)
+        return f_id.pack(VERSION, kind, 0, id_size, lease_id)
+
+    def cas_result(reply: CasResult) -> bytes:
+        lease_id = reply.lease_id.bytes if uuid_ids else reply.lease_id  # type: ignore[union-attr]
+        swapped, version = int(reply.swapped), reply.version
+        return f_cas_result.pack(
+            VERSION, _CAS_RESULT, 0, cas_result_size, lease_id, swapped, version
+        )
+
+    def granted_many(reply: GrantedMany) -> bytes:
+        n = len(reply.lease_ids)
+        size = granted_many_size + n * id_bytes
+        head = f_granted_many.pack(VERSION, _GRANTED_MANY, 0, size, reply.size, reply.ttl_ms, n)
+        return head + pack_ids(reply.lease_ids)
+
+    def id_list(reply: IdList) -> bytes:
+        n = len(reply.lease_ids)
+        kind = REPLY_TYPE_OF_OP[reply.op._value_]
+        head = f_ids.pack(VERSION, kind, 0, ids_size + n * id_bytes, n)
+        return head + pack_ids(reply.lease_ids)
+
+    def notice(reply: Notice) -> bytes:
+        lease_id = reply.lease_id.bytes if uuid_ids else reply.lease_id  # type: ignore[union-attr]
+        reason = int(reply.reason)
+        return f_notice.pack(VERSION, _NOTICE, 0, notice_size, lease_id, reason)
 
     def granted(reply: Granted) -> bytes:
         lease_id = reply.lease_id.bytes if uuid_ids else reply.lease_id  # type: ignore[union-attr]
@@ -84,8 +150,8 @@ def reply_encoders(fmt: NetworkFormat) -> dict[type, Callable[[Any], bytes]]:
 
     def lease_info(reply: LeaseInfo) -> bytes:
         lease_id = reply.lease_id.bytes if uuid_ids else reply.lease_id  # type: ignore[union-attr]
-        size, ttl_ms = reply.size, reply.ttl_ms
-        return f_info.pack(VERSION, _LEASE_INFO, 0, info_size, lease_id, size, ttl_ms)
+        size, ttl_ms, version = reply.size, reply.ttl_ms, reply.version
+        return f_info.pack(VERSION, _LEASE_INFO, 0, info_size, lease_id, size, ttl_ms, version)
 
     def server_stats(s: ServerStats) -> bytes:
         return f_stats.pack(
@@ -117,6 +183,10 @@ def reply_encoders(fmt: NetworkFormat) -> dict[type, Callable[[Any], bytes]]:
         LeaseInfo: lease_info,
         ServerStats: server_stats,
         ErrorReply: error,
+        CasResult: cas_result,
+        GrantedMany: granted_many,
+        IdList: id_list,
+        Notice: notice,
     }
 
 
@@ -154,7 +224,49 @@ def _id_only(fmt: NetworkFormat, request: GetRequest, max_message: int) -> bytes
 
 def _lease(fmt: NetworkFormat, request: LeaseRequest, max_message: int) -> bytes:
     size, ttl_ms = request.size, request.ttl_ms
-    return fmt.f_lease.pack(VERSION, _LEASE, 0, fmt.s_lease.size, size, ttl_ms)
+    kind = _LEASE_BOUND if request.bound else _LEASE
+    return fmt.f_lease.pack(VERSION, kind, 0, fmt.s_lease.size, size, ttl_ms)
+
+
+def _cas(fmt: NetworkFormat, request: CasRequest, max_message: int) -> bytes:
+    n = len(request.data)
+    size = fmt.s_cas.size + n
+    check_size(fmt.protocol, "cas", fmt.header_size + size, max_message)
+    lease_id = _request_id(fmt, request.lease_id)
+    version, offset = request.version, request.offset
+    head = fmt.f_cas.pack(VERSION, _CAS, 0, size, lease_id, version, offset, n)
+    return head + request.data
+
+
+def _lease_many(fmt: NetworkFormat, request: LeaseManyRequest, max_message: int) -> bytes:
+    flags = LEASE_MANY_BOUND if request.bound else 0
+    count, size, ttl_ms = request.count, request.size, request.ttl_ms
+    payload = fmt.s_lease_many.size
+    return fmt.f_lease_many.pack(VERSION, _LEASE_MANY, 0, payload, count, size, ttl_ms, flags)
+
+
+def _ids(
+    fmt: NetworkFormat,
+    request: ReleaseManyRequest | WatchRequest | UnwatchRequest | RenewManyRequest,
+    max_message: int,
+) -> bytes:
+    lease_ids = request.lease_ids
+    n = len(lease_ids)
+    kind = TYPE_OF_OP[request.op._value_]
+    if type(request) is RenewManyRequest:
+        head_size = fmt.s_renew_many.size
+        fields: tuple[int, ...] = (request.ttl_ms, n)
+    else:
+        head_size = fmt.s_ids.size
+        fields = (n,)
+    size = head_size + n * fmt.id_lists.id_size
+    check_size(fmt.protocol, request.op.value, fmt.header_size + size, max_message)
+    head = fmt.s_header.pack(VERSION, kind, 0, size)
+    if type(request) is RenewManyRequest:
+        head += fmt.s_renew_many.pack(*fields)
+    else:
+        head += fmt.s_ids.pack(*fields)
+    return head + fmt.id_lists.pack(lease_ids)
 
 
 def _read(fmt: NetworkFormat, request: ReadRequest, max_message: int) -> bytes:
@@ -182,6 +294,13 @@ _REQUEST_ENCODERS: dict[type, Callable[[NetworkFormat, Any, int], bytes]] = {
     ReleaseRequest: _id_only,
     StatRequest: _id_only,
     StatsRequest: _stats,
+    GetsRequest: _id_only,
+    CasRequest: _cas,
+    LeaseManyRequest: _lease_many,
+    RenewManyRequest: _ids,
+    ReleaseManyRequest: _ids,
+    WatchRequest: _ids,
+    UnwatchRequest: _ids,
 }
 
 

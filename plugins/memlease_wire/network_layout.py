@@ -20,6 +20,7 @@ from construct import (
     Int32ub,
     Int64ub,
     Prefixed,
+    PrefixedArray,
     Struct,
     Switch,
     this,
@@ -42,6 +43,14 @@ class NetType(enum.IntEnum):
     RELEASE = 0x07
     STAT = 0x08
     STATS = 0x09
+    GETS = 0x0A
+    CAS = 0x0B
+    LEASE_MANY = 0x0C
+    RENEW_MANY = 0x0D
+    RELEASE_MANY = 0x0E
+    WATCH = 0x0F
+    UNWATCH = 0x10
+    LEASE_BOUND = 0x11
     GRANTED = 0x81
     GET_DATA = 0x82
     SET_DONE = 0x83
@@ -51,10 +60,21 @@ class NetType(enum.IntEnum):
     RELEASE_DONE = 0x87
     LEASE_INFO = 0x88
     SERVER_STATS = 0x89
+    GETS_DATA = 0x8A
+    CAS_RESULT = 0x8B
+    GRANTED_MANY = 0x8C
+    RENEW_MANY_DONE = 0x8D
+    RELEASE_MANY_DONE = 0x8E
+    WATCHING = 0x8F
+    UNWATCHED = 0x90
+    NOTICE = 0xC0
     ERROR = 0xFF
 
 
 REPLY_BIT = 0x80
+
+LEASE_MANY_BOUND = 0x01
+"""The flag of a lease_many whose leases are bound to the connection."""
 
 OP_TYPE: dict[Op, int] = {
     Op.LEASE: NetType.LEASE,
@@ -66,6 +86,13 @@ OP_TYPE: dict[Op, int] = {
     Op.RELEASE: NetType.RELEASE,
     Op.STAT: NetType.STAT,
     Op.STATS: NetType.STATS,
+    Op.GETS: NetType.GETS,
+    Op.CAS: NetType.CAS,
+    Op.LEASE_MANY: NetType.LEASE_MANY,
+    Op.RENEW_MANY: NetType.RENEW_MANY,
+    Op.RELEASE_MANY: NetType.RELEASE_MANY,
+    Op.WATCH: NetType.WATCH,
+    Op.UNWATCH: NetType.UNWATCH,
 }
 TYPE_OP: dict[int, Op] = {int(code): op for op, code in OP_TYPE.items()}
 # Keyed by the Enum's value: hashing an Enum member runs Python code, hashing a str does not.
@@ -96,6 +123,15 @@ class NetworkLayouts:
     lease_info: Struct
     server_stats: Struct
     error: Struct
+    done_version: Struct
+    gets_data: Struct
+    cas: Struct
+    cas_result: Struct
+    lease_many: Struct
+    renew_many: Struct
+    ids: Struct
+    granted_many: Struct
+    notice: Struct
     payloads: dict[int, Struct]
     frame: Struct
 
@@ -111,7 +147,22 @@ def declare(lease_id: Any) -> NetworkLayouts:
     renew = Struct("lease_id" / lease_id, "ttl_ms" / Int32ub)
     empty = Struct()
     granted = Struct("lease_id" / lease_id, "size" / Int64ub, "ttl_ms" / Int32ub)
-    lease_info = Struct("lease_id" / lease_id, "size" / Int64ub, "ttl_ms" / Int64ub)
+    lease_info = Struct(
+        "lease_id" / lease_id, "size" / Int64ub, "ttl_ms" / Int64ub, "version" / Int64ub
+    )
+    done_version = Struct("lease_id" / lease_id, "version" / Int64ub)
+    gets_data = Struct("lease_id" / lease_id, "version" / Int64ub, "data" / data)
+    cas = Struct("lease_id" / lease_id, "version" / Int64ub, "offset" / Int64ub, "data" / data)
+    cas_result = Struct("lease_id" / lease_id, "swapped" / Int8ub, "version" / Int64ub)
+    lease_many = Struct("count" / Int32ub, "size" / Int64ub, "ttl_ms" / Int32ub, "flags" / Int8ub)
+    # A list of ids: a count, then the ids end to end. The codecs pack the fixed part (the
+    # count, after ttl_ms or size and ttl_ms) with struct and the ids as one run.
+    renew_many = Struct("ttl_ms" / Int32ub, "lease_ids" / PrefixedArray(Int32ub, lease_id))
+    ids = Struct("lease_ids" / PrefixedArray(Int32ub, lease_id))
+    granted_many = Struct(
+        "size" / Int64ub, "ttl_ms" / Int32ub, "lease_ids" / PrefixedArray(Int32ub, lease_id)
+    )
+    notice = Struct("lease_id" / lease_id, "reason" / Int8ub)
     server_stats = Struct(
         "arena_size" / Int64ub,
         "used" / Int64ub,
@@ -145,13 +196,29 @@ def declare(lease_id: Any) -> NetworkLayouts:
         NetType.STATS: empty,
         NetType.GRANTED: granted,
         NetType.GET_DATA: id_and_data,
-        NetType.SET_DONE: id_only,
+        NetType.SET_DONE: done_version,
         NetType.READ_DATA: id_and_data,
-        NetType.WRITE_DONE: id_only,
+        NetType.WRITE_DONE: done_version,
         NetType.RENEW_DONE: id_only,
         NetType.RELEASE_DONE: id_only,
         NetType.LEASE_INFO: lease_info,
         NetType.SERVER_STATS: server_stats,
+        NetType.GETS: id_only,
+        NetType.CAS: cas,
+        NetType.LEASE_MANY: lease_many,
+        NetType.RENEW_MANY: renew_many,
+        NetType.RELEASE_MANY: ids,
+        NetType.WATCH: ids,
+        NetType.UNWATCH: ids,
+        NetType.LEASE_BOUND: lease,
+        NetType.GETS_DATA: gets_data,
+        NetType.CAS_RESULT: cas_result,
+        NetType.GRANTED_MANY: granted_many,
+        NetType.RENEW_MANY_DONE: ids,
+        NetType.RELEASE_MANY_DONE: ids,
+        NetType.WATCHING: ids,
+        NetType.UNWATCHED: ids,
+        NetType.NOTICE: notice,
         NetType.ERROR: error,
     }
     frame = Struct(
@@ -172,6 +239,15 @@ def declare(lease_id: Any) -> NetworkLayouts:
         lease_info,
         server_stats,
         error,
+        done_version,
+        gets_data,
+        cas,
+        cas_result,
+        lease_many,
+        renew_many,
+        ids,
+        granted_many,
+        notice,
         payloads,
         frame,
     )
