@@ -33,7 +33,11 @@ INT_RANGES = {
 def _declarations() -> dict[str, tuple[construct.Struct, ...]]:
     found: dict[str, tuple[construct.Struct, ...]] = {}
     for name, value in vars(native_layout).items():
-        if isinstance(value, construct.Struct) and not name.endswith("FRAME"):
+        if (
+            isinstance(value, construct.Struct)
+            and not name.endswith("FRAME")
+            and name not in ("RENEW_MANY", "IDS", "GRANTED_MANY", "IDS_REPLY")  # id lists
+        ):
             found[f"native.{name}"] = (value,)
             if value is not native_layout.HEADER:
                 found[f"native.HEADER+{name}"] = (native_layout.HEADER, value)

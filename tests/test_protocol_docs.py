@@ -20,9 +20,12 @@ from memlease.core.messages import (
     CasRequest,
     GetRequest,
     GetsRequest,
+    LeaseManyRequest,
     LeaseRequest,
     ReadRequest,
+    ReleaseManyRequest,
     ReleaseRequest,
+    RenewManyRequest,
     RenewRequest,
     Request,
     SetRequest,
@@ -70,6 +73,13 @@ def _request_for(name: str, lease_id: int | uuid.UUID) -> Request:
     """A request of the kind the reply example ``name`` answers."""
     if name == "lease-info":
         return StatRequest(lease_id)
+    whole: dict[str, Request] = {
+        "granted-many": LeaseManyRequest(2, 16, 60000),
+        "renew-many-done": RenewManyRequest([lease_id], 30000),
+        "release-many-done": ReleaseManyRequest([lease_id]),
+    }
+    if name in whole:
+        return whole[name]
     prefix = name.split("-")[0]
     return {
         "granted": LeaseRequest(16, 60000),

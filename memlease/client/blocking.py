@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 import ssl
 import time
+from collections import deque
 from collections.abc import Sequence
 from types import TracebackType
 from typing import TypeVar
@@ -17,7 +18,15 @@ from memlease.client import calls, connecting
 from memlease.client.calls import Call
 from memlease.client.connecting import DEFAULT_TIMEOUT, RECEIVE_SIZE
 from memlease.core.errors import ConnectionFailed, ProtocolError
-from memlease.core.messages import Granted, LeaseId, LeaseInfo, Reply, Request, ServerStats
+from memlease.core.messages import (
+    Granted,
+    LeaseId,
+    LeaseInfo,
+    Notice,
+    Reply,
+    Request,
+    ServerStats,
+)
 from memlease.protocol import DEFAULT_MAX_MESSAGE, ClientCodec, ProtocolRegistry
 
 T = TypeVar("T")
@@ -51,6 +60,8 @@ class Client:
         self._max_message = max_message
         self._codec: ClientCodec = self.protocol.client_codec(max_message)
         self._broken: str | None = None
+        # Notices of watched leases, as they came, until next_notice takes them.
+        self._notices: deque[Notice] = deque()
         try:
             self._socket = socket.create_connection((host, port), timeout=timeout)
         except TimeoutError:
@@ -86,25 +97,48 @@ class Client:
         self._broken = self._broken or "the client was closed"
         self._socket.close()
 
-    def lease(self, size: int, ttl_ms: int) -> Granted:
-        """Lease ``size`` bytes for ``ttl_ms`` milliseconds. Raises NoRoom, BadSize, BadTtl."""
-        return self._run(calls.lease(size, ttl_ms, self.protocol.id_kind))
+    def lease(self, size: int, ttl_ms: int, *, bound: bool = False) -> Granted:
+        """Lease ``size`` bytes for ``ttl_ms`` milliseconds. ``bound``: the server releases
+        the lease when this connection closes (for any reason), if its ttl has not ended it
+        first. Raises NoRoom, BadSize, BadTtl."""
+        return self._run(calls.lease(size, ttl_ms, self.protocol.id_kind, bound))
+
+    def lease_many(
+        self, count: int, size: int, ttl_ms: int, *, bound: bool = False
+    ) -> list[Granted]:
+        """``count`` leases of ``size`` bytes for ``ttl_ms``, in one request, all or none.
+        Raises NoRoom (no lease left behind), TooMany (over the server's limits.max_batch),
+        BadSize, BadTtl."""
+        kind = self.protocol.id_kind
+        return self._run(calls.lease_many(count, size, ttl_ms, kind, bound))
 
     def get(self, lease_id: LeaseId) -> bytes:
         """The whole leased region. Raises LeaseNotFound."""
         return self._run(calls.get(lease_id))
 
-    def set(self, lease_id: LeaseId, data: bytes) -> None:
-        """Write ``data`` at offset 0. Raises LeaseNotFound, LeaseTooSmall (nothing written)."""
-        self._run(calls.set_(lease_id, data))
+    def set(self, lease_id: LeaseId, data: bytes) -> int:
+        """Write ``data`` at offset 0; the lease's new version. Raises LeaseNotFound,
+        LeaseTooSmall (nothing written)."""
+        return self._run(calls.set_(lease_id, data))
+
+    def gets(self, lease_id: LeaseId) -> tuple[bytes, int]:
+        """The whole leased region and its version, read together. Raises LeaseNotFound."""
+        return self._run(calls.gets(lease_id))
+
+    def cas(self, lease_id: LeaseId, version: int, data: bytes, offset: int = 0) -> int:
+        """Write ``data`` at ``offset`` only if the lease is at ``version``; the new version.
+        Raises VersionMismatch (``.current``: the lease's version; nothing written),
+        LeaseNotFound, LeaseTooSmall."""
+        return self._run(calls.cas(lease_id, version, data, offset))
 
     def read(self, lease_id: LeaseId, offset: int, length: int) -> bytes:
         """``length`` bytes from ``offset``. Raises LeaseNotFound, LeaseTooSmall."""
         return self._run(calls.read(lease_id, offset, length))
 
-    def write(self, lease_id: LeaseId, offset: int, data: bytes) -> None:
-        """Write ``data`` at ``offset``. Raises LeaseNotFound, LeaseTooSmall (nothing written)."""
-        self._run(calls.write(lease_id, offset, data))
+    def write(self, lease_id: LeaseId, offset: int, data: bytes) -> int:
+        """Write ``data`` at ``offset``; the lease's new version. Raises LeaseNotFound,
+        LeaseTooSmall (nothing written)."""
+        return self._run(calls.write(lease_id, offset, data))
 
     def renew(self, lease_id: LeaseId, ttl_ms: int) -> None:
         """Set the lease's deadline to now + ``ttl_ms``. Raises LeaseNotFound, BadTtl."""
@@ -114,13 +148,70 @@ class Client:
         """Free the lease at once. Raises LeaseNotFound."""
         self._run(calls.release(lease_id))
 
+    def renew_many(self, lease_ids: Sequence[LeaseId], ttl_ms: int) -> list[LeaseId]:
+        """Renew every live lease of ``lease_ids`` to now + ``ttl_ms``, in one request; the
+        ids that were not found. Raises BadTtl (nothing renewed), TooMany."""
+        return self._run(calls.renew_many(lease_ids, ttl_ms))
+
+    def release_many(self, lease_ids: Sequence[LeaseId]) -> list[LeaseId]:
+        """Release every live lease of ``lease_ids``, in one request; the ids that were not
+        found. Raises TooMany."""
+        return self._run(calls.release_many(lease_ids))
+
+    def watch(self, lease_ids: LeaseId | Sequence[LeaseId]) -> None:
+        """Have the server tell this connection when each lease ends (expired, released, or
+        its bound connection closed): see next_notice. All or none:
+        raises LeaseNotFound, watching none, if one is not live; TooMany past the server's
+        limits.max_watches."""
+        self._run(calls.watch(calls.ids_of(lease_ids)))
+
+    def unwatch(self, lease_ids: LeaseId | Sequence[LeaseId]) -> list[LeaseId]:
+        """Stop the notices of these leases; the ids this connection was not watching (not an
+        error)."""
+        return self._run(calls.unwatch(calls.ids_of(lease_ids)))
+
     def stat(self, lease_id: LeaseId) -> LeaseInfo:
-        """The lease's size and remaining ttl. Raises LeaseNotFound."""
+        """The lease's size, remaining ttl and version. Raises LeaseNotFound."""
         return self._run(calls.stat(lease_id))
 
     def stats(self) -> ServerStats:
         """The server's figures."""
         return self._run(calls.stats())
+
+    def next_notice(self, timeout: float | None = None) -> Notice | None:
+        """The next notice of a watched lease: one that came already, or the next to come
+        within ``timeout`` seconds (None: wait for one); None if none came."""
+        if self._notices:
+            return self._notices.popleft()
+        if self._broken is not None:
+            raise ConnectionFailed(f"connection to {self.peer} unusable: {self._broken}")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        codec = self._codec
+        try:
+            while not self._notices:
+                if deadline is None:
+                    self._socket.settimeout(None)
+                else:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return None
+                    self._socket.settimeout(remaining)
+                data = self._socket.recv(RECEIVE_SIZE)
+                if not data:
+                    raise ConnectionResetError(0, "the server closed the connection")
+                codec.feed(data)
+                while (reply := codec.next_reply()) is not None:
+                    if type(reply) is not Notice:
+                        raise ProtocolError(f"a {type(reply).__name__} came with no request")
+                    self._notices.append(reply)
+        except TimeoutError:
+            return None
+        except OSError as exc:
+            raise self._break(f"the connection broke ({exc.strerror or exc})") from None
+        except ProtocolError as exc:
+            self._break(f"a reply did not follow the protocol ({exc})")
+            raise
+        return self._notices.popleft()
 
     def pipeline(self, requests: Sequence[Request]) -> list[Reply]:
         """Send every request in one write and return their replies in order. Refusals come
@@ -171,6 +262,9 @@ class Client:
         codec = self._codec
         while True:
             while (reply := codec.next_reply()) is not None:
+                if type(reply) is Notice:
+                    self._notices.append(reply)  # pushed between replies: not an answer
+                    continue
                 replies.append(reply)
                 if len(replies) == count:
                     return replies

@@ -8,23 +8,32 @@ here, once.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Generic, TypeVar
+from uuid import UUID
 
-from memlease.core.errors import ProtocolError, error_for_code
+from memlease.core.errors import ProtocolError, VersionMismatch, error_for_code
 from memlease.core.messages import (
+    CasRequest,
+    CasResult,
     Data,
     Done,
     ErrorReply,
     GetRequest,
+    GetsRequest,
     Granted,
+    GrantedMany,
     IdKind,
+    IdList,
     LeaseId,
     LeaseInfo,
+    LeaseManyRequest,
     LeaseRequest,
     ReadRequest,
+    ReleaseManyRequest,
     ReleaseRequest,
+    RenewManyRequest,
     RenewRequest,
     Reply,
     Request,
@@ -32,6 +41,8 @@ from memlease.core.messages import (
     SetRequest,
     StatRequest,
     StatsRequest,
+    UnwatchRequest,
+    WatchRequest,
     WriteRequest,
 )
 
@@ -87,6 +98,9 @@ _expect_data = _expect(Data)
 _expect_done = _expect(Done)
 _expect_lease_info = _expect(LeaseInfo)
 _expect_server_stats = _expect(ServerStats)
+_expect_cas_result = _expect(CasResult)
+_expect_granted_many = _expect(GrantedMany)
+_expect_id_list = _expect(IdList)
 
 
 def _granted(request: Request, reply: Reply) -> Granted:
@@ -103,24 +117,61 @@ def _done(request: Request, reply: Reply) -> None:
     _expect_done(request, reply)
 
 
-def lease(size: int, ttl_ms: int, id_kind: IdKind) -> Call[Granted]:
-    return Call(LeaseRequest(size, ttl_ms, id_kind), _granted)
+def _version(request: Request, reply: Reply) -> int:
+    return _expect_done(request, reply).version
+
+
+def _data_and_version(request: Request, reply: Reply) -> tuple[bytes, int]:
+    found = _expect_data(request, reply)
+    data = found.data
+    return (data if type(data) is bytes else bytes(data)), found.version
+
+
+def _swapped(request: Request, reply: Reply) -> int:
+    result = _expect_cas_result(request, reply)
+    if not result.swapped:
+        raise VersionMismatch(
+            f"cas on lease {result.lease_id} refused: it is at version {result.version}, not "
+            f"{request.version}; nothing was written (read it again with gets)",  # type: ignore[union-attr]
+            result.version,
+        )
+    return result.version
+
+
+def _granted_many(request: Request, reply: Reply) -> list[Granted]:
+    many = _expect_granted_many(request, reply)
+    size, ttl_ms = many.size, many.ttl_ms
+    if isinstance(request, LeaseManyRequest) and size == 0 and ttl_ms == 0:
+        size, ttl_ms = request.size, request.ttl_ms  # native carries only the ids
+    return [Granted(lease_id, size, ttl_ms) for lease_id in many.lease_ids]
+
+
+def _ids(request: Request, reply: Reply) -> list[LeaseId]:
+    return _expect_id_list(request, reply).lease_ids
+
+
+def _watched(request: Request, reply: Reply) -> None:
+    _expect_id_list(request, reply)
+
+
+def lease(size: int, ttl_ms: int, id_kind: IdKind, bound: bool = False) -> Call[Granted]:
+    return Call(LeaseRequest(size, ttl_ms, id_kind, bound), _granted)
 
 
 def get(lease_id: LeaseId) -> Call[bytes]:
     return Call(GetRequest(lease_id), _data)
 
 
-def set_(lease_id: LeaseId, data: bytes) -> Call[None]:
-    return Call(SetRequest(lease_id, bytes(data)), _done)
+def set_(lease_id: LeaseId, data: bytes) -> Call[int]:
+    return Call(SetRequest(lease_id, bytes(data)), _version)
 
 
 def read(lease_id: LeaseId, offset: int, length: int) -> Call[bytes]:
     return Call(ReadRequest(lease_id, offset, length), _data)
 
 
-def write(lease_id: LeaseId, offset: int, data: bytes) -> Call[None]:
-    return Call(WriteRequest(lease_id, offset, bytes(data)), _done)
+def write(lease_id: LeaseId, offset: int, data: bytes) -> Call[int]:
+    return Call(WriteRequest(lease_id, offset, bytes(data)), _version)
 
 
 def renew(lease_id: LeaseId, ttl_ms: int) -> Call[None]:
@@ -137,3 +188,40 @@ def stat(lease_id: LeaseId) -> Call[LeaseInfo]:
 
 def stats() -> Call[ServerStats]:
     return Call(StatsRequest(), _expect_server_stats)
+
+
+def gets(lease_id: LeaseId) -> Call[tuple[bytes, int]]:
+    return Call(GetsRequest(lease_id), _data_and_version)
+
+
+def cas(lease_id: LeaseId, version: int, data: bytes, offset: int = 0) -> Call[int]:
+    return Call(CasRequest(lease_id, version, offset, bytes(data)), _swapped)
+
+
+def lease_many(
+    count: int, size: int, ttl_ms: int, id_kind: IdKind, bound: bool = False
+) -> Call[list[Granted]]:
+    return Call(LeaseManyRequest(count, size, ttl_ms, id_kind, bound), _granted_many)
+
+
+def renew_many(lease_ids: Sequence[LeaseId], ttl_ms: int) -> Call[list[LeaseId]]:
+    return Call(RenewManyRequest(list(lease_ids), ttl_ms), _ids)
+
+
+def release_many(lease_ids: Sequence[LeaseId]) -> Call[list[LeaseId]]:
+    return Call(ReleaseManyRequest(list(lease_ids)), _ids)
+
+
+def watch(lease_ids: Sequence[LeaseId]) -> Call[None]:
+    return Call(WatchRequest(list(lease_ids)), _watched)
+
+
+def unwatch(lease_ids: Sequence[LeaseId]) -> Call[list[LeaseId]]:
+    return Call(UnwatchRequest(list(lease_ids)), _ids)
+
+
+def ids_of(lease_ids: LeaseId | Sequence[LeaseId]) -> list[LeaseId]:
+    """One id or many, as a list."""
+    if isinstance(lease_ids, (int, UUID)):
+        return [lease_ids]
+    return list(lease_ids)

@@ -8,7 +8,8 @@ What each method means lives in memlease.client.calls, shared with the blocking 
 from __future__ import annotations
 
 import ssl
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
 from typing import TypeVar
 
@@ -18,7 +19,15 @@ from memlease.client import calls, connecting
 from memlease.client.calls import Call
 from memlease.client.connecting import DEFAULT_TIMEOUT, RECEIVE_SIZE
 from memlease.core.errors import ConnectionFailed, ProtocolError
-from memlease.core.messages import Granted, LeaseId, LeaseInfo, Reply, Request, ServerStats
+from memlease.core.messages import (
+    Granted,
+    LeaseId,
+    LeaseInfo,
+    Notice,
+    Reply,
+    Request,
+    ServerStats,
+)
 from memlease.protocol import DEFAULT_MAX_MESSAGE, ClientCodec, ProtocolRegistry, ProtocolSpec
 
 T = TypeVar("T")
@@ -100,6 +109,10 @@ class AsyncClient:
         self._codec: ClientCodec = spec.client_codec(max_message)
         self._lock = trio.StrictFIFOLock()
         self._broken: str | None = None
+        # Notices of watched leases, as they came, until notices() takes them.
+        self._notices: deque[Notice] = deque()
+        # The wait for notices while no call is under way, which a call cancels to go first.
+        self._listening: trio.CancelScope | None = None
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -117,25 +130,48 @@ class AsyncClient:
         self._broken = self._broken or "the client was closed"
         await self._stream.aclose()
 
-    async def lease(self, size: int, ttl_ms: int) -> Granted:
-        """Lease ``size`` bytes for ``ttl_ms`` milliseconds. Raises NoRoom, BadSize, BadTtl."""
-        return await self._run(calls.lease(size, ttl_ms, self.protocol.id_kind))
+    async def lease(self, size: int, ttl_ms: int, *, bound: bool = False) -> Granted:
+        """Lease ``size`` bytes for ``ttl_ms`` milliseconds. ``bound``: the server releases
+        the lease when this connection closes (for any reason), if its ttl has not ended it
+        first. Raises NoRoom, BadSize, BadTtl."""
+        return await self._run(calls.lease(size, ttl_ms, self.protocol.id_kind, bound))
+
+    async def lease_many(
+        self, count: int, size: int, ttl_ms: int, *, bound: bool = False
+    ) -> list[Granted]:
+        """``count`` leases of ``size`` bytes for ``ttl_ms``, in one request, all or none.
+        Raises NoRoom (no lease left behind), TooMany (over the server's limits.max_batch),
+        BadSize, BadTtl."""
+        kind = self.protocol.id_kind
+        return await self._run(calls.lease_many(count, size, ttl_ms, kind, bound))
 
     async def get(self, lease_id: LeaseId) -> bytes:
         """The whole leased region. Raises LeaseNotFound."""
         return await self._run(calls.get(lease_id))
 
-    async def set(self, lease_id: LeaseId, data: bytes) -> None:
-        """Write ``data`` at offset 0. Raises LeaseNotFound, LeaseTooSmall (nothing written)."""
-        await self._run(calls.set_(lease_id, data))
+    async def set(self, lease_id: LeaseId, data: bytes) -> int:
+        """Write ``data`` at offset 0; the lease's new version. Raises LeaseNotFound,
+        LeaseTooSmall (nothing written)."""
+        return await self._run(calls.set_(lease_id, data))
+
+    async def gets(self, lease_id: LeaseId) -> tuple[bytes, int]:
+        """The whole leased region and its version, read together. Raises LeaseNotFound."""
+        return await self._run(calls.gets(lease_id))
+
+    async def cas(self, lease_id: LeaseId, version: int, data: bytes, offset: int = 0) -> int:
+        """Write ``data`` at ``offset`` only if the lease is at ``version``; the new version.
+        Raises VersionMismatch (``.current``: the lease's version; nothing written),
+        LeaseNotFound, LeaseTooSmall."""
+        return await self._run(calls.cas(lease_id, version, data, offset))
 
     async def read(self, lease_id: LeaseId, offset: int, length: int) -> bytes:
         """``length`` bytes from ``offset``. Raises LeaseNotFound, LeaseTooSmall."""
         return await self._run(calls.read(lease_id, offset, length))
 
-    async def write(self, lease_id: LeaseId, offset: int, data: bytes) -> None:
-        """Write ``data`` at ``offset``. Raises LeaseNotFound, LeaseTooSmall (nothing written)."""
-        await self._run(calls.write(lease_id, offset, data))
+    async def write(self, lease_id: LeaseId, offset: int, data: bytes) -> int:
+        """Write ``data`` at ``offset``; the lease's new version. Raises LeaseNotFound,
+        LeaseTooSmall (nothing written)."""
+        return await self._run(calls.write(lease_id, offset, data))
 
     async def renew(self, lease_id: LeaseId, ttl_ms: int) -> None:
         """Set the lease's deadline to now + ``ttl_ms``. Raises LeaseNotFound, BadTtl."""
@@ -145,13 +181,74 @@ class AsyncClient:
         """Free the lease at once. Raises LeaseNotFound."""
         await self._run(calls.release(lease_id))
 
+    async def renew_many(self, lease_ids: Sequence[LeaseId], ttl_ms: int) -> list[LeaseId]:
+        """Renew every live lease of ``lease_ids`` to now + ``ttl_ms``, in one request; the
+        ids that were not found. Raises BadTtl (nothing renewed), TooMany."""
+        return await self._run(calls.renew_many(lease_ids, ttl_ms))
+
+    async def release_many(self, lease_ids: Sequence[LeaseId]) -> list[LeaseId]:
+        """Release every live lease of ``lease_ids``, in one request; the ids that were not
+        found. Raises TooMany."""
+        return await self._run(calls.release_many(lease_ids))
+
+    async def watch(self, lease_ids: LeaseId | Sequence[LeaseId]) -> None:
+        """Have the server tell this connection when each lease ends (expired, released, or
+        its bound connection closed): see notices. All or none:
+        raises LeaseNotFound, watching none, if one is not live; TooMany past the server's
+        limits.max_watches."""
+        await self._run(calls.watch(calls.ids_of(lease_ids)))
+
+    async def unwatch(self, lease_ids: LeaseId | Sequence[LeaseId]) -> list[LeaseId]:
+        """Stop the notices of these leases; the ids this connection was not watching (not an
+        error)."""
+        return await self._run(calls.unwatch(calls.ids_of(lease_ids)))
+
     async def stat(self, lease_id: LeaseId) -> LeaseInfo:
-        """The lease's size and remaining ttl. Raises LeaseNotFound."""
+        """The lease's size, remaining ttl and version. Raises LeaseNotFound."""
         return await self._run(calls.stat(lease_id))
 
     async def stats(self) -> ServerStats:
         """The server's figures."""
         return await self._run(calls.stats())
+
+    async def notices(self) -> AsyncIterator[Notice]:
+        """The notices of watched leases, as they come, for as long as the connection lives
+        (ConnectionFailed when it ends). Calls on the client go on meanwhile, from other
+        tasks: the wait for notices steps aside for each."""
+        while True:
+            while self._notices:
+                yield self._notices.popleft()
+            await self._wait_for_notices()
+
+    async def _wait_for_notices(self) -> None:
+        if self._broken is not None:
+            raise ConnectionFailed(f"connection to {self.peer} unusable: {self._broken}")
+        async with self._lock:
+            if self._lock.statistics().tasks_waiting:
+                return  # a call waits: it goes first, its replies may bring notices too
+            codec = self._codec
+            with trio.CancelScope() as self._listening:
+                try:
+                    while not self._notices:
+                        # trio's receive is atomic under cancellation: bytes are not lost.
+                        data = await self._stream.receive_some(RECEIVE_SIZE)
+                        if not data:
+                            raise trio.BrokenResourceError("the server closed the connection")
+                        codec.feed(data if isinstance(data, bytes) else bytes(data))
+                        while (reply := codec.next_reply()) is not None:
+                            if type(reply) is not Notice:
+                                raise ProtocolError(
+                                    f"a {type(reply).__name__} came with no request"
+                                )
+                            self._notices.append(reply)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                    reason = f"the connection broke ({exc or type(exc).__name__})"
+                    raise await self._break(reason) from None
+                except ProtocolError as exc:
+                    await self._break(f"a reply did not follow the protocol ({exc})")
+                    raise
+                finally:
+                    self._listening = None
 
     async def pipeline(self, requests: Sequence[Request]) -> list[Reply]:
         """Send every request in one write and return their replies in order. Refusals come
@@ -170,6 +267,8 @@ class AsyncClient:
             raise ConnectionFailed(f"connection to {self.peer} unusable: {self._broken}")
         if not requests:
             return []
+        if self._listening is not None:
+            self._listening.cancel()  # a wait for notices steps aside
         async with self._lock:
             if self._broken is not None:
                 raise ConnectionFailed(f"connection to {self.peer} unusable: {self._broken}")
@@ -211,6 +310,9 @@ class AsyncClient:
         codec = self._codec
         while True:
             while (reply := codec.next_reply()) is not None:
+                if type(reply) is Notice:
+                    self._notices.append(reply)  # pushed between replies: not an answer
+                    continue
                 replies.append(reply)
                 if len(replies) == count:
                     return replies

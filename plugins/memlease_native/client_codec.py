@@ -21,17 +21,27 @@ from memlease_wire.framing import (
 
 from memlease.core.errors import ErrorCode, ProtocolError, not_found_message
 from memlease.core.messages import (
+    CasRequest,
+    CasResult,
     Data,
     Done,
+    EndReason,
     ErrorReply,
     GetRequest,
+    GetsRequest,
     Granted,
+    GrantedMany,
+    IdList,
     LeaseId,
     LeaseInfo,
+    LeaseManyRequest,
     LeaseRequest,
+    Notice,
     Op,
     ReadRequest,
+    ReleaseManyRequest,
     ReleaseRequest,
+    RenewManyRequest,
     RenewRequest,
     Reply,
     Request,
@@ -39,13 +49,17 @@ from memlease.core.messages import (
     SetRequest,
     StatRequest,
     StatsRequest,
+    UnwatchRequest,
+    WatchRequest,
     WriteRequest,
 )
 from memlease.protocol import ClientCodec
 from memlease_native import layout as L
 from memlease_native.codec import (
+    F_CAS,
     F_ID,
     F_LEASE,
+    F_LEASE_MANY,
     F_READ,
     F_RENEW,
     F_WRITE,
@@ -53,27 +67,39 @@ from memlease_native.codec import (
     MAX_ID,
     OP_TYPE,
     PROTOCOL,
+    S_CAS,
+    S_CAS_RESULT,
+    S_COUNT,
     S_DONE,
     S_ERROR,
+    S_GETS_DATA,
     S_HEADER,
     S_ID,
     S_ID_AND_DATA,
+    S_IDS_REPLY,
     S_LEASE,
     S_LEASE_INFO,
+    S_LEASE_MANY,
+    S_NOTICE,
     S_READ,
     S_RENEW,
+    S_RENEW_MANY,
     S_SERVER_STATS,
     S_STATUS,
+    S_VERSION_DONE,
     S_WRITE,
     TYPE_OP,
     data_frame,
+    pack_ids,
+    unpack_ids,
 )
 from memlease_native.layout import NativeType as T
 
 # Module-level aliases: looking an Enum member up on its class runs Python code every time.
 _LEASE, _GET, _SET, _READ = Op.LEASE, Op.GET, Op.SET, Op.READ
 _STAT, _STATS = Op.STAT, Op.STATS
-_ENDED_BY_DONE = (Op.WRITE, Op.RENEW, Op.RELEASE)
+_ENDED_BY_DONE = (Op.RENEW, Op.RELEASE)
+_ANSWERED_BY_IDS = (Op.RENEW_MANY, Op.RELEASE_MANY, Op.WATCH, Op.UNWATCH)
 _T_SET_DATA = int(T.SET_DATA)
 _DATA_SET_OK = L.DATA_SET_OK
 _T_ACCESS_DATA = int(T.ACCESS_DATA)
@@ -106,7 +132,46 @@ def _get(request: GetRequest, max_message: int) -> tuple[bytes, int]:
 
 
 def _lease(request: LeaseRequest, max_message: int) -> tuple[bytes, int]:
-    return F_LEASE.pack(T.LEASE, S_LEASE.size, request.size, request.ttl_ms), 0
+    kind = T.LEASE_BOUND if request.bound else T.LEASE
+    return F_LEASE.pack(kind, S_LEASE.size, request.size, request.ttl_ms), 0
+
+
+def _gets(request: GetsRequest, max_message: int) -> tuple[bytes, int]:
+    lease_id = _request_id(request.lease_id)
+    return F_ID.pack(T.GETS, _ID_SIZE, lease_id), lease_id
+
+
+def _cas(request: CasRequest, max_message: int) -> tuple[bytes, int]:
+    lease_id = _request_id(request.lease_id)
+    n = len(request.data)
+    size = S_CAS.size + n
+    check_size(PROTOCOL, "cas", HEADER_SIZE + size, max_message)
+    head = F_CAS.pack(T.CAS, size, lease_id, request.version, request.offset, n)
+    return head + request.data, lease_id
+
+
+def _lease_many(request: LeaseManyRequest, max_message: int) -> tuple[bytes, int]:
+    flags = L.LEASE_MANY_BOUND if request.bound else 0
+    size = S_LEASE_MANY.size
+    frame = F_LEASE_MANY.pack(
+        T.LEASE_MANY, size, request.count, request.size, request.ttl_ms, flags
+    )
+    return frame, 0
+
+
+def _ids(
+    request: RenewManyRequest | ReleaseManyRequest | WatchRequest | UnwatchRequest,
+    max_message: int,
+) -> tuple[bytes, int]:
+    lease_ids = [_request_id(lease_id) for lease_id in request.lease_ids]
+    n = len(lease_ids)
+    if type(request) is RenewManyRequest:
+        fixed = S_RENEW_MANY.pack(request.ttl_ms, n)
+    else:
+        fixed = S_COUNT.pack(n)
+    size = len(fixed) + 4 * n
+    check_size(PROTOCOL, request.op.value, HEADER_SIZE + size, max_message)
+    return S_HEADER.pack(OP_TYPE[request.op], size) + fixed + pack_ids(lease_ids), 0
 
 
 def _read(request: ReadRequest, max_message: int) -> tuple[bytes, int]:
@@ -147,6 +212,13 @@ _ENCODERS: dict[type, Callable[[Any, int], tuple[bytes, int]]] = {
     ReleaseRequest: _id_only,
     StatRequest: _id_only,
     StatsRequest: _stats,
+    GetsRequest: _gets,
+    CasRequest: _cas,
+    LeaseManyRequest: _lease_many,
+    RenewManyRequest: _ids,
+    ReleaseManyRequest: _ids,
+    WatchRequest: _ids,
+    UnwatchRequest: _ids,
 }
 
 
@@ -186,6 +258,14 @@ class NativeClientCodec(FrameDecoder[Reply], ClientCodec):
             T.LEASE_INFO: PayloadRule("lease info", S_LEASE_INFO.size, False, pairing.info),
             T.SERVER_STATS: PayloadRule("stats", S_SERVER_STATS.size, False, pairing.stats),
             T.ERROR: PayloadRule("error", S_ERROR.size, True, pairing.error),
+            T.GETS_DATA: PayloadRule("gets data", S_GETS_DATA.size, True, pairing.gets),
+            T.CAS_RESULT: PayloadRule("cas result", S_CAS_RESULT.size, False, pairing.cas),
+            T.GRANTED_MANY: PayloadRule("granted many", S_COUNT.size, True, pairing.many),
+            T.IDS: PayloadRule("ids", S_IDS_REPLY.size, True, pairing.ids),
+            T.NOTICE: PayloadRule("notice", S_NOTICE.size, False, pairing.notice),
+            T.VERSION_DONE: PayloadRule(
+                "version done", S_VERSION_DONE.size, False, pairing.version_done
+            ),
         }
         super().__init__(
             protocol=PROTOCOL,
@@ -286,6 +366,49 @@ class _ReplyPairing:
     def info(self, buf: bytearray, at: int, length: int) -> Reply:
         self._answered(_STAT)
         return LeaseInfo(*S_LEASE_INFO.unpack_from(buf, at))
+
+    def gets(self, buf: bytearray, at: int, length: int) -> Reply:
+        self._answered(Op.GETS)
+        lease_id, version, n = S_GETS_DATA.unpack_from(buf, at)
+        data = take_tail(buf, at, S_GETS_DATA.size, n, length, "gets reply")
+        return Data(Op.GETS, lease_id, data, version)
+
+    def cas(self, buf: bytearray, at: int, length: int) -> Reply:
+        self._answered(Op.CAS)
+        lease_id, swapped, version = S_CAS_RESULT.unpack_from(buf, at)
+        return CasResult(lease_id, bool(swapped), version)
+
+    def many(self, buf: bytearray, at: int, length: int) -> Reply:
+        self._answered(Op.LEASE_MANY)
+        (count,) = S_COUNT.unpack_from(buf, at)
+        fixed = S_COUNT.size
+        # Size and ttl are not carried: the client fills them in from its request.
+        return GrantedMany(unpack_ids(buf, at + fixed, count, length - fixed, "granted"), 0, 0)
+
+    def ids(self, buf: bytearray, at: int, length: int) -> Reply:
+        request_type, count = S_IDS_REPLY.unpack_from(buf, at)
+        op = TYPE_OP.get(request_type)
+        if op not in _ANSWERED_BY_IDS:
+            raise ProtocolError(f"ids reply names request type {request_type}, not a batch")
+        assert op is not None
+        self._answered(op)
+        fixed = S_IDS_REPLY.size
+        return IdList(op, unpack_ids(buf, at + fixed, count, length - fixed, op.value))
+
+    def notice(self, buf: bytearray, at: int, length: int) -> Reply:
+        # Pushed, not asked for: it answers no request.
+        lease_id, reason = S_NOTICE.unpack_from(buf, at)
+        try:
+            return Notice(lease_id, EndReason(reason))
+        except ValueError:
+            raise ProtocolError(f"notice gives unknown reason {reason}") from None
+
+    def version_done(self, buf: bytearray, at: int, length: int) -> Reply:
+        request_type, lease_id, version = S_VERSION_DONE.unpack_from(buf, at)
+        if request_type != T.WRITE:
+            raise ProtocolError(f"version done names request type {request_type}, not a write")
+        self._answered(Op.WRITE)
+        return Done(Op.WRITE, lease_id, version)
 
     def stats(self, buf: bytearray, at: int, length: int) -> Reply:
         self._answered(_STATS)

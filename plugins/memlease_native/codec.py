@@ -21,17 +21,27 @@ from memlease_wire.framing import (
 
 from memlease.core.errors import ErrorCode, ProtocolError
 from memlease.core.messages import (
+    CasRequest,
+    CasResult,
     Data,
     Done,
     ErrorReply,
     GetRequest,
+    GetsRequest,
     Granted,
+    GrantedMany,
+    IdKind,
+    IdList,
     LeaseId,
     LeaseInfo,
+    LeaseManyRequest,
     LeaseRequest,
+    Notice,
     Op,
     ReadRequest,
+    ReleaseManyRequest,
     ReleaseRequest,
+    RenewManyRequest,
     RenewRequest,
     Reply,
     Request,
@@ -39,6 +49,8 @@ from memlease.core.messages import (
     SetRequest,
     StatRequest,
     StatsRequest,
+    UnwatchRequest,
+    WatchRequest,
     WriteRequest,
 )
 from memlease.protocol import Bytes, ServerCodec
@@ -60,6 +72,16 @@ S_DONE = derive(L.DONE).fixed
 S_LEASE_INFO = derive(L.LEASE_INFO).fixed
 S_SERVER_STATS = derive(L.SERVER_STATS).fixed
 S_ERROR = derive(L.ERROR).fixed
+S_CAS = derive(L.CAS).fixed
+S_LEASE_MANY = derive(L.LEASE_MANY).fixed
+S_GETS_DATA = derive(L.GETS_DATA).fixed
+S_CAS_RESULT = derive(L.CAS_RESULT).fixed
+S_NOTICE = derive(L.NOTICE).fixed
+S_VERSION_DONE = derive(L.VERSION_DONE).fixed
+# The fixed parts of the id-list layouts, up to and with the count (the ids follow).
+S_RENEW_MANY = struct.Struct("=ii")
+S_COUNT = struct.Struct("=i")
+S_IDS_REPLY = struct.Struct("=ii")
 
 # Whole-frame forms (header and fixed payload in one pack) for the encoders.
 F_LEASE = derive(L.HEADER, L.LEASE).fixed
@@ -73,6 +95,27 @@ F_DONE = derive(L.HEADER, L.DONE).fixed
 F_LEASE_INFO = derive(L.HEADER, L.LEASE_INFO).fixed
 F_SERVER_STATS = derive(L.HEADER, L.SERVER_STATS).fixed
 F_ERROR = derive(L.HEADER, L.ERROR).fixed
+F_CAS = derive(L.HEADER, L.CAS).fixed
+F_LEASE_MANY = derive(L.HEADER, L.LEASE_MANY).fixed
+F_GETS_DATA = derive(L.HEADER, L.GETS_DATA).fixed
+F_CAS_RESULT = derive(L.HEADER, L.CAS_RESULT).fixed
+F_NOTICE = derive(L.HEADER, L.NOTICE).fixed
+F_VERSION_DONE = derive(L.HEADER, L.VERSION_DONE).fixed
+
+
+def pack_ids(lease_ids: Sequence[LeaseId]) -> bytes:
+    """Int ids end to end, as the native format carries them."""
+    return struct.pack(f"={len(lease_ids)}i", *lease_ids)
+
+
+def unpack_ids(buf: bytearray, at: int, count: int, room: int, what: str) -> list[LeaseId]:
+    """``count`` ids from ``at``, where the frame leaves ``room`` bytes for them."""
+    if count < 0 or count * 4 != room:
+        raise ProtocolError(
+            f"{what} claims {count} ids but its frame carries {room} bytes for them"
+        )
+    return list(struct.unpack_from(f"={count}i", buf, at))
+
 
 HEADER_SIZE = S_HEADER.size
 
@@ -86,6 +129,13 @@ OP_TYPE: dict[Op, int] = {
     Op.RELEASE: T.RELEASE,
     Op.STAT: T.STAT,
     Op.STATS: T.STATS,
+    Op.GETS: T.GETS,
+    Op.CAS: T.CAS,
+    Op.LEASE_MANY: T.LEASE_MANY,
+    Op.RENEW_MANY: T.RENEW_MANY,
+    Op.RELEASE_MANY: T.RELEASE_MANY,
+    Op.WATCH: T.WATCH,
+    Op.UNWATCH: T.UNWATCH,
 }
 TYPE_OP: dict[int, Op] = {code: op for op, code in OP_TYPE.items()}
 
@@ -93,6 +143,14 @@ TYPE_OP: dict[int, Op] = {code: op for op, code in OP_TYPE.items()}
 # on its class, or an Enum used as a dict key, costs a Python-level call each time.
 TYPE_OF_OP: dict[str, int] = {op._value_: int(code) for op, code in OP_TYPE.items()}
 _GET, _SET, _LEASE = Op.GET, Op.SET, Op.LEASE
+_GETS, _WRITE = Op.GETS, Op.WRITE
+_T_WRITE = int(T.WRITE)
+_T_GETS_DATA = int(T.GETS_DATA)
+_T_CAS_RESULT = int(T.CAS_RESULT)
+_T_GRANTED_MANY = int(T.GRANTED_MANY)
+_T_IDS = int(T.IDS)
+_T_NOTICE = int(T.NOTICE)
+_T_VERSION_DONE = int(T.VERSION_DONE)
 _T_LEASED = int(T.LEASED)
 _T_ACCESS_DATA = int(T.ACCESS_DATA)
 _T_DATA_SET = int(T.DATA_SET)
@@ -151,6 +209,45 @@ def _stats(buf: bytearray, at: int, length: int) -> Request:
     return StatsRequest()
 
 
+def _lease_bound(buf: bytearray, at: int, length: int) -> Request:
+    size, ttl_ms = S_LEASE.unpack_from(buf, at)
+    return LeaseRequest(size, ttl_ms, IdKind.INT, True)
+
+
+def _gets(buf: bytearray, at: int, length: int) -> Request:
+    return GetsRequest(S_ID.unpack_from(buf, at)[0])
+
+
+def _cas(buf: bytearray, at: int, length: int) -> Request:
+    lease_id, version, offset, n = S_CAS.unpack_from(buf, at)
+    return CasRequest(lease_id, version, offset, take_tail(buf, at, S_CAS.size, n, length, "cas"))
+
+
+def _lease_many(buf: bytearray, at: int, length: int) -> Request:
+    count, size, ttl_ms, flags = S_LEASE_MANY.unpack_from(buf, at)
+    if flags & ~L.LEASE_MANY_BOUND:
+        raise ProtocolError(f"lease_many has flags {flags:#x}; only 1 (bound) is defined")
+    return LeaseManyRequest(count, size, ttl_ms, IdKind.INT, bool(flags & L.LEASE_MANY_BOUND))
+
+
+def _renew_many(buf: bytearray, at: int, length: int) -> Request:
+    ttl_ms, count = S_RENEW_MANY.unpack_from(buf, at)
+    fixed = S_RENEW_MANY.size
+    return RenewManyRequest(
+        unpack_ids(buf, at + fixed, count, length - fixed, "renew_many"), ttl_ms
+    )
+
+
+def _ids_of(
+    make: type[ReleaseManyRequest | WatchRequest | UnwatchRequest], what: str
+) -> Callable[[bytearray, int, int], Request]:
+    def ids(buf: bytearray, at: int, length: int) -> Request:
+        (count,) = S_COUNT.unpack_from(buf, at)
+        return make(unpack_ids(buf, at + S_COUNT.size, count, length - S_COUNT.size, what))
+
+    return ids
+
+
 REQUEST_RULES: dict[int, PayloadRule[Request]] = {
     T.LEASE: PayloadRule("lease", S_LEASE.size, False, _lease),
     T.SET_DATA: PayloadRule("set", S_ID_AND_DATA.size, True, _set),
@@ -161,6 +258,16 @@ REQUEST_RULES: dict[int, PayloadRule[Request]] = {
     T.RELEASE: PayloadRule("release", S_ID.size, False, _release),
     T.STAT: PayloadRule("stat", S_ID.size, False, _stat),
     T.STATS: PayloadRule("stats", 0, False, _stats),
+    T.LEASE_BOUND: PayloadRule("bound lease", S_LEASE.size, False, _lease_bound),
+    T.GETS: PayloadRule("gets", S_ID.size, False, _gets),
+    T.CAS: PayloadRule("cas", S_CAS.size, True, _cas),
+    T.LEASE_MANY: PayloadRule("lease_many", S_LEASE_MANY.size, False, _lease_many),
+    T.RENEW_MANY: PayloadRule("renew_many", S_RENEW_MANY.size, True, _renew_many),
+    T.RELEASE_MANY: PayloadRule(
+        "release_many", S_COUNT.size, True, _ids_of(ReleaseManyRequest, "release_many")
+    ),
+    T.WATCH: PayloadRule("watch", S_COUNT.size, True, _ids_of(WatchRequest, "watch")),
+    T.UNWATCH: PayloadRule("unwatch", S_COUNT.size, True, _ids_of(UnwatchRequest, "unwatch")),
 }
 
 
@@ -179,10 +286,18 @@ def data_frame(kind: int, lease_id: LeaseId, data: bytes | memoryview) -> bytes:
 
 
 def _encode_data(reply: Data) -> bytes:
+    if reply.op is _GETS:
+        return _gets_header(reply) + reply.data
     kind = _T_ACCESS_DATA if reply.op is _GET else _T_READ_DATA
     data = reply.data
     n = len(data)
     return F_ID_AND_DATA.pack(kind, _ID_AND_DATA_SIZE + n, reply.lease_id, n) + data
+
+
+def _gets_header(reply: Data) -> bytes:
+    n = len(reply.data)
+    size = S_GETS_DATA.size + n
+    return F_GETS_DATA.pack(_T_GETS_DATA, size, reply.lease_id, reply.version, n)
 
 
 def encode_data_parts(reply: Data) -> tuple[bytes, bytes | memoryview]:
@@ -190,6 +305,8 @@ def encode_data_parts(reply: Data) -> tuple[bytes, bytes | memoryview]:
     kind = _T_ACCESS_DATA if reply.op is _GET else _T_READ_DATA
     data = reply.data
     try:
+        if reply.op is _GETS:
+            return _gets_header(reply), data
         return data_header(kind, reply.lease_id, len(data)), data
     except struct.error as exc:
         raise ProtocolError(f"{PROTOCOL}: cannot encode {reply!r:.200}: {exc}") from None
@@ -197,8 +314,35 @@ def encode_data_parts(reply: Data) -> tuple[bytes, bytes | memoryview]:
 
 def _encode_done(reply: Done) -> bytes:
     if reply.op is _SET:
-        return _SET_DONE
+        return _SET_DONE  # the original's form, which carries no version
+    if reply.op is _WRITE:
+        size = S_VERSION_DONE.size
+        return F_VERSION_DONE.pack(_T_VERSION_DONE, size, _T_WRITE, reply.lease_id, reply.version)
     return F_DONE.pack(_T_DONE, S_DONE.size, TYPE_OF_OP[reply.op._value_], reply.lease_id)
+
+
+def _encode_cas_result(reply: CasResult) -> bytes:
+    size, swapped = S_CAS_RESULT.size, int(reply.swapped)
+    return F_CAS_RESULT.pack(_T_CAS_RESULT, size, reply.lease_id, swapped, reply.version)
+
+
+def _encode_granted_many(reply: GrantedMany) -> bytes:
+    n = len(reply.lease_ids)
+    return (
+        S_HEADER.pack(_T_GRANTED_MANY, S_COUNT.size + 4 * n)
+        + S_COUNT.pack(n)
+        + pack_ids(reply.lease_ids)
+    )
+
+
+def _encode_id_list(reply: IdList) -> bytes:
+    n = len(reply.lease_ids)
+    head = S_HEADER.pack(_T_IDS, S_IDS_REPLY.size + 4 * n)
+    return head + S_IDS_REPLY.pack(TYPE_OF_OP[reply.op._value_], n) + pack_ids(reply.lease_ids)
+
+
+def _encode_notice(reply: Notice) -> bytes:
+    return F_NOTICE.pack(_T_NOTICE, S_NOTICE.size, reply.lease_id, int(reply.reason))
 
 
 def _encode_granted(reply: Granted) -> bytes:
@@ -206,8 +350,8 @@ def _encode_granted(reply: Granted) -> bytes:
 
 
 def _encode_lease_info(reply: LeaseInfo) -> bytes:
-    size = S_LEASE_INFO.size
-    return F_LEASE_INFO.pack(_T_LEASE_INFO, size, reply.lease_id, reply.size, reply.ttl_ms)
+    size, ttl_ms, version = S_LEASE_INFO.size, reply.ttl_ms, reply.version
+    return F_LEASE_INFO.pack(_T_LEASE_INFO, size, reply.lease_id, reply.size, ttl_ms, version)
 
 
 def _encode_server_stats(s: ServerStats) -> bytes:
@@ -253,6 +397,10 @@ _ENCODERS: dict[type, Callable[[Any], bytes]] = {
     ErrorReply: _encode_error,
     LeaseInfo: _encode_lease_info,
     ServerStats: _encode_server_stats,
+    CasResult: _encode_cas_result,
+    GrantedMany: _encode_granted_many,
+    IdList: _encode_id_list,
+    Notice: _encode_notice,
 }
 
 

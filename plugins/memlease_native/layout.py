@@ -9,7 +9,17 @@ from __future__ import annotations
 
 import enum
 
-from construct import Float64n, GreedyBytes, Int32sn, Int64sn, Prefixed, Struct, Switch, this
+from construct import (
+    Float64n,
+    GreedyBytes,
+    Int32sn,
+    Int64sn,
+    Prefixed,
+    PrefixedArray,
+    Struct,
+    Switch,
+    this,
+)
 
 
 class NativeType(enum.IntEnum):
@@ -31,6 +41,20 @@ class NativeType(enum.IntEnum):
     LEASE_INFO = 14
     SERVER_STATS = 15
     ERROR = 16
+    GETS = 17
+    CAS = 18
+    LEASE_MANY = 19
+    RENEW_MANY = 20
+    RELEASE_MANY = 21
+    WATCH = 22
+    UNWATCH = 23
+    LEASE_BOUND = 24
+    GETS_DATA = 25
+    CAS_RESULT = 26
+    GRANTED_MANY = 27
+    IDS = 28
+    NOTICE = 29
+    VERSION_DONE = 30
 
 
 HEADER = Struct("type" / Int32sn, "size" / Int64sn)
@@ -48,6 +72,17 @@ RENEW = Struct("lease_id" / Id, "ttl_ms" / Int32sn)
 RELEASE = Struct("lease_id" / Id)
 STAT = Struct("lease_id" / Id)
 STATS = Struct()
+GETS = Struct("lease_id" / Id)
+CAS = Struct(
+    "lease_id" / Id,
+    "version" / Int64sn,
+    "offset" / Int64sn,
+    "data" / Prefixed(Int64sn, GreedyBytes),
+)
+LEASE_MANY = Struct("count" / Int32sn, "size" / Int32sn, "ttl_ms" / Int32sn, "flags" / Int32sn)
+RENEW_MANY = Struct("ttl_ms" / Int32sn, "lease_ids" / PrefixedArray(Int32sn, Id))
+IDS = Struct("lease_ids" / PrefixedArray(Int32sn, Id))
+LEASE_BOUND = LEASE
 
 # --- replies (server -> client)
 LEASED = Struct("lease_id" / Id)
@@ -55,7 +90,13 @@ ACCESS_DATA_REPLY = Struct("lease_id" / Id, "data" / Prefixed(Int64sn, GreedyByt
 DATA_SET = Struct("status" / Int32sn)
 READ_DATA = Struct("lease_id" / Id, "data" / Prefixed(Int64sn, GreedyBytes))
 DONE = Struct("request_type" / Int32sn, "lease_id" / Id)
-LEASE_INFO = Struct("lease_id" / Id, "size" / Int64sn, "ttl_ms" / Int64sn)
+LEASE_INFO = Struct("lease_id" / Id, "size" / Int64sn, "ttl_ms" / Int64sn, "version" / Int64sn)
+GETS_DATA = Struct("lease_id" / Id, "version" / Int64sn, "data" / Prefixed(Int64sn, GreedyBytes))
+CAS_RESULT = Struct("lease_id" / Id, "swapped" / Int32sn, "version" / Int64sn)
+GRANTED_MANY = Struct("lease_ids" / PrefixedArray(Int32sn, Id))
+IDS_REPLY = Struct("request_type" / Int32sn, "lease_ids" / PrefixedArray(Int32sn, Id))
+NOTICE = Struct("lease_id" / Id, "reason" / Int32sn)
+VERSION_DONE = Struct("request_type" / Int32sn, "lease_id" / Id, "version" / Int64sn)
 SERVER_STATS = Struct(
     "arena_size" / Int64sn,
     "used" / Int64sn,
@@ -82,6 +123,7 @@ DATA_SET_OK = 0
 DATA_SET_NOT_FOUND = -1
 DATA_SET_TOO_LARGE = -2
 LEASE_REFUSED = -1
+LEASE_MANY_BOUND = 1
 
 REQUESTS: dict[int, Struct] = {
     NativeType.LEASE: LEASE,
@@ -93,6 +135,14 @@ REQUESTS: dict[int, Struct] = {
     NativeType.RELEASE: RELEASE,
     NativeType.STAT: STAT,
     NativeType.STATS: STATS,
+    NativeType.GETS: GETS,
+    NativeType.CAS: CAS,
+    NativeType.LEASE_MANY: LEASE_MANY,
+    NativeType.RENEW_MANY: RENEW_MANY,
+    NativeType.RELEASE_MANY: IDS,
+    NativeType.WATCH: IDS,
+    NativeType.UNWATCH: IDS,
+    NativeType.LEASE_BOUND: LEASE_BOUND,
 }
 REPLIES: dict[int, Struct] = {
     NativeType.LEASED: LEASED,
@@ -103,6 +153,12 @@ REPLIES: dict[int, Struct] = {
     NativeType.LEASE_INFO: LEASE_INFO,
     NativeType.SERVER_STATS: SERVER_STATS,
     NativeType.ERROR: ERROR,
+    NativeType.GETS_DATA: GETS_DATA,
+    NativeType.CAS_RESULT: CAS_RESULT,
+    NativeType.GRANTED_MANY: GRANTED_MANY,
+    NativeType.IDS: IDS_REPLY,
+    NativeType.NOTICE: NOTICE,
+    NativeType.VERSION_DONE: VERSION_DONE,
 }
 
 REQUEST_FRAME = Struct("type" / Int32sn, "payload" / Prefixed(Int64sn, Switch(this.type, REQUESTS)))
