@@ -19,8 +19,11 @@ from memlease.core.errors import (
     NoRoom,
     ProtocolError,
     ServerBusy,
+    TooMany,
     Unsupported,
+    VersionMismatch,
 )
+from memlease.core.messages import EndReason, Notice
 
 if TYPE_CHECKING:
     from memlease.client.blocking import Client
@@ -53,6 +56,7 @@ __all__ = [
     "Client",
     "ConfigError",
     "ConnectionFailed",
+    "EndReason",
     "ErrorCode",
     "InternalError",
     "LeaseError",
@@ -60,9 +64,12 @@ __all__ = [
     "LeaseTooSmall",
     "MemleaseError",
     "NoRoom",
+    "Notice",
     "ProtocolError",
     "ServerBusy",
+    "TooMany",
     "Unsupported",
+    "VersionMismatch",
     "__version__",
     "connect",
 ]

@@ -21,21 +21,28 @@ from memlease.core.errors import ErrorCode
 from memlease.core.messages import (
     Data,
     Done,
+    EndReason,
     ErrorReply,
     GetRequest,
     Granted,
     IdKind,
+    IdList,
     LeaseRequest,
+    Notice,
     Op,
+    ReleaseRequest,
     Reply,
     Request,
     SetRequest,
     StatsRequest,
+    WatchRequest,
 )
 from memlease.core.service import Service
+from memlease.core.sessions import Session
 from memlease.protocol import DEFAULT_MAX_MESSAGE, load_protocols
 from memlease.server.connection import (
     MAX_MISSES,
+    PUSH_LIMIT,
     SEND_AT,
     SHUTDOWN_DRAIN,
     Connection,
@@ -268,3 +275,38 @@ def test_misses_spread_over_seconds_are_not_guessing() -> None:
         misses = [GetRequest(1_000_000 + i) for i in range(MAX_MISSES)]
         _serve(connection, _wire("network", *misses), float(second))
         assert connection.ending is None
+
+
+def test_a_client_that_lets_notices_pile_up_is_closed_not_silently_short_of_some() -> None:
+    connection = _connection()
+    for n in range(PUSH_LIMIT):
+        connection.push(Notice(n + 1, EndReason.EXPIRED))  # the socket took none of them
+    assert connection.ending is None
+    connection.push(Notice(PUSH_LIMIT + 1, EndReason.EXPIRED))
+    assert connection.ending is Ending.UNREAD
+    assert "notices" in connection.detail
+
+
+def test_a_notice_a_request_causes_goes_out_behind_that_requests_reply() -> None:
+    service = Service.create(1 << 20)
+    session = Session()
+    connection = Connection(
+        REGISTRY.get("network").server_codec(DEFAULT_MAX_MESSAGE),
+        service.handle,
+        LIMITS,
+        0.0,
+        peer="test",
+        protocol="network",
+        session=session,
+    )
+    session.notify = connection.push
+    granted = service.handle(LeaseRequest(64, 10_000), 0.0)
+    assert isinstance(granted, Granted)
+    lease_id = granted.lease_id
+    sent = _serve(connection, _wire("network", WatchRequest([lease_id])), 0.0)
+    sent += _serve(connection, _wire("network", ReleaseRequest(lease_id)), 0.1)
+    assert _replies("network", sent) == [
+        IdList(Op.WATCH, []),
+        Done(Op.RELEASE, lease_id),
+        Notice(lease_id, EndReason.RELEASED),
+    ]

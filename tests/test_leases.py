@@ -25,7 +25,8 @@ from memlease.core.errors import (
     NoRoom,
 )
 from memlease.core.leases import MAX_INT_ID, LeaseTable
-from memlease.core.messages import IdKind, LeaseId
+from memlease.core.messages import EndReason, IdKind, LeaseId, Notice
+from memlease.core.sessions import Session
 
 
 def make_table(
@@ -441,3 +442,185 @@ class LeaseModel(RuleBasedStateMachine):
 
 TestLeaseModel = LeaseModel.TestCase
 TestLeaseModel.settings = settings(max_examples=100, stateful_step_count=40, deadline=None)
+
+
+class SessionModel(RuleBasedStateMachine):
+    """Versions, batches, bound leases and notices against a model: each lease's bytes,
+    deadline, version and owning session; each session's watches, and the notices it must
+    have been told (checked, as a multiset, after every step)."""
+
+    leases = Bundle("session_leases")
+    SESSIONS = 3
+
+    def __init__(self) -> None:
+        super().__init__()
+        counter = itertools.count(1)
+        self.table = LeaseTable(
+            BuddyArena(1024, min_block=16),
+            max_ttl_ms=100,
+            int_ids=lambda: next(counter) % 50 + 1,
+        )
+        self.heard: list[list[Notice]] = [[] for _ in range(self.SESSIONS)]
+        self.sessions = [self._session(i) for i in range(self.SESSIONS)]
+        # id -> (region, deadline, version, owner index or None)
+        self.model: dict[LeaseId, tuple[bytearray, float, int, int | None]] = {}
+        self.watchers: dict[LeaseId, set[int]] = {}
+        self.expected: list[list[Notice]] = [[] for _ in range(self.SESSIONS)]
+        self.now = 0.0
+
+    def _session(self, index: int) -> Session:
+        return Session(self.heard[index].append)
+
+    def _live(self, lease: LeaseId) -> bool:
+        return lease in self.model and self.now < self.model[lease][1]
+
+    def _ended(self, lease: LeaseId, reason: EndReason) -> None:
+        del self.model[lease]
+        for index in self.watchers.pop(lease, set()):
+            self.expected[index].append(Notice(lease, reason))
+
+    @rule(
+        target=leases,
+        count=st.integers(1, 4),
+        size=st.integers(1, 200),
+        ttl=st.integers(1, 100),
+        owner=st.none() | st.integers(0, SESSIONS - 1),
+    )
+    def grant_many(self, count: int, size: int, ttl: int, owner: int | None) -> LeaseId:
+        session = None if owner is None else self.sessions[owner]
+        blocks = self.table.arena.live_blocks
+        try:
+            granted = self.table.grant_many(count, size, ttl, self.now, IdKind.INT, session)
+        except NoRoom:
+            assert self.table.arena.live_blocks == blocks  # none left behind
+            return -1
+        assert len(granted) == count
+        for lease in granted:
+            assert not self._live(lease)
+            self.model[lease] = (bytearray(size), self.now + ttl / 1000, 1, owner)
+        return granted[0]
+
+    @rule(lease=leases, offset=st.integers(0, 200), data=st.binary(max_size=30))
+    def write(self, lease: LeaseId, offset: int, data: bytes) -> None:
+        if not self._live(lease):
+            with pytest.raises(LeaseNotFound):
+                self.table.write(lease, offset, data, self.now)
+            return
+        region, deadline, version, owner = self.model[lease]
+        if offset + len(data) > len(region):
+            with pytest.raises(LeaseTooSmall):
+                self.table.write(lease, offset, data, self.now)
+            return
+        assert self.table.write(lease, offset, data, self.now) == version + 1
+        region[offset : offset + len(data)] = data
+        self.model[lease] = (region, deadline, version + 1, owner)
+
+    @rule(lease=leases, stale=st.booleans(), data=st.binary(max_size=30))
+    def cas(self, lease: LeaseId, stale: bool, data: bytes) -> None:
+        if not self._live(lease):
+            with pytest.raises(LeaseNotFound):
+                self.table.cas(lease, 1, 0, data, self.now)
+            return
+        region, deadline, version, owner = self.model[lease]
+        if len(data) > len(region):
+            with pytest.raises(LeaseTooSmall):
+                self.table.cas(lease, version - stale, 0, data, self.now)
+            return
+        if stale:
+            assert self.table.cas(lease, version - 1, 0, data, self.now) == (False, version)
+        else:
+            assert self.table.cas(lease, version, 0, data, self.now) == (True, version + 1)
+            region[: len(data)] = data
+            self.model[lease] = (region, deadline, version + 1, owner)
+
+    @rule(lease=leases)
+    def gets(self, lease: LeaseId) -> None:
+        if self._live(lease):
+            region, _, version, _ = self.model[lease]
+            view, found = self.table.gets(lease, self.now)
+            assert (view.tobytes(), found) == (bytes(region), version)
+            assert self.table.stat(lease, self.now).version == version
+        else:
+            with pytest.raises(LeaseNotFound):
+                self.table.gets(lease, self.now)
+
+    @rule(ids=st.lists(leases, max_size=4), ttl=st.integers(1, 100))
+    def renew_many(self, ids: list[LeaseId], ttl: int) -> None:
+        expected_missing = []
+        for lease in ids:
+            if self._live(lease):
+                region, _, version, owner = self.model[lease]
+                self.model[lease] = (region, self.now + ttl / 1000, version, owner)
+            else:
+                expected_missing.append(lease)
+        assert self.table.renew_many(ids, ttl, self.now) == expected_missing
+
+    @rule(ids=st.lists(leases, max_size=4))
+    def release_many(self, ids: list[LeaseId]) -> None:
+        expected_missing = []
+        for lease in ids:
+            if self._live(lease):
+                self._ended(lease, EndReason.RELEASED)
+            else:
+                expected_missing.append(lease)
+        assert self.table.release_many(ids, self.now) == expected_missing
+
+    @rule(index=st.integers(0, SESSIONS - 1), ids=st.lists(leases, min_size=1, max_size=3))
+    def watch(self, index: int, ids: list[LeaseId]) -> None:
+        if all(self._live(lease) for lease in ids):
+            self.table.watch(ids, self.sessions[index], self.now)
+            for lease in ids:
+                self.watchers.setdefault(lease, set()).add(index)
+        else:
+            with pytest.raises(LeaseNotFound):
+                self.table.watch(ids, self.sessions[index], self.now)
+
+    @rule(index=st.integers(0, SESSIONS - 1), ids=st.lists(leases, min_size=1, max_size=3))
+    def unwatch(self, index: int, ids: list[LeaseId]) -> None:
+        not_watched = []
+        for lease in ids:
+            if self._live(lease) and index in self.watchers.get(lease, set()):
+                self.watchers[lease].discard(index)
+            else:
+                not_watched.append(lease)
+        assert self.table.unwatch(ids, self.sessions[index], self.now) == not_watched
+
+    @rule(index=st.integers(0, SESSIONS - 1))
+    def connection_closes(self, index: int) -> None:
+        for watched in self.watchers.values():
+            watched.discard(index)
+        for lease, (_, deadline, _, owner) in list(self.model.items()):
+            if owner == index:
+                reason = EndReason.EXPIRED if deadline <= self.now else EndReason.CLOSED
+                self._ended(lease, reason)
+        self.table.end_session(self.sessions[index], self.now)
+        self.sessions[index] = self._session(index)  # the next connection
+
+    @rule(ms=st.integers(0, 60))
+    def tick_and_expire(self, ms: int) -> None:
+        self.now += ms / 1000
+        due = [lease for lease, (_, d, _, _) in self.model.items() if d <= self.now]
+        assert self.table.expire(self.now, len(self.model) + 1) == len(due)
+        for lease in due:
+            self._ended(lease, EndReason.EXPIRED)
+
+    @invariant()
+    def every_session_heard_exactly_its_notices(self) -> None:
+        for heard, expected in zip(self.heard, self.expected, strict=True):
+            assert sorted(map(repr, heard)) == sorted(map(repr, expected))
+            heard.clear()
+            expected.clear()
+
+    @invariant()
+    def bound_and_watched_bookkeeping_matches(self) -> None:
+        assert len(self.table) == len(self.model)
+        for index, session in enumerate(self.sessions):
+            owned = {lease for lease, (*_, owner) in self.model.items() if owner == index}
+            assert len(session.bound) == len(owned)
+            watched = {lease for lease, who in self.watchers.items() if index in who}
+            assert len(session.watching) == len(watched)
+        assert self.table.watches == sum(map(len, self.watchers.values()))
+
+
+TestSessionModel = SessionModel.TestCase
+TestSessionModel.settings = settings(max_examples=100, stateful_step_count=40, deadline=None)

@@ -186,8 +186,8 @@ class Client:
         if self._broken is not None:
             raise ConnectionFailed(f"connection to {self.peer} unusable: {self._broken}")
         deadline = None if timeout is None else time.monotonic() + timeout
-        codec = self._codec
         try:
+            self._decode_notices()  # bytes may have come behind the last reply
             while not self._notices:
                 if deadline is None:
                     self._socket.settimeout(None)
@@ -199,11 +199,8 @@ class Client:
                 data = self._socket.recv(RECEIVE_SIZE)
                 if not data:
                     raise ConnectionResetError(0, "the server closed the connection")
-                codec.feed(data)
-                while (reply := codec.next_reply()) is not None:
-                    if type(reply) is not Notice:
-                        raise ProtocolError(f"a {type(reply).__name__} came with no request")
-                    self._notices.append(reply)
+                self._codec.feed(data)
+                self._decode_notices()
         except TimeoutError:
             return None
         except OSError as exc:
@@ -212,6 +209,12 @@ class Client:
             self._break(f"a reply did not follow the protocol ({exc})")
             raise
         return self._notices.popleft()
+
+    def _decode_notices(self) -> None:
+        while (reply := self._codec.next_reply()) is not None:
+            if type(reply) is not Notice:
+                raise ProtocolError(f"a {type(reply).__name__} came with no request")
+            self._notices.append(reply)
 
     def pipeline(self, requests: Sequence[Request]) -> list[Reply]:
         """Send every request in one write and return their replies in order. Refusals come

@@ -229,18 +229,14 @@ class AsyncClient:
             codec = self._codec
             with trio.CancelScope() as self._listening:
                 try:
+                    self._decode_notices(codec)  # bytes may have come behind the last reply
                     while not self._notices:
                         # trio's receive is atomic under cancellation: bytes are not lost.
                         data = await self._stream.receive_some(RECEIVE_SIZE)
                         if not data:
                             raise trio.BrokenResourceError("the server closed the connection")
                         codec.feed(data if isinstance(data, bytes) else bytes(data))
-                        while (reply := codec.next_reply()) is not None:
-                            if type(reply) is not Notice:
-                                raise ProtocolError(
-                                    f"a {type(reply).__name__} came with no request"
-                                )
-                            self._notices.append(reply)
+                        self._decode_notices(codec)
                 except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                     reason = f"the connection broke ({exc or type(exc).__name__})"
                     raise await self._break(reason) from None
@@ -249,6 +245,12 @@ class AsyncClient:
                     raise
                 finally:
                     self._listening = None
+
+    def _decode_notices(self, codec: ClientCodec) -> None:
+        while (reply := codec.next_reply()) is not None:
+            if type(reply) is not Notice:
+                raise ProtocolError(f"a {type(reply).__name__} came with no request")
+            self._notices.append(reply)
 
     async def pipeline(self, requests: Sequence[Request]) -> list[Reply]:
         """Send every request in one write and return their replies in order. Refusals come

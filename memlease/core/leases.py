@@ -476,18 +476,25 @@ class LeaseTable:
         if not sessions:
             del self._watchers[slot]
 
-    def end_session(self, session: Session) -> int:
-        """The session's connection closed: release the leases bound to it (watchers are told
-        CLOSED) and drop its watches; how many leases were released."""
+    def end_session(self, session: Session, now: float) -> int:
+        """The session's connection closed at ``now``: release the leases bound to it
+        (watchers are told CLOSED, or EXPIRED for a lease already past its deadline) and drop
+        its watches; how many leases were released before their deadline."""
         for slot in list(session.watching):
             self._forget_watch(slot, session)
-        released = 0
+        closed = expired = 0
         for slot in list(session.bound):
-            self._order.remove((_micros(self._deadlines[slot]) << self._slot_bits) | slot)
-            self._drop(slot, EndReason.CLOSED)
-            released += 1
-        self.closed += released
-        return released
+            deadline = self._deadlines[slot]
+            self._order.remove((_micros(deadline) << self._slot_bits) | slot)
+            if deadline <= now:
+                self._drop(slot, EndReason.EXPIRED)
+                expired += 1
+            else:
+                self._drop(slot, EndReason.CLOSED)
+                closed += 1
+        self.closed += closed
+        self.expired += expired
+        return closed
 
     @property
     def watches(self) -> int:

@@ -150,10 +150,10 @@ class Service:
         """Free at most ``limit`` leases past their deadline; how many were freed."""
         return self.table.expire(now, limit)
 
-    def end_session(self, session: Session) -> int:
-        """A connection closed: release its bound leases (telling their watchers) and drop
-        its watches; how many leases were released."""
-        return self.table.end_session(session)
+    def end_session(self, session: Session, now: float) -> int:
+        """A connection closed at ``now``: release its bound leases (telling their watchers)
+        and drop its watches; how many leases were released before their deadline."""
+        return self.table.end_session(session, now)
 
     def next_deadline(self) -> float | None:
         """When the next lease falls due (monotonic seconds), or None with no live lease."""

@@ -287,7 +287,11 @@ async def _accept(
     entry: _OpenListener, service: Service, server: _Server, nursery: trio.Nursery
 ) -> None:
     spec, tls = entry.spec, entry.tls
-    make_codec, handle, end_session = spec.server_codec, service.handle, service.end_session
+    make_codec, handle = spec.server_codec, service.handle
+
+    def end_session(session: Session) -> None:
+        service.end_session(session, trio.current_time())
+
     max_message = server.limits.max_message  # a reload never changes it
     connections, handshake = server.connections, tls is not None
     misses, budget = server.misses.missed, server.budget
