@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import trio
 import trio.testing
+from conftest import RunningServer, StartServer
 
 from memlease import (
     LeaseNotFound,
@@ -14,7 +15,6 @@ from memlease import (
     VersionMismatch,
 )
 from memlease.core.messages import EndReason, Notice, ReleaseRequest, StatsRequest
-from tests.conftest import RunningServer, StartServer
 
 KiB = 1024
 

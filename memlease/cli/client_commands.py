@@ -1,6 +1,6 @@
 """The ``memlease`` lease commands over the blocking client: lease, set, get, read, write,
-renew, release, stat, stats. memlease.cli.main registers them and turns their errors into exit
-statuses.
+renew, release, stat, stats, gets, cas, watch, hold. memlease.cli.main registers them and
+turns their errors into exit statuses.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from memlease.core.messages import IdKind, LeaseId
+from memlease.core.messages import EndReason, IdKind, LeaseId
 from memlease.protocol import (
     DEFAULT_MAX_MESSAGE,
     ProtocolRegistry,
@@ -189,6 +189,13 @@ def add_client_commands(commands: Any, parent: argparse.ArgumentParser) -> None:
         metavar="DURATION",
         help=f"how long the lease lives (default {DEFAULT_TTL})",
     )
+    lease.add_argument(
+        "--count",
+        type=_count,
+        default=1,
+        metavar="N",
+        help="lease N regions in one request, all or none; prints one id per line (default 1)",
+    )
     set_ = command("set", "write DATA at the start of a lease", _set)
     set_.add_argument("id", metavar="ID")
     _data_arguments(set_)
@@ -204,12 +211,45 @@ def add_client_commands(commands: Any, parent: argparse.ArgumentParser) -> None:
     write.add_argument("id", metavar="ID")
     write.add_argument("offset", type=_count, metavar="OFFSET")
     _data_arguments(write)
-    renew = command("renew", "give a lease a new ttl from now", _renew)
-    renew.add_argument("id", metavar="ID")
+    renew = command("renew", "give leases a new ttl from now (many ids: one request)", _renew)
+    renew.add_argument("ids", nargs="+", metavar="ID")
     renew.add_argument("--ttl", type=_ttl_ms, required=True, metavar="DURATION")
-    command("release", "free a lease at once", _release).add_argument("id", metavar="ID")
-    command("stat", "a lease's size and remaining ttl", _stat).add_argument("id", metavar="ID")
+    release = command("release", "free leases at once (many ids: one request)", _release)
+    release.add_argument("ids", nargs="+", metavar="ID")
+    command("stat", "a lease's size, remaining ttl and version", _stat).add_argument(
+        "id", metavar="ID"
+    )
     command("stats", "the server's figures", _stats)
+    gets = command("gets", "print a lease's version, then its whole region", _gets)
+    gets.add_argument("id", metavar="ID")
+    gets.add_argument("--output", type=Path, metavar="PATH", help="write the bytes to PATH")
+    cas = command("cas", "write DATA only if the lease is at VERSION; prints the new version", _cas)
+    cas.add_argument("id", metavar="ID")
+    cas.add_argument("version", type=_count, metavar="VERSION")
+    cas.add_argument("--offset", type=_count, default=0, metavar="OFFSET", help="default 0")
+    _data_arguments(cas)
+    watch = command(
+        "watch",
+        "print a line as each lease ends (expired, released, closed), until interrupted or "
+        "all have ended",
+        _watch,
+    )
+    watch.add_argument("ids", nargs="+", metavar="ID")
+    hold = command(
+        "hold",
+        "lease SIZE bound to this command: prints its id, renews it, and the server releases "
+        "it when the command ends (Ctrl-C, kill, crash)",
+        _hold,
+    )
+    hold.add_argument("size", type=_size, metavar="SIZE", help="e.g. 1024 or 64KiB")
+    hold.add_argument(
+        "--ttl",
+        type=_ttl_ms,
+        default=DEFAULT_TTL,
+        metavar="DURATION",
+        help="the lease's ttl, renewed at half of it while the command runs "
+        f"(default {DEFAULT_TTL})",
+    )
 
 
 def _data_arguments(parser: argparse.ArgumentParser) -> None:
@@ -227,6 +267,8 @@ def _connect(args: argparse.Namespace, registry: ProtocolRegistry | None) -> Cli
     spec = _spec(args, reg)
     address = parse_server(args.server, spec.default_port)
     args.id = parse_lease_id(args.id, spec) if "id" in args else None
+    if "ids" in args:
+        args.ids = [parse_lease_id(text, spec) for text in args.ids]
     context = None
     if args.tls or args.ca is not None or args.cert is not None or args.key is not None:
         from memlease.tls import client_context
@@ -262,10 +304,19 @@ def _id(lease_id: LeaseId) -> int | str:
 
 
 def _lease(args: argparse.Namespace, registry: ProtocolRegistry | None) -> int:
+    if args.count < 1:
+        raise UsageError("memlease lease: --count is at least 1")
     with _connect(args, registry) as client:
-        granted = client.lease(args.size, args.ttl)
-    record = {"id": _id(granted.lease_id), "size": granted.size, "ttl_ms": granted.ttl_ms}
-    return _print(args, str(granted.lease_id), record)
+        if args.count == 1:
+            granted = [client.lease(args.size, args.ttl)]
+        else:
+            granted = client.lease_many(args.count, args.size, args.ttl)
+    if args.json:
+        for one in granted:
+            print(json.dumps({"id": _id(one.lease_id), "size": one.size, "ttl_ms": one.ttl_ms}))
+    else:
+        print("\n".join(str(one.lease_id) for one in granted))
+    return EXIT_OK
 
 
 def _input_data(args: argparse.Namespace) -> bytes:
@@ -288,17 +339,26 @@ def _input_data(args: argparse.Namespace) -> bytes:
 def _set(args: argparse.Namespace, registry: ProtocolRegistry | None) -> int:
     data = _input_data(args)
     with _connect(args, registry) as client:
-        client.set(args.id, data)
-    record = {"id": _id(args.id), "op": "set", "bytes": len(data)}
-    return _print(args, f"set {len(data)} bytes of lease {args.id}", record)
+        version = client.set(args.id, data)
+    record = {"id": _id(args.id), "op": "set", "bytes": len(data), "version": version or None}
+    # native's set is the original exchange, which does not carry the version
+    shown = f" (version {version})" if version else ""
+    return _print(args, f"set {len(data)} bytes of lease {args.id}{shown}", record)
 
 
 def _write(args: argparse.Namespace, registry: ProtocolRegistry | None) -> int:
     data = _input_data(args)
     with _connect(args, registry) as client:
-        client.write(args.id, args.offset, data)
-    record = {"id": _id(args.id), "op": "write", "offset": args.offset, "bytes": len(data)}
-    return _print(args, f"wrote {len(data)} bytes at {args.offset} of lease {args.id}", record)
+        version = client.write(args.id, args.offset, data)
+    record = {
+        "id": _id(args.id),
+        "op": "write",
+        "offset": args.offset,
+        "bytes": len(data),
+        "version": version,
+    }
+    text = f"wrote {len(data)} bytes at {args.offset} of lease {args.id} (version {version})"
+    return _print(args, text, record)
 
 
 def _get(args: argparse.Namespace, registry: ProtocolRegistry | None) -> int:
@@ -347,22 +407,68 @@ def _text(data: bytes) -> str | None:
 
 def _renew(args: argparse.Namespace, registry: ProtocolRegistry | None) -> int:
     with _connect(args, registry) as client:
-        client.renew(args.id, args.ttl)
-    record = {"id": _id(args.id), "op": "renew", "ttl_ms": args.ttl}
-    return _print(args, f"renewed lease {args.id} for {args.ttl} ms", record)
+        if len(args.ids) == 1:
+            args.id = args.ids[0]  # one id: the single renew, and its own error
+            client.renew(args.id, args.ttl)
+            missing = []
+        else:
+            missing = client.renew_many(args.ids, args.ttl)
+    return _many_done(args, "renewed", missing, {"ttl_ms": args.ttl}, f" for {args.ttl} ms")
 
 
 def _release(args: argparse.Namespace, registry: ProtocolRegistry | None) -> int:
     with _connect(args, registry) as client:
-        client.release(args.id)
-    return _print(args, f"released lease {args.id}", {"id": _id(args.id), "op": "release"})
+        if len(args.ids) == 1:
+            args.id = args.ids[0]
+            client.release(args.id)
+            missing = []
+        else:
+            missing = client.release_many(args.ids)
+    return _many_done(args, "released", missing, {}, "")
+
+
+def _many_done(
+    args: argparse.Namespace,
+    verb: str,
+    missing: list[LeaseId],
+    extra: dict[str, Any],
+    detail: str,
+) -> int:
+    """One line for what was done; the ids not found on stderr and exit 1, as rm does."""
+    done = [lease_id for lease_id in args.ids if lease_id not in missing]
+    op = verb.removesuffix("d").removesuffix("e")
+    record: dict[str, Any] = {
+        "op": op,
+        "ids": [_id(i) for i in done],
+        "not_found": [_id(i) for i in missing],
+    }
+    if len(args.ids) == 1:
+        text = f"{verb} lease {args.ids[0]}{detail}"
+        record = {"id": _id(args.ids[0]), "op": op}
+    else:
+        text = f"{verb} {len(done)} of {len(args.ids)} leases{detail}"
+    _print(args, text, record | extra)
+    if missing:
+        print(
+            "memlease: not found (expired, released or never granted): "
+            + " ".join(str(i) for i in missing),
+            file=sys.stderr,
+        )
+        return 1
+    return EXIT_OK
 
 
 def _stat(args: argparse.Namespace, registry: ProtocolRegistry | None) -> int:
     with _connect(args, registry) as client:
         info = client.stat(args.id)
-    record = {"id": _id(info.lease_id), "size": info.size, "ttl_ms": info.ttl_ms}
-    return _print(args, f"lease {args.id}: {info.size} bytes, {info.ttl_ms} ms left", record)
+    record = {
+        "id": _id(info.lease_id),
+        "size": info.size,
+        "ttl_ms": info.ttl_ms,
+        "version": info.version,
+    }
+    text = f"lease {args.id}: {info.size} bytes, {info.ttl_ms} ms left, version {info.version}"
+    return _print(args, text, record)
 
 
 def _stats(args: argparse.Namespace, registry: ProtocolRegistry | None) -> int:
@@ -374,3 +480,67 @@ def _stats(args: argparse.Namespace, registry: ProtocolRegistry | None) -> int:
         f"{name.replace('_', ' '):<{width}}  {value}" for name, value in record.items()
     )
     return _print(args, text, record)
+
+
+def _gets(args: argparse.Namespace, registry: ProtocolRegistry | None) -> int:
+    with _connect(args, registry) as client:
+        data, version = client.gets(args.id)
+    if args.json:
+        record = {
+            "id": _id(args.id),
+            "version": version,
+            "size": len(data),
+            "text": _text(data),
+            "base64": base64.b64encode(data).decode(),
+        }
+        print(json.dumps(record))
+        return EXIT_OK
+    print(f"version {version}", flush=True)
+    return _output(args, data)
+
+
+def _cas(args: argparse.Namespace, registry: ProtocolRegistry | None) -> int:
+    data = _input_data(args)
+    with _connect(args, registry) as client:
+        version = client.cas(args.id, args.version, data, args.offset)
+    record = {"id": _id(args.id), "op": "cas", "bytes": len(data), "version": version}
+    return _print(args, f"wrote {len(data)} bytes of lease {args.id} (version {version})", record)
+
+
+def _watch(args: argparse.Namespace, registry: ProtocolRegistry | None) -> int:
+    with _connect(args, registry) as client:
+        client.watch(args.ids)
+        waiting = set(args.ids)
+        while waiting:
+            notice = client.next_notice()
+            if notice is None:  # pragma: no cover - no timeout: only a notice returns
+                continue
+            waiting.discard(notice.lease_id)
+            reason = notice.reason.name.lower()
+            record = {"id": _id(notice.lease_id), "reason": reason}
+            _print(args, f"lease {notice.lease_id} {_ENDED[notice.reason]}", record)
+            sys.stdout.flush()
+    return EXIT_OK
+
+
+_ENDED = {
+    EndReason.EXPIRED: "expired",
+    EndReason.RELEASED: "released",
+    EndReason.CLOSED: "released: its bound connection closed",
+}
+
+
+def _hold(args: argparse.Namespace, registry: ProtocolRegistry | None) -> int:
+    with _connect(args, registry) as client:
+        granted = client.lease(args.size, args.ttl, bound=True)
+        lease_id = granted.lease_id
+        client.watch(lease_id)  # told if someone releases it meanwhile
+        record = {"id": _id(lease_id), "size": granted.size, "ttl_ms": granted.ttl_ms}
+        _print(args, str(lease_id), record)
+        sys.stdout.flush()  # a script reads the id while this still runs
+        while True:
+            notice = client.next_notice(timeout=args.ttl / 2000)
+            if notice is not None:
+                print(f"memlease: lease {lease_id} {_ENDED[notice.reason]}", file=sys.stderr)
+                return 1
+            client.renew(lease_id, args.ttl)

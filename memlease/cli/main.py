@@ -139,9 +139,10 @@ def main(argv: Sequence[str] | None = None, *, registry: ProtocolRegistry | None
         return _fail(prefixed, EXIT_USAGE)
     except ConfigError as exc:
         return _fail(f"memlease: {exc}", EXIT_USAGE)
-    except LeaseNotFound:
-        lease_id = getattr(args, "id", "?")
-        return _fail(f"memlease: {not_found_message(lease_id)}")
+    except LeaseNotFound as exc:
+        lease_id = getattr(args, "id", None)
+        # A request on many ids: the server's message names the one it did not find.
+        return _fail(f"memlease: {not_found_message(lease_id) if lease_id else exc}")
     except MemleaseError as exc:
         return _fail(f"memlease: {_one_line(str(exc)) or type(exc).__doc__}")
     except OSError as exc:
