@@ -98,6 +98,9 @@ def server(protocol: str, arena: int, *flags: str) -> Iterator[tuple[int, int]]:
         str(arena),
         "--max-connections",
         "4096",
+        # room for 4096 connections' receive buffers beside one largest message
+        "--connection-memory",
+        "512MiB",
         *flags,
     ]
     with subprocess.Popen(command, stderr=subprocess.PIPE, bufsize=0) as proc:
