@@ -100,7 +100,14 @@ def reply_encoders(fmt: NetworkFormat) -> dict[type, Callable[[Any], bytes]]:
     id_bytes = fmt.id_lists.id_size
 
     def data(reply: Data) -> bytes:
-        return data_header(reply) + reply.data
+        op = reply.op
+        if op is _GETS:
+            return data_header(reply) + reply.data
+        lease_id = reply.lease_id.bytes if uuid_ids else reply.lease_id  # type: ignore[union-attr]
+        data = reply.data
+        n = len(data)
+        kind = REPLY_TYPE_OF_OP[op._value_]
+        return f_data.pack(VERSION, kind, 0, data_size + n, lease_id, n) + data
 
     def data_header(reply: Data) -> bytes:
         lease_id = reply.lease_id.bytes if uuid_ids else reply.lease_id  # type: ignore[union-attr]
@@ -115,8 +122,7 @@ def reply_encoders(fmt: NetworkFormat) -> dict[type, Callable[[Any], bytes]]:
         lease_id = reply.lease_id.bytes if uuid_ids else reply.lease_id  # type: ignore[union-attr]
         kind = REPLY_TYPE_OF_OP[reply.op._value_]
         if kind in _VERSIONED:
-            size = done_version_size
-            return f_done_version.pack(VERSION, kind, 0, size, lease_id, reply.version)
+            return f_done_version.pack(VERSION, kind, 0, done_version_size, lease_id, reply.version)
         return f_id.pack(VERSION, kind, 0, id_size, lease_id)
 
     def cas_result(reply: CasResult) -> bytes:
