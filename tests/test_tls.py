@@ -17,6 +17,7 @@ from conftest import PROTOCOLS, StartServer
 from memlease import ConnectionFailed
 from memlease.cli.main import main
 from memlease.core.errors import ConfigError
+from memlease.core.messages import EndReason, Notice
 from memlease.protocol import ProtocolRegistry
 from memlease.server.config import Config, load_config
 from memlease.server.config_values import Listener
@@ -78,6 +79,32 @@ async def test_every_protocol_over_tls_with_both_clients(
                 return client.get(lease_id)  # type: ignore[arg-type]
 
         assert (await trio.to_thread.run_sync(blocking))[:8] == b"over tls"
+
+
+async def test_notices_over_tls_while_calls_go_on_from_another_task(
+    start_server: StartServer, pki: Pki
+) -> None:
+    server = await start_server("network", **pki.server_fields())
+    context = client_context(pki.ca)
+    async with await server.connect("network", ssl_context=context) as client:
+        a, b = (g.lease_id for g in await client.lease_many(2, 32, 60_000))
+        await client.watch([a, b])
+        heard: list[Notice] = []
+
+        async def listen() -> None:
+            async for notice in client.notices():
+                heard.append(notice)
+                if len(heard) == 2:
+                    return
+
+        with trio.fail_after(5):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(listen)
+                await trio.sleep(0.05)  # the listener waits in a TLS receive: a call cancels it
+                assert (await client.stats()).live_leases == 2
+                await client.release(a)
+                await client.release(b)
+        assert heard == [Notice(a, EndReason.RELEASED), Notice(b, EndReason.RELEASED)]
 
 
 async def test_a_plain_client_on_a_tls_port_is_refused_and_nobody_else_suffers(
