@@ -9,6 +9,7 @@ from pathlib import Path
 import trio
 from conftest import RunningServer, StartServer
 
+from memlease import ConnectionFailed
 from memlease.core.messages import GetRequest
 from memlease.server.config import load_config
 from memlease.server.connection import MAX_MISSES
@@ -107,3 +108,21 @@ def test_the_ledger_forgets_a_client_a_second_after_its_last_window() -> None:
     assert MissLedger(limit=0).missed("a", 0.0) is False  # 0: no limit
     local = MissLedger(limit=1)
     assert not any(local.missed("127.0.0.1", 0.0) for _ in range(5))  # every local client
+
+
+async def test_a_batch_is_no_faster_way_to_guess(start_server: StartServer) -> None:
+    server = await start_server("network", max_batch=10_000)
+    async with await server.connect("network") as owner:
+        granted = await owner.lease(64, 60_000)
+        async with await server.connect("network") as guesser:
+            # renew_many answers with the ids it did not find: each one is a miss.
+            missing = await guesser.renew_many(list(range(1, 2 * MAX_MISSES)), 60_000)
+            assert len(missing) >= 2 * MAX_MISSES - 2  # the answer comes, then the close
+            with trio.fail_after(5):
+                try:
+                    await guesser.stats()
+                    raise AssertionError("a guesser's connection stayed open")
+                except ConnectionFailed:
+                    pass
+        assert (await owner.stat(granted.lease_id)).size == 64
+        assert (await owner.stats()).closed_for_guessing == 1

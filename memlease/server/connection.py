@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from memlease.core.errors import ErrorCode, ProtocolError
-from memlease.core.messages import Data, ErrorReply, Reply, Request
+from memlease.core.messages import Data, ErrorReply, IdList, Op, Reply, Request
 from memlease.core.sessions import Session
 from memlease.protocol import Bytes, ServerCodec
 from memlease.server.budget import RECEIVE_ROOM, Holding, MemoryBudget
@@ -63,6 +63,10 @@ PUSH_LIMIT = 1024
 one more and the connection is closed (Ending.UNREAD): a client that does not read its
 notices must not make the server hold them without a bound, and dropping some silently would
 leave it waiting for a notice that never comes."""
+
+
+_MISSES_NAMED = (Op.RENEW_MANY, Op.RELEASE_MANY)
+"""Batches whose reply names the ids they did not find."""
 
 
 class Ending(enum.Enum):
@@ -161,7 +165,7 @@ class Connection:
         *,
         peer: str,
         protocol: str,
-        client_missed: Callable[[float], bool] | None = None,
+        client_missed: Callable[[float, int], bool] | None = None,
         budget: MemoryBudget | None = None,
         session: Session | None = None,
         end_session: Callable[[Session], object] | None = None,
@@ -350,6 +354,16 @@ class Connection:
                         self.has_output = bool(pushed)
                         self._ending_after_send = Ending.GUESSING
                         return out
+                elif kind is IdList and reply.op in _MISSES_NAMED:  # type: ignore[union-attr,operator]
+                    # Each id a batch did not find is a miss, as a single request's would be:
+                    # a batch must not be a faster way to guess.
+                    missing = len(reply.lease_ids)  # type: ignore[union-attr]
+                    if missing and self._missed(now, missing):
+                        out.append(encode_reply(reply))
+                        self._unserved = False
+                        self.has_output = bool(pushed)
+                        self._ending_after_send = Ending.GUESSING
+                        return out
                 encoded = encode_reply(reply)
                 out.append(encoded)
                 held += len(encoded)
@@ -378,18 +392,18 @@ class Connection:
             lease_id=getattr(request, "lease_id", None),
         )
 
-    def _missed(self, now: float) -> bool:
-        """Count a request for an unknown id; whether the connection has made too many."""
+    def _missed(self, now: float, count: int = 1) -> bool:
+        """Count ``count`` requests for unknown ids; whether the connection has made too many."""
         limit = self._limits.max_misses_per_second
         if not limit:
             return False
         if now - self._misses_since >= 1.0:
             self._misses_since, self._misses = now, 0
-        self._misses += 1
+        self._misses += count
         if self._misses > limit:
             self.detail = f"{self._misses} requests for unknown ids within 1 s (limit {limit})"
             return True
-        if self._client_missed is not None and self._client_missed(now):
+        if self._client_missed is not None and self._client_missed(now, count):
             self.detail = (
                 f"its client made more than {limit} requests for unknown ids within 1 s, "
                 "over all its connections"

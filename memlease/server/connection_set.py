@@ -189,8 +189,8 @@ class MissLedger:
         self._windows: dict[str, tuple[float, int]] = {}
         self._forgot_at = -math.inf
 
-    def missed(self, client: str, now: float) -> bool:
-        """Count one miss of ``client`` at ``now``; whether it has made too many. A client
+    def missed(self, client: str, now: float, added: int = 1) -> bool:
+        """Count ``added`` misses of ``client`` at ``now``; whether it has made too many. A client
         that per-client limits do not count (UNCOUNTED_CLIENTS) is never too many here: its
         connections are each limited on their own."""
         if client in UNCOUNTED_CLIENTS:
@@ -198,13 +198,13 @@ class MissLedger:
         since, count = self._windows.get(client, (now, 0))
         if now - since >= 1.0:
             since, count = now, 0
-        self._windows[client] = (since, count + 1)
+        self._windows[client] = (since, count + added)
         # At most once a second: with more clients than that missing within a second, a
         # forget on every miss would walk them all each time.
         if len(self._windows) > _FORGET_AT and now - self._forgot_at >= 1.0:
             self._forgot_at = now
             self._windows = {c: w for c, w in self._windows.items() if now - w[0] < 1.0}
-        return bool(self.limit) and count + 1 > self.limit
+        return bool(self.limit) and count + added > self.limit
 
     def __len__(self) -> int:
         return len(self._windows)
