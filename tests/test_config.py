@@ -16,8 +16,10 @@ from memlease.server.config import FILE_KEYS, Config, load_config, packaged_defa
 from memlease.server.config_values import Listener, parse_listener
 from memlease.server.worst_case import (
     BASELINE_BYTES,
+    BOUND_BYTES,
     CONNECTION_BYTES,
     LEASE_BYTES,
+    WATCH_BYTES,
     worst_case_memory,
 )
 from memlease.units import parse_duration, parse_size
@@ -342,13 +344,20 @@ def test_the_worst_case_adds_every_part() -> None:
     worst = worst_case_memory(Config(arena_size=2 * 1024**3, min_block=32))
     blocks = 2 * 1024**3 // 32
     assert worst.blocks == blocks
-    assert worst.bookkeeping == blocks * (1 + 4 + LEASE_BYTES)  # arena columns + a lease
+    # arena columns + a lease, bound to its connection
+    assert worst.bookkeeping == blocks * (1 + 4 + LEASE_BYTES + BOUND_BYTES)
+    assert worst.watches == 1_000_000 * WATCH_BYTES
     assert worst.total == (
-        2 * 1024**3 + worst.bookkeeping + 256 * 1024**2 + 1024 * CONNECTION_BYTES + BASELINE_BYTES
+        2 * 1024**3
+        + worst.bookkeeping
+        + 256 * 1024**2
+        + 1024 * CONNECTION_BYTES
+        + worst.watches
+        + BASELINE_BYTES
     )
     # Blocks of 4 GiB and more record the bytes asked in 8 bytes, not 4.
     huge = worst_case_memory(Config(arena_size=8 * 1024**3, min_block=1024**3))
-    assert huge.bytes_per_block == 1 + 8 + LEASE_BYTES
+    assert huge.bytes_per_block == 1 + 8 + LEASE_BYTES + BOUND_BYTES
 
 
 def test_a_worst_case_beyond_the_machine_is_one_line_naming_each_part(
@@ -361,9 +370,10 @@ def test_a_worst_case_beyond_the_machine_is_one_line_naming_each_part(
     parts = (
         "(arena 4 GiB + ",
         "leases' bookkeeping",
-        f"{1 + 8 + LEASE_BYTES} B for each of 134217728 blocks of 32 B",
+        f"{1 + 8 + LEASE_BYTES + BOUND_BYTES} B for each of 134217728 blocks of 32 B",
         "limits.connection_memory 256 MiB",
         "1024 connections at 8 KiB",
+        "limits.max_watches 286.1 MiB",
         "for the interpreter",
         "more than this machine's memory (24 GiB)",
         "raise arena.min_block",
@@ -378,12 +388,15 @@ def test_the_worst_case_names_the_largest_part_and_its_flag(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _machine_of(monkeypatch, "1GiB")
-    message = error_of("", tmp_path, connection_memory="1GiB")
-    assert message.startswith("--connection-memory = 1073741824: the worst case")
+    message = error_of("", tmp_path, connection_memory="2GiB")
+    assert message.startswith("--connection-memory = 2147483648: the worst case")
     assert message.endswith("lower --connection-memory")
     message = error_of("[arena]\nmin_block = '64KiB'\n", tmp_path, arena_size="1GiB")
     assert message.startswith("--arena = 1073741824: the worst case")
     assert message.endswith("lower --arena")
+    message = error_of("[limits]\nmax_watches = 10000000\n", tmp_path)
+    assert "limits.max_watches = 10000000: the worst case" in message
+    assert message.endswith("lower limits.max_watches")
 
 
 def test_the_default_fits_a_24_gib_machine_and_a_2_gib_arena_needs_larger_blocks(

@@ -152,6 +152,8 @@ class LeaseTable:
         # Only leases that use them cost an entry: slot -> owning session; slot -> watchers.
         self._owners: dict[int, Session] = {}
         self._watchers: dict[int, list[Session]] = {}
+        self.watches = 0
+        """Watches in force, over all sessions."""
         self._slot_bits = max(arena.units.bit_length(), 1)
         self._slot_mask = (1 << self._slot_bits) - 1
         self._order = DeadlineOrder()
@@ -452,6 +454,7 @@ class LeaseTable:
             if slot not in watching:
                 watching.add(slot)
                 watchers.setdefault(slot, []).append(session)
+                self.watches += 1
 
     def unwatch(self, lease_ids: list[LeaseId], session: Session, now: float) -> list[LeaseId]:
         """``session`` is no longer told when these leases end; the ids it was not watching
@@ -470,6 +473,7 @@ class LeaseTable:
         return not_watched
 
     def _forget_watch(self, slot: int, session: Session) -> None:
+        self.watches -= 1
         session.watching.discard(slot)
         sessions = self._watchers[slot]
         sessions.remove(session)
@@ -496,11 +500,6 @@ class LeaseTable:
         self.expired += expired
         return closed
 
-    @property
-    def watches(self) -> int:
-        """Watches in force, over all sessions."""
-        return sum(map(len, self._watchers.values()))
-
     def _drop(self, slot: int, reason: EndReason | None = EndReason.EXPIRED) -> None:
         """Forget the lease in ``slot`` and free its block; its entry is already out of the
         expiry order. Every lease that ends passes here: its watchers are told ``reason``
@@ -520,6 +519,7 @@ class LeaseTable:
         if self._watchers:
             sessions = self._watchers.pop(slot, None)
             if sessions is not None:
+                self.watches -= len(sessions)
                 notice = Notice(lease_id, reason or EndReason.RELEASED)
                 for session in sessions:
                     session.watching.discard(slot)

@@ -48,9 +48,9 @@ MAX_BATCH = 10_000
 """Leases one request may name or ask for, by default (``limits.max_batch``): a batch is
 handled in one go, and 10,000 grants or renewals hold every other client for ~10-30 ms."""
 
-MAX_WATCHES = 100_000
-"""Leases one connection may watch at once, by default (``limits.max_watches``): each watch
-costs the server memory, about 200 B."""
+MAX_WATCHES = 1_000_000
+"""Watches all connections together may hold at once, by default (``limits.max_watches``):
+each costs the server about 200 B, so 1,000,000 cost about 200 MB at most."""
 
 
 class ConnectionFigures(Protocol):
@@ -265,11 +265,12 @@ class Service:
     def _watch(self, request: WatchRequest, now: float, session: Session | None) -> Reply:
         self._check_batch(Op.WATCH, len(request.lease_ids))
         owner = _owner(session)
-        if len(owner.watching) + len(request.lease_ids) > self.max_watches:
+        held = self.table.watches
+        if held + len(request.lease_ids) > self.max_watches:
             raise TooMany(
-                f"watch of {len(request.lease_ids)} leases refused: this connection watches "
-                f"{len(owner.watching)} and may watch at most {self.max_watches} "
-                "(limits.max_watches); unwatch some first, or use another connection"
+                f"watch of {len(request.lease_ids)} leases refused: the server holds {held} "
+                f"watches, and at most {self.max_watches} over all connections "
+                "(limits.max_watches); nothing was watched, unwatch some first"
             )
         self.table.watch(request.lease_ids, owner, now)
         return IdList(Op.WATCH, [])

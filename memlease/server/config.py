@@ -87,7 +87,7 @@ class Config:
     # Requests for unknown ids one connection may make in a second; 0: no limit
     max_unknown_ids_per_second: int = 1000
     max_batch: int = 10_000
-    max_watches: int = 100_000
+    max_watches: int = 1_000_000
     expiry_batch: int = 1000
     shutdown_grace: float = 5.0
     log_level: str = "info"

@@ -24,6 +24,12 @@ LEASE_BYTES = 400
 the slot columns and the deadline order. Filling arenas of 16 to 96 MiB with 0.5M to 3M
 leases of 32 B measured 322-354 B with UUID ids and 198-231 B with int ids (the id maps'
 dicts are fuller or emptier between two resizes); 400 B leaves a margin."""
+WATCH_BYTES = 300
+"""One watch (limits.max_watches counts them): 182-222 B measured by
+``python -m benchmarks.lease_semantics``; 300 B leaves a margin."""
+BOUND_BYTES = 150
+"""What binding a lease to its connection adds: 94-135 B measured by
+``python -m benchmarks.lease_semantics``. Every lease may be bound."""
 CONNECTION_BYTES = 8 * 1024
 """An idle connection, beyond the budget's buffers: 6.0-7.4 KiB measured with 100 to 1000
 open."""
@@ -40,6 +46,7 @@ class WorstCaseMemory:
     """The arena's own columns for a block plus the bookkeeping of a lease on it."""
     connection_memory: int
     connections: int
+    watches: int
     baseline: int
 
     @property
@@ -48,7 +55,13 @@ class WorstCaseMemory:
 
     @property
     def total(self) -> int:
-        parts = (self.arena, self.bookkeeping, self.connection_memory, self.connections)
+        parts = (
+            self.arena,
+            self.bookkeeping,
+            self.connection_memory,
+            self.connections,
+            self.watches,
+        )
         return sum(parts) + self.baseline
 
 
@@ -62,9 +75,10 @@ def worst_case_memory(config: Config) -> WorstCaseMemory:
     return WorstCaseMemory(
         arena=config.arena_size,
         blocks=blocks,
-        bytes_per_block=arena_columns + LEASE_BYTES,
+        bytes_per_block=arena_columns + LEASE_BYTES + BOUND_BYTES,
         connection_memory=config.connection_memory,
         connections=config.max_connections * CONNECTION_BYTES,
+        watches=config.max_watches * WATCH_BYTES,
         baseline=BASELINE_BYTES,
     )
 
@@ -90,6 +104,7 @@ def check_memory(
         ),
         "connection_memory": (worst.connection_memory, f"lower {label('connection_memory')}"),
         "max_connections": (worst.connections, f"lower {label('max_connections')}"),
+        "max_watches": (worst.watches, f"lower {label('max_watches')}"),
     }
     name = max(parts, key=lambda key: parts[key][0])
     raise fail(
@@ -99,7 +114,8 @@ def check_memory(
         f"bookkeeping {_about(worst.bookkeeping)}, {worst.bytes_per_block} B for each of "
         f"{worst.blocks} blocks of {config.min_block} B + {label('connection_memory')} "
         f"{_about(worst.connection_memory)} + {config.max_connections} connections at "
-        f"{CONNECTION_BYTES // 1024} KiB + {_about(worst.baseline)} for the interpreter), is "
+        f"{CONNECTION_BYTES // 1024} KiB + {label('max_watches')} {_about(worst.watches)} + "
+        f"{_about(worst.baseline)} for the interpreter), is "
         f"more than this machine's memory ({_about(memory)}): {parts[name][1]}",
     )
 
