@@ -42,7 +42,6 @@ from memlease.core.sessions import Session
 from memlease.protocol import DEFAULT_MAX_MESSAGE, load_protocols
 from memlease.server.connection import (
     MAX_MISSES,
-    PUSH_LIMIT,
     SEND_AT,
     SHUTDOWN_DRAIN,
     Connection,
@@ -277,18 +276,7 @@ def test_misses_spread_over_seconds_are_not_guessing() -> None:
         assert connection.ending is None
 
 
-def test_a_client_that_lets_notices_pile_up_is_closed_not_silently_short_of_some() -> None:
-    connection = _connection()
-    for n in range(PUSH_LIMIT):
-        connection.push(Notice(n + 1, EndReason.EXPIRED))  # the socket took none of them
-    assert connection.ending is None
-    connection.push(Notice(PUSH_LIMIT + 1, EndReason.EXPIRED))
-    assert connection.ending is Ending.UNREAD
-    assert "notices" in connection.detail
-
-
-def test_a_notice_a_request_causes_goes_out_behind_that_requests_reply() -> None:
-    service = Service.create(1 << 20)
+def _watching_connection(service: Service) -> tuple[Connection, Session]:
     session = Session()
     connection = Connection(
         REGISTRY.get("network").server_codec(DEFAULT_MAX_MESSAGE),
@@ -298,8 +286,36 @@ def test_a_notice_a_request_causes_goes_out_behind_that_requests_reply() -> None
         peer="test",
         protocol="network",
         session=session,
+        end_session=lambda s: service.end_session(s, 0.0),
+        notices_sent=service.table.notices_sent,
     )
     session.notify = connection.push
+    return connection, session
+
+
+def test_a_notice_holds_its_watch_until_it_is_sent_or_dropped() -> None:
+    service = Service.create(1 << 20, max_watches=3)
+    table = service.table
+    ids = table.grant_many(3, 32, 10_000, 0.0)
+    connection, session = _watching_connection(service)
+    table.watch(ids, session, 0.0)
+    assert table.release_many(ids, 0.0) == []  # a burst: three notices queued at once
+    assert (table.watches, table.notices_pending) == (0, 3)
+    more = table.grant_many(3, 32, 10_000, 0.0)
+    refused = service.handle(WatchRequest(more[:1]), 0.0, session)
+    assert isinstance(refused, ErrorReply) and refused.code is ErrorCode.TOO_MANY
+    assert connection.ending is None  # a burst does not end a connection
+    assert len(_replies("network", b"".join(connection.next_output(0.0)))) == 3
+    assert table.notices_pending == 0
+    table.watch(more, session, 0.0)
+    table.release_many(more, 0.0)
+    connection.release()  # closed with its notices unsent: they go with it
+    assert (table.watches, table.notices_pending) == (0, 0)
+
+
+def test_a_notice_a_request_causes_goes_out_behind_that_requests_reply() -> None:
+    service = Service.create(1 << 20)
+    connection, _ = _watching_connection(service)
     granted = service.handle(LeaseRequest(64, 10_000), 0.0)
     assert isinstance(granted, Granted)
     lease_id = granted.lease_id

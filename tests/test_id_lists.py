@@ -8,7 +8,7 @@ import uuid
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from memlease_native import NATIVE
 from memlease_native import layout as native_layout
@@ -50,6 +50,7 @@ def _wire_ids(ids: list[LeaseId]) -> list[Any]:
 def test_batch_requests_are_the_declared_bytes_and_decode_back(
     spec: ProtocolSpec, frame: Any, ids: st.SearchStrategy[list[Any]]
 ) -> None:
+    @settings(deadline=None)  # four requests each, on a shared machine
     @given(ids, st.integers(1, 2**31 - 1))
     def check(lease_ids: list[LeaseId], ttl_ms: int) -> None:
         requests: list[Request] = [
@@ -75,6 +76,7 @@ def test_batch_replies_round_trip(spec: ProtocolSpec) -> None:
     ids = UUID_IDS if spec is UUID else INT_IDS
     frame = (UUID_FORMAT if spec is UUID else NETWORK_FORMAT).layouts.frame
 
+    @settings(deadline=None)
     @given(ids)
     def check(lease_ids: list[LeaseId]) -> None:
         replies = [GrantedMany(lease_ids, 64, 1000)] + [

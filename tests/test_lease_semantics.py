@@ -9,12 +9,20 @@ import trio.testing
 from conftest import RunningServer, StartServer
 
 from memlease import (
+    ConnectionFailed,
     LeaseNotFound,
     NoRoom,
     TooMany,
     VersionMismatch,
 )
-from memlease.core.messages import EndReason, Notice, ReleaseRequest, StatsRequest
+from memlease.core.messages import (
+    EndReason,
+    GrantedMany,
+    LeaseManyRequest,
+    Notice,
+    ReleaseRequest,
+    StatsRequest,
+)
 
 KiB = 1024
 
@@ -97,16 +105,22 @@ async def test_a_bound_lease_ends_with_its_connection_and_others_may_use_it_mean
 async def test_a_bound_lease_ends_when_the_server_cuts_its_connection(
     start_server: StartServer, autojump_clock: trio.testing.MockClock
 ) -> None:
-    server = await start_server("network", idle_timeout=5.0)
-    owner = await server.connect("network")
-    ids = [g.lease_id for g in await owner.lease_many(3, 32, 60_000, bound=True)]
-    async with await server.connect("network") as other:
-        await trio.sleep(4)
-        await other.stats()  # keeps this one alive; the owner says nothing
-        assert await other.renew_many(ids, 60_000) == []
-        await trio.sleep(2)  # the owner's idle timeout has cut it
-        assert await other.release_many(ids) == ids
-    await owner.aclose()
+    server = await start_server("network", request_timeout=2.0)
+    codec = server.registry.get("network").client_codec(server.config.max_message)
+    async with await server.open_socket("network") as owner:
+        await owner.send_all(codec.encode_request(LeaseManyRequest(3, 32, 60_000, bound=True)))
+        granted = None
+        while granted is None:
+            codec.feed(await owner.receive_some(1 << 16))
+            granted = codec.next_reply()
+        assert isinstance(granted, GrantedMany)
+        ids = granted.lease_ids
+        await owner.send_all(b"\x01\x07")  # the start of a message, never finished
+        async with await server.connect("network") as other:
+            await trio.sleep(1)
+            assert await other.renew_many(ids, 60_000) == []
+            await trio.sleep(1.5)  # the owner's request timeout has cut it
+            assert await other.release_many(ids) == ids
 
 
 async def test_a_bound_lease_still_expires_at_its_ttl(
@@ -214,3 +228,54 @@ async def test_the_blocking_client_waits_for_notices_with_a_timeout(
             assert client.next_notice(timeout=5) == Notice(lease, EndReason.RELEASED)
 
     await trio.to_thread.run_sync(work)
+
+
+async def test_a_connection_waiting_for_notices_or_holding_bound_leases_is_not_idle(
+    start_server: StartServer, autojump_clock: trio.testing.MockClock
+) -> None:
+    server = await start_server("network", idle_timeout=5.0)
+    async with await server.connect("network") as holder:
+        bound = (await holder.lease(32, 20_000, bound=True)).lease_id
+        watched = (await holder.lease(32, 12_000)).lease_id
+        await holder.watch(watched)
+        with trio.fail_after(13):
+            notice = await holder.notices().__anext__()  # 12 s of silence: still open
+        assert notice == Notice(watched, EndReason.EXPIRED)
+        await trio.sleep(6)  # its bound lease still holds it open
+        assert (await holder.stat(bound)).size == 32
+        await holder.release(bound)
+        await trio.sleep(6)  # nothing left to wait for: idle again
+        with pytest.raises(ConnectionFailed):
+            await holder.stats()
+
+
+async def test_two_tasks_may_wait_for_notices_on_one_client_without_spinning(
+    server: RunningServer,
+) -> None:
+    async with await server.connect("network") as client:
+        a, b = (g.lease_id for g in await client.lease_many(2, 32, 60_000))
+        await client.watch([a, b])
+        waits = 0
+        wait = client._wait_for_notices
+
+        async def counted() -> None:
+            nonlocal waits
+            waits += 1
+            await wait()
+
+        client._wait_for_notices = counted  # type: ignore[method-assign]
+        heard: list[Notice] = []
+
+        async def listen() -> None:
+            async for notice in client.notices():
+                heard.append(notice)
+                return
+
+        with trio.fail_after(5):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(listen)
+                nursery.start_soon(listen)
+                await trio.sleep(0.2)  # both wait: one in a receive, one for the lock
+                assert waits <= 4
+                await client.release_many([a, b])
+        assert sorted(n.lease_id for n in heard) == sorted([a, b])

@@ -579,7 +579,8 @@ class SessionModel(RuleBasedStateMachine):
     def unwatch(self, index: int, ids: list[LeaseId]) -> None:
         not_watched = []
         for lease in ids:
-            if self._live(lease) and index in self.watchers.get(lease, set()):
+            # Held, even past its deadline (not yet expired): a watch of it is still a watch.
+            if lease in self.model and index in self.watchers.get(lease, set()):
                 self.watchers[lease].discard(index)
             else:
                 not_watched.append(lease)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import uuid
 from dataclasses import dataclass
 
@@ -13,12 +14,14 @@ from memlease.core.leases import LeaseTable
 from memlease.core.messages import (
     Data,
     Done,
+    EndReason,
     ErrorReply,
     GetRequest,
     Granted,
     IdKind,
     LeaseInfo,
     LeaseRequest,
+    Notice,
     Op,
     ReadRequest,
     ReleaseRequest,
@@ -30,7 +33,8 @@ from memlease.core.messages import (
     StatsRequest,
     WriteRequest,
 )
-from memlease.core.service import Service
+from memlease.core.service import SESSION_BATCH, Service
+from memlease.core.sessions import Session
 
 MISSING = 424242
 
@@ -206,3 +210,20 @@ def test_service_over_a_given_table() -> None:
     assert svc.handle(LeaseRequest(1, 50), 0.0) == Granted(77, 1, 50)
     reply = svc.handle(LeaseRequest(1, 50), 0.0)
     assert isinstance(reply, ErrorReply) and reply.code is ErrorCode.INTERNAL
+
+
+def test_a_closed_connections_many_bound_leases_end_in_batches_between_other_work() -> None:
+    svc = Service.create(1 << 20, max_ttl_ms=10_000)
+    owner, watcher = Session(), Session()
+    ids = svc.table.grant_many(2500, 32, 10_000, 0.0, owner=owner)
+    svc.table.watch(ids[-1:], watcher, 0.0)
+    heard: list[Notice] = []
+    watcher.notify = heard.append
+    svc.end_session(owner, 0.1)
+    assert len(svc.table) == 2500 - SESSION_BATCH  # the first batch at once, no more
+    assert svc.next_deadline() == -math.inf  # the rest is due now
+    assert svc.expire(0.1, 1000) == 1000
+    assert svc.expire(0.1, 1000) == 500
+    assert len(svc.table) == 0 and svc.next_deadline() is None
+    assert heard == [Notice(ids[-1], EndReason.CLOSED)]
+    assert svc.table.closed == 2500

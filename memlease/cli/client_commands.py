@@ -435,7 +435,8 @@ def _many_done(
     detail: str,
 ) -> int:
     """One line for what was done; the ids not found on stderr and exit 1, as rm does."""
-    done = [lease_id for lease_id in args.ids if lease_id not in missing]
+    not_found = set(missing)
+    done = [lease_id for lease_id in dict.fromkeys(args.ids) if lease_id not in not_found]
     op = verb.removesuffix("d").removesuffix("e")
     record: dict[str, Any] = {
         "op": op,
@@ -446,7 +447,7 @@ def _many_done(
         text = f"{verb} lease {args.ids[0]}{detail}"
         record = {"id": _id(args.ids[0]), "op": op}
     else:
-        text = f"{verb} {len(done)} of {len(args.ids)} leases{detail}"
+        text = f"{verb} {len(done)} of {len(done) + len(not_found)} leases{detail}"
     _print(args, text, record | extra)
     if missing:
         print(

@@ -111,8 +111,10 @@ class AsyncClient:
         self._broken: str | None = None
         # Notices of watched leases, as they came, until notices() takes them.
         self._notices: deque[Notice] = deque()
-        # The wait for notices while no call is under way, which a call cancels to go first.
+        # The wait for notices while no call is under way, which a call cancels to go first;
+        # the waits for notices queued for the lock (the other tasks queued are calls).
         self._listening: trio.CancelScope | None = None
+        self._listeners_queued = 0
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -223,8 +225,15 @@ class AsyncClient:
     async def _wait_for_notices(self) -> None:
         if self._broken is not None:
             raise ConnectionFailed(f"connection to {self.peer} unusable: {self._broken}")
-        async with self._lock:
-            if self._lock.statistics().tasks_waiting:
+        self._listeners_queued += 1
+        try:
+            await self._lock.acquire()
+        finally:
+            self._listeners_queued -= 1
+        try:
+            if self._broken is not None:
+                raise ConnectionFailed(f"connection to {self.peer} unusable: {self._broken}")
+            if self._lock.statistics().tasks_waiting > self._listeners_queued:
                 return  # a call waits: it goes first, its replies may bring notices too
             codec = self._codec
             with trio.CancelScope() as self._listening:
@@ -245,6 +254,8 @@ class AsyncClient:
                     raise
                 finally:
                     self._listening = None
+        finally:
+            self._lock.release()
 
     def _decode_notices(self, codec: ClientCodec) -> None:
         while (reply := codec.next_reply()) is not None:

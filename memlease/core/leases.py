@@ -154,6 +154,9 @@ class LeaseTable:
         self._watchers: dict[int, list[Session]] = {}
         self.watches = 0
         """Watches in force, over all sessions."""
+        self.notices_pending = 0
+        """Notices told to sessions and not yet sent (``notices_sent``): each holds the memory
+        of the watch it came from until then."""
         self._slot_bits = max(arena.units.bit_length(), 1)
         self._slot_mask = (1 << self._slot_bits) - 1
         self._order = DeadlineOrder()
@@ -301,6 +304,14 @@ class LeaseTable:
         if slot is None or self._deadlines[slot] <= now:
             raise LeaseNotFound(not_found_message(lease_id))
         return slot
+
+    def _held_slot(self, lease_id: LeaseId) -> int | None:
+        """The slot of a lease the table holds, live or past its deadline; None if none."""
+        if type(lease_id) is int:
+            return self._by_int[lease_id & _SHARD].get(lease_id)
+        if isinstance(lease_id, uuid.UUID):
+            return self._by_uuid[lease_id.int & _SHARD].get(lease_id)
+        return None
 
     def view(self, lease_id: LeaseId, now: float) -> memoryview:
         """The lease's whole region (its size, not its block's), writable, without a copy."""
@@ -461,16 +472,17 @@ class LeaseTable:
         (unknown, ended, or never watched: not an error)."""
         not_watched: list[LeaseId] = []
         for lease_id in lease_ids:
-            try:
-                slot = self._slot(lease_id, now)
-            except LeaseNotFound:
-                not_watched.append(lease_id)
-                continue
-            if slot in session.watching:
+            # Past its deadline but not yet expired, a watched lease is still watched.
+            slot = self._held_slot(lease_id)
+            if slot is not None and slot in session.watching:
                 self._forget_watch(slot, session)
             else:
                 not_watched.append(lease_id)
         return not_watched
+
+    def notices_sent(self, count: int) -> None:
+        """``count`` notices left a connection's queue (sent, or dropped with it)."""
+        self.notices_pending -= count
 
     def _forget_watch(self, slot: int, session: Session) -> None:
         self.watches -= 1
@@ -480,14 +492,22 @@ class LeaseTable:
         if not sessions:
             del self._watchers[slot]
 
-    def end_session(self, session: Session, now: float) -> int:
-        """The session's connection closed at ``now``: release the leases bound to it
-        (watchers are told CLOSED, or EXPIRED for a lease already past its deadline) and drop
-        its watches; how many leases were released before their deadline."""
-        for slot in list(session.watching):
-            self._forget_watch(slot, session)
+    def end_session(self, session: Session, now: float, limit: int | None = None) -> int:
+        """The session's connection closed at ``now``: drop its watches and release the
+        leases bound to it (watchers are told CLOSED, or EXPIRED for a lease already past
+        its deadline), at most ``limit`` of them together (None: all); how many it did.
+        The session is done with once it has neither (``session.bound``, ``.watching``)."""
+        todo = len(session.watching) + len(session.bound)
+        budget = todo if limit is None else min(limit, todo)
+        watching = session.watching
+        while watching and budget:
+            self._forget_watch(next(iter(watching)), session)
+            budget -= 1
         closed = expired = 0
-        for slot in list(session.bound):
+        bound = session.bound
+        while bound and budget:
+            slot = next(iter(bound))
+            budget -= 1
             deadline = self._deadlines[slot]
             self._order.remove((_micros(deadline) << self._slot_bits) | slot)
             if deadline <= now:
@@ -498,7 +518,7 @@ class LeaseTable:
                 closed += 1
         self.closed += closed
         self.expired += expired
-        return closed
+        return todo - len(session.watching) - len(session.bound)
 
     def _drop(self, slot: int, reason: EndReason | None = EndReason.EXPIRED) -> None:
         """Forget the lease in ``slot`` and free its block; its entry is already out of the
@@ -524,6 +544,7 @@ class LeaseTable:
                 for session in sessions:
                     session.watching.discard(slot)
                     if reason is not None:
+                        self.notices_pending += 1
                         session.notify(notice)
         self._live -= 1
         self.arena.free(self._offsets[slot])

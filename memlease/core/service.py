@@ -6,6 +6,8 @@ escapes ``handle`` as an exception. No clock and no I/O: the server passes ``now
 
 from __future__ import annotations
 
+import math
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -43,6 +45,9 @@ from memlease.core.messages import (
     WriteRequest,
 )
 from memlease.core.sessions import Session
+
+SESSION_BATCH = 1000
+"""Bound leases and watches a closing connection ends at once; more go in batches."""
 
 MAX_BATCH = 10_000
 """Leases one request may name or ask for, by default (``limits.max_batch``): a batch is
@@ -89,6 +94,8 @@ class Service:
         self.max_watches = max_watches
         self.refused_requests = 0
         self.deadlines_moved = False
+        # Closed connections' sessions with bound leases or watches still to end.
+        self._ending: deque[Session] = deque()
         # Dispatch by exact type: one dict lookup per request on the hot path.
         self._handlers: dict[type[Any], Callable[[Any, float, Session | None], Reply]] = {
             LeaseRequest: self._lease,
@@ -147,16 +154,35 @@ class Service:
             )
 
     def expire(self, now: float, limit: int = 1000) -> int:
-        """Free at most ``limit`` leases past their deadline; how many were freed."""
-        return self.table.expire(now, limit)
+        """Do at most ``limit`` of the work that falls due by ``now``: first the rest of
+        closed connections' bound leases and watches, then leases past their deadline; how
+        much was done."""
+        done = 0
+        ending = self._ending
+        while ending and done < limit:
+            done += self.table.end_session(ending[0], now, limit - done)
+            if not (ending[0].bound or ending[0].watching):
+                ending.popleft()
+        if done < limit:
+            done += self.table.expire(now, limit - done)
+        return done
 
-    def end_session(self, session: Session, now: float) -> int:
+    def end_session(self, session: Session, now: float) -> None:
         """A connection closed at ``now``: release its bound leases (telling their watchers)
-        and drop its watches; how many leases were released before their deadline."""
-        return self.table.end_session(session, now)
+        and drop its watches. The first SESSION_BATCH at once; the rest, if any, with the
+        expired leases (``expire``), in batches between other work: one closing connection
+        must not hold every other client for as long as its leases take."""
+        self.table.end_session(session, now, SESSION_BATCH)
+        if session.bound or session.watching:
+            self._ending.append(session)
+            self.deadlines_moved = True
 
     def next_deadline(self) -> float | None:
-        """When the next lease falls due (monotonic seconds), or None with no live lease."""
+        """When work next falls due (monotonic seconds): at once while closed connections'
+        bound leases remain to release, else the next lease deadline, or None with no live
+        lease."""
+        if self._ending:
+            return -math.inf
         return self.table.next_deadline()
 
     def stats(self, now: float) -> ServerStats:
@@ -265,12 +291,13 @@ class Service:
     def _watch(self, request: WatchRequest, now: float, session: Session | None) -> Reply:
         self._check_batch(Op.WATCH, len(request.lease_ids))
         owner = _owner(session)
-        held = self.table.watches
+        # A notice not yet sent holds the memory of its watch: both count.
+        held = self.table.watches + self.table.notices_pending
         if held + len(request.lease_ids) > self.max_watches:
             raise TooMany(
                 f"watch of {len(request.lease_ids)} leases refused: the server holds {held} "
-                f"watches, and at most {self.max_watches} over all connections "
-                "(limits.max_watches); nothing was watched, unwatch some first"
+                f"watches and unsent notices, and at most {self.max_watches} over all "
+                "connections (limits.max_watches); nothing was watched, unwatch some first"
             )
         self.table.watch(request.lease_ids, owner, now)
         return IdList(Op.WATCH, [])

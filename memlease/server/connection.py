@@ -7,7 +7,8 @@ bytes. The replies of a batch go out together, at most about :data:`SEND_AT` byt
 
 Time limits:
 
-- idle: a connection that holds no part of a message must send one within the idle timeout;
+- idle: a connection that holds no part of a message must send one within the idle timeout,
+  unless it watches leases or holds bound ones;
 - request: a message must be whole within the request timeout from its first byte (when a
   receive ends one message and starts the next, the next one's clock starts then);
 - send: of replies the socket did not take at once, the client must take some within the
@@ -30,7 +31,16 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from memlease.core.errors import ErrorCode, ProtocolError
-from memlease.core.messages import Data, ErrorReply, IdList, Op, Reply, Request
+from memlease.core.messages import (
+    Data,
+    ErrorReply,
+    IdList,
+    Op,
+    ReleaseManyRequest,
+    RenewManyRequest,
+    Reply,
+    Request,
+)
 from memlease.core.sessions import Session
 from memlease.protocol import Bytes, ServerCodec
 from memlease.server.budget import RECEIVE_ROOM, Holding, MemoryBudget
@@ -58,15 +68,10 @@ SHUTDOWN_DRAIN = 0.1
 """Seconds a connection waiting for a request still has once shutdown begins, so that a
 request already sent (or readable in the same instant as the signal) is served, not dropped."""
 
-PUSH_LIMIT = 1024
-"""Pushed messages (notices) a connection holds for its client beyond what its socket took;
-one more and the connection is closed (Ending.UNREAD): a client that does not read its
-notices must not make the server hold them without a bound, and dropping some silently would
-leave it waiting for a notice that never comes."""
-
 
 _MISSES_NAMED = (Op.RENEW_MANY, Op.RELEASE_MANY)
 """Batches whose reply names the ids they did not find."""
+_MISS_BATCHES = (RenewManyRequest, ReleaseManyRequest)
 
 
 class Ending(enum.Enum):
@@ -79,7 +84,6 @@ class Ending(enum.Enum):
     BAD_INPUT = "bad input"
     GUESSING = "too many unknown ids"
     SHUTDOWN = "server shutting down"
-    UNREAD = "too many notices unread"
 
 
 class State(enum.Enum):
@@ -128,6 +132,7 @@ class Connection:
     """
 
     __slots__ = (
+        "_batches_refused_until",
         "_client_missed",
         "_codec",
         "_copies",
@@ -142,6 +147,7 @@ class Connection:
         "_log_refusals",
         "_misses",
         "_misses_since",
+        "_notices_sent",
         "_partial_since",
         "_pushed",
         "_session",
@@ -169,11 +175,15 @@ class Connection:
         budget: MemoryBudget | None = None,
         session: Session | None = None,
         end_session: Callable[[Session], object] | None = None,
+        notices_sent: Callable[[int], object] | None = None,
     ) -> None:
         self._codec = codec
         # The connection's part in the lease table (bound and watched leases), ended with it.
         self._session = session
         self._end_session = end_session
+        # Tells the lease table how many notices left this connection's queue: until then
+        # each counts against limits.max_watches, which so bounds the notices held.
+        self._notices_sent = notices_sent
         # What this connection holds of the server's connection memory (None: no budget).
         self._holding = None if budget is None else Holding(budget)
         if self._holding is not None:
@@ -209,6 +219,8 @@ class Connection:
         # Unknown ids asked for since _misses_since (a window of one second).
         self._misses = 0
         self._misses_since = now
+        # Until then, batches that name ids are refused: they passed the miss limit.
+        self._batches_refused_until = -math.inf
 
     # ------------------------------------------------------------------ events
 
@@ -264,6 +276,9 @@ class Connection:
         session, self._session = self._session, None
         if session is not None and self._end_session is not None:
             self._end_session(session)
+        if self._pushed and self._notices_sent is not None:
+            self._notices_sent(len(self._pushed))  # never to be sent
+        self._pushed.clear()
 
     def receive_buffer(self) -> memoryview | None:
         """Where the next bytes should be read to (a large message's own buffer), or None
@@ -292,15 +307,9 @@ class Connection:
         self._unserved = self._fed = self.has_output = True
 
     def push(self, message: Reply) -> None:
-        """Queue ``message`` for the client: it goes out between two replies, or at once if
-        the connection is waiting for a request (the driver must then be woken). Past
-        :data:`PUSH_LIMIT` queued, the connection ends instead (the driver must be woken)."""
-        if self.ending is not None:
-            return
-        if len(self._pushed) >= PUSH_LIMIT:
-            self.detail = f"{PUSH_LIMIT} notices queued beyond what its socket holds"
-            self._end(Ending.UNREAD)
-            return
+        """Queue ``message`` (a notice) for the client: it goes out between two replies, or
+        at once if the connection is waiting for a request (the driver must then be woken).
+        A client that does not read them is cut off by the send bound, as for replies."""
         self._pushed.append(message)
         self.has_output = True
 
@@ -312,8 +321,12 @@ class Connection:
         codec = self._codec
         out: list[Bytes] = []
         pushed = self._pushed
-        while pushed:
-            out.append(codec.encode_reply(pushed.popleft()))
+        if pushed:
+            count = len(pushed)
+            while pushed:
+                out.append(codec.encode_reply(pushed.popleft()))
+            if self._notices_sent is not None:
+                self._notices_sent(count)
         if not self._unserved:
             self.has_output = False
             return out
@@ -327,7 +340,11 @@ class Connection:
             if request is not None:
                 self._decoded = True
             while request is not None:
-                reply = handle(request, now, session)
+                reply: Reply
+                if now < self._batches_refused_until and type(request) in _MISS_BATCHES:
+                    reply = self._too_many_misses(request)
+                else:
+                    reply = handle(request, now, session)
                 kind = type(reply)
                 if kind is Data:
                     data = reply.data  # type: ignore[union-attr]
@@ -356,14 +373,12 @@ class Connection:
                         return out
                 elif kind is IdList and reply.op in _MISSES_NAMED:  # type: ignore[union-attr,operator]
                     # Each id a batch did not find is a miss, as a single request's would be:
-                    # a batch must not be a faster way to guess.
+                    # past the limit, batches are refused for the rest of the second. The
+                    # connection stays: ids not found are what a cleanup after a pause
+                    # expects, and its bound leases must not go with it.
                     missing = len(reply.lease_ids)  # type: ignore[union-attr]
                     if missing and self._missed(now, missing):
-                        out.append(encode_reply(reply))
-                        self._unserved = False
-                        self.has_output = bool(pushed)
-                        self._ending_after_send = Ending.GUESSING
-                        return out
+                        self._batches_refused_until = self._misses_since + 1.0
                 encoded = encode_reply(reply)
                 out.append(encoded)
                 held += len(encoded)
@@ -390,6 +405,16 @@ class Connection:
             f"limits.connection_memory) has no room for {size} B now; try again later",
             op=request.op,
             lease_id=getattr(request, "lease_id", None),
+        )
+
+    def _too_many_misses(self, request: Request) -> ErrorReply:
+        limit = self._limits.max_misses_per_second
+        return ErrorReply(
+            ErrorCode.TOO_MANY,
+            f"{request.op.value} refused: this connection (or its client) asked for more than "
+            f"{limit} unknown ids within the last second (limits.max_unknown_ids_per_second); "
+            "nothing was done, send it again in a second",
+            request.op,
         )
 
     def _missed(self, now: float, count: int = 1) -> bool:
@@ -487,8 +512,17 @@ class Connection:
             self._end(Ending.SEND)
         elif self._partial_since is not None or self.state is not State.RECEIVING:
             self._end(Ending.REQUEST)
+        elif self._waits_for_notices():
+            self.due = now + self._limits.idle_timeout
         else:
             self._end(Ending.IDLE)
+
+    def _waits_for_notices(self) -> bool:
+        """Whether an idle connection is kept: it watches leases (it waits for notices) or
+        holds bound ones (they live with it). Their ttls, and limits.max_watches, bound
+        what it holds."""
+        session = self._session
+        return session is not None and bool(session.watching or session.bound)
 
     # ------------------------------------------------------------------ the end
 
@@ -531,5 +565,3 @@ def log_ending(connection: Connection, limits: Limits) -> None:
         log.warning("%s: closing: %s; is it guessing ids?", peer, connection.detail)
     elif ending is Ending.BAD_INPUT:
         log.warning("%s: bad %s input, closing: %s", peer, connection.protocol, connection.detail)
-    elif ending is Ending.UNREAD:
-        log.warning("%s: closing: it does not read its notices (%s)", peer, connection.detail)

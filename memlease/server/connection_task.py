@@ -89,7 +89,11 @@ async def serve_connection(
         log.exception("%s: internal error serving a %s connection; closing it", peer, protocol)
         reason = "internal error"
     finally:
-        connection.release()
+        try:
+            connection.release()  # its bound leases and watches end with it
+            after_batch()  # wakes the expiry task for those left to end
+        except Exception:
+            log.exception("%s: internal error ending a %s connection's leases", peer, protocol)
         connections.discard(entry)
         if stream is None:
             close_socket(sock)

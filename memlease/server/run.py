@@ -319,6 +319,7 @@ async def _accept(
             budget=budget,
             session=session,
             end_session=end_session,
+            notices_sent=service.table.notices_sent,
         )
         opened = OpenConnection(rules, client, handshaking=handshake)
         session.notify = opened.push
