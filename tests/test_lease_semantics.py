@@ -279,3 +279,18 @@ async def test_two_tasks_may_wait_for_notices_on_one_client_without_spinning(
                 assert waits <= 4
                 await client.release_many([a, b])
         assert sorted(n.lease_id for n in heard) == sorted([a, b])
+
+
+async def test_a_burst_of_notices_reaches_a_reading_watcher_whole(server: RunningServer) -> None:
+    async with await server.connect("network") as watcher:
+        ids = [g.lease_id for g in await watcher.lease_many(3000, 32, 60_000)]
+        await watcher.watch(ids)
+        async with await server.connect("network") as other:
+            assert await other.release_many(ids) == []  # 3,000 notices in one go
+        heard = set()
+        with trio.fail_after(10):
+            async for notice in watcher.notices():
+                heard.add(notice.lease_id)
+                if len(heard) == len(ids):
+                    break
+        assert (await watcher.stats()).live_leases == 0
