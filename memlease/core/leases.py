@@ -33,6 +33,7 @@ from memlease.core.errors import (
     LeaseError,
     LeaseNotFound,
     LeaseTooSmall,
+    NoRoom,
     not_found_message,
 )
 from memlease.core.messages import IdKind, LeaseId
@@ -48,6 +49,9 @@ _ID_SHARDS = 256
 that many deletions have filled with dummies, copies every entry in one insert: 50 ms at
 1.4M leases, and with 2M leases and churn it happens again and again. A shard copies 1/256."""
 _SHARD = _ID_SHARDS - 1
+
+RECLAIM_STEP = 4096
+"""The most expired leases a grant without room frees before it looks for a block again."""
 
 
 def random_int_id() -> int:
@@ -143,6 +147,9 @@ class LeaseTable:
         self._slot_bits = max(arena.units.bit_length(), 1)
         self._slot_mask = (1 << self._slot_bits) - 1
         self._order = DeadlineOrder()
+        # Where _drop returns a block: the arena at once, or, inside expire, a list that
+        # goes back in one BuddyArena.free_many pass.
+        self._free_block: Callable[[int], None] = arena.free
         self.granted = 0
         self.expired = 0
         self.released = 0
@@ -156,7 +163,9 @@ class LeaseTable:
     def grant(self, size: int, ttl_ms: int, now: float, id_kind: IdKind = IdKind.INT) -> LeaseId:
         """Lease ``size`` zeroed bytes for ``ttl_ms`` ms from ``now``; the new lease's id.
 
-        Raises BadSize, BadTtl or NoRoom.
+        Without room, expired leases are freed first (see :meth:`_alloc_reclaiming`): NoRoom
+        means the leases live at ``now`` leave no block for ``size``. Raises BadSize, BadTtl
+        or NoRoom.
         """
         try:
             if not 1 <= size <= self.max_lease_size:
@@ -166,7 +175,10 @@ class LeaseTable:
                 )
             if not 1 <= ttl_ms <= self.max_ttl_ms:
                 raise self._bad_ttl(ttl_ms)
-            offset = self.arena.alloc(size)
+            try:
+                offset = self.arena.alloc(size)
+            except NoRoom:
+                offset = self._alloc_reclaiming(size, now)
         except LeaseError:
             self.refused += 1
             raise
@@ -208,6 +220,26 @@ class LeaseTable:
         self._order.add((int(deadline * 1_000_000) << self._slot_bits) | slot)
         self.granted += 1
         return lease_id
+
+    def _alloc_reclaiming(self, size: int, now: float) -> int:
+        """Allocate ``size`` bytes after freeing expired leases (deadline <= ``now``),
+        earliest deadline first, until a block fits; NoRoom when none is left to free.
+
+        They are freed through :meth:`expire`, in steps that double from one lease up to
+        ``RECLAIM_STEP``, so that a grant needing one lease's room frees one and one needing
+        a million frees them in batches (``BuddyArena.free_many``); it frees fewer than
+        twice the leases it needs. The stall is bounded by the expired leases the expiry
+        task has not freed yet, at about 0.5 us each, work that task would do anyway.
+        """
+        arena = self.arena
+        order = arena.order_for(size)
+        reclaimed = 0
+        while not arena.has_free_block(order):
+            freed = self.expire(now, min(max(reclaimed, 1), RECLAIM_STEP))
+            if not freed:
+                break
+            reclaimed += freed
+        return arena.alloc(size)
 
     def _bad_ttl(self, ttl_ms: int) -> BadTtl:
         return BadTtl(
@@ -341,35 +373,42 @@ class LeaseTable:
             uuid_id = self._uuid_of_slot[slot & _SHARD].pop(slot)
             del self._by_uuid[uuid_id.int & _SHARD][uuid_id]
         self._live -= 1
-        self.arena.free(self._offsets[slot])
+        self._free_block(self._offsets[slot])
         self._sizes[slot] = 0
         self._free_slots.append(slot)
 
     def expire(self, now: float, limit: int) -> int:
         """Free leases whose deadline is <= ``now``, at most ``limit``; how many were freed.
 
-        Leases are freed earliest deadline first (to the microsecond). The call's work grows
-        with ``limit``, never with the renewals and releases that came before it.
+        Leases are freed earliest deadline first (to the microsecond), and their blocks go
+        back to the arena together, in one ``free_many`` pass. The call's work grows with
+        ``limit``, never with the renewals and releases that came before it.
         """
         order = self._order
         deadlines = self._deadlines
         mask = self._slot_mask
         drop = self._drop
+        freeing: list[int] = []
+        self._free_block = freeing.append
         freed = 0
-        while freed < limit:
-            head = order.head()
-            taken = 0
-            for entry in head:
-                slot = entry & mask
-                if deadlines[slot] > now or freed + taken == limit:
+        try:
+            while freed < limit:
+                head = order.head()
+                taken = 0
+                for entry in head[: limit - freed]:
+                    slot = entry & mask
+                    if deadlines[slot] > now:
+                        break
+                    drop(slot)
+                    taken += 1
+                order.drop_head(taken)
+                freed += taken
+                if not taken:
                     break
-                drop(slot)
-                taken += 1
-            order.drop_head(taken)
-            freed += taken
-            if not taken:
-                break
-        self.expired += freed
+        finally:
+            self._free_block = self.arena.free
+            self.arena.free_many(freeing)
+            self.expired += freed
         return freed
 
     def next_deadline(self) -> float | None:
