@@ -21,10 +21,15 @@ the change) are measured side by side in one invocation, interleaved, ``--repeat
   seconds after 500,000 leases expired). Also how long the pipeline took, and the other
   clients' worst latency in the second around it.
 
+- core-stall (in process, no server): the worst stall reclaim on demand can cause, for the
+  server's one event loop: ``--stall-leases`` (2,097,152) leases of 32 B fill a 64 MiB
+  arena and all expire, then one grant asks for the whole arena (all of them must be freed
+  first), and one for 32 B (one is freed). Thread CPU time of each grant call.
+
 The machine's cores may be shared with other work: repeat, and compare trees within one run.
 
 Run ``python -m benchmarks.expiry_reclaim [--tree NAME=PATH]... [--repeat N]
-[--storm-leases N] [--only fill,storm,burst]``.
+[--storm-leases N] [--only fill,storm,burst,core-stall]``.
 """
 
 from __future__ import annotations
@@ -44,6 +49,9 @@ from pathlib import Path
 from typing import Any
 
 from memlease.client.blocking import Client
+from memlease.core.arena import BuddyArena
+from memlease.core.errors import LeaseError
+from memlease.core.leases import LeaseTable
 from memlease.core.messages import Granted, IdKind, LeaseRequest, ReleaseRequest, Request
 
 PROTOCOL = "network"
@@ -237,6 +245,44 @@ def run_storm(
     return figures
 
 
+def core_stall(leases: int) -> dict[str, Any]:
+    """Thread CPU time of a grant that must free every one of ``leases`` expired leases,
+    and of one that must free one, in this process."""
+    figures: dict[str, Any] = {"expired_leases": leases}
+    for label, size in (("whole_arena", leases * STORM_SIZE), ("one_block", STORM_SIZE)):
+        table = LeaseTable(BuddyArena(leases * STORM_SIZE), max_ttl_ms=60_000)
+        for _ in range(leases):
+            table.grant(STORM_SIZE, 1000, 0.0)
+        began = time.thread_time()
+        try:
+            table.grant(size, 1000, 2.0)
+            outcome = "granted"
+        except LeaseError as exc:
+            outcome = type(exc).__name__
+        took = time.thread_time() - began
+        figures[label] = {
+            "outcome": outcome,
+            "freed": table.expired,
+            "grant_ms": round(took * 1000, 1),
+            "us_per_freed": round(took * 1e6 / max(table.expired, 1), 3),
+        }
+    return figures
+
+
+def run_core_stall(tree: Path, leases: int) -> dict[str, Any]:
+    """:func:`core_stall` in a child process that imports the core from ``tree``."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tree), str(HERE)]))
+    child = subprocess.run(
+        [sys.executable, "-m", "benchmarks.expiry_reclaim", "--core-stall-child", str(leases)],
+        env=env,
+        cwd="/",
+        capture_output=True,
+        check=True,
+    )
+    figures: dict[str, Any] = json.loads(child.stdout)
+    return figures
+
+
 def run_cases(tree: Path, args: argparse.Namespace) -> Iterator[tuple[str, dict[str, Any]]]:
     """Each case's name and figures, for the server from ``tree``, as they are measured."""
     only = set(args.only.split(","))
@@ -248,6 +294,8 @@ def run_cases(tree: Path, args: argparse.Namespace) -> Iterator[tuple[str, dict[
     if "burst" in only:
         for after in (float(a) for a in args.burst_after.split(",")):
             yield "burst", run_storm(tree, args.storm_leases, args.clients, after)
+    if "core-stall" in only:
+        yield "core-stall", run_core_stall(tree, args.stall_leases)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -261,8 +309,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--storm-leases", type=int, default=500_000)
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--burst-after", default="2.0,0.1")
+    parser.add_argument("--stall-leases", type=int, default=2 * 1024 * 1024)
     parser.add_argument("--only", default="fill,storm,burst")
+    parser.add_argument("--core-stall-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.core_stall_child:
+        print(json.dumps(core_stall(args.core_stall_child)))
+        return 0
     trees = [tuple(t.split("=", 1)) for t in args.tree] or [("this", str(HERE))]
     print(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} load average {os.getloadavg()}", flush=True)
     for repeat in range(args.repeat):

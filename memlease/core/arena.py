@@ -144,11 +144,15 @@ class BuddyArena:
         ordered = sorted(offsets)
         shift = self._shift
         order_plus_one = self._order_plus_one
+        units = self.units
+        unaligned = self.min_block - 1
         before = -1
         for offset in ordered:
+            unit = offset >> shift
+            if offset < 0 or offset & unaligned or unit >= units or not order_plus_one[unit]:
+                self._unit_of(offset)  # raises, saying why
             if offset == before:
                 raise InternalError(f"offset {offset} given twice in one free_many call")
-            self._unit_of(offset)
             before = offset
         asked = self._asked
         free = self._free
