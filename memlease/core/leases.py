@@ -228,8 +228,9 @@ class LeaseTable:
         They are freed through :meth:`expire`, in steps that double from one lease up to
         ``RECLAIM_STEP``, so that a grant needing one lease's room frees one and one needing
         a million frees them in batches (``BuddyArena.free_many``); it frees fewer than
-        twice the leases it needs. The stall is bounded by the expired leases the expiry
-        task has not freed yet, at about 0.5 us each, work that task would do anyway.
+        twice the leases it needs (or at most RECLAIM_STEP more). The stall is bounded by
+        the expired leases the expiry task has not freed yet, about 0.9 us each: work that
+        task would do anyway (benchmarks/expiry_reclaim.py, core-stall).
         """
         arena = self.arena
         order = arena.order_for(size)
