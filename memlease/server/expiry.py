@@ -27,8 +27,9 @@ lets it serve as many as it can."""
 
 SLICE = 0.005
 """Seconds of work (batches, with a checkpoint after each) before a pause. A pause after
-every batch of 1,000 leases (about 1 ms of work) held expiry to about 200,000 leases a
-second, since a 1 ms sleep takes 1 to 2 ms; a request waits at most one batch either way."""
+every batch of 1,000 leases (about 1 ms of work) held expiry to 0.2-0.45M leases a second,
+since a 1 ms sleep takes 1 to 2 ms; 5 ms slices doubled it (docs/benchmarks.md). A request
+waits at most one batch either way."""
 
 
 class Expirable(Protocol):
