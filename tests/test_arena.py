@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
-from hypothesis import settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     Bundle,
@@ -114,6 +116,65 @@ def test_free_of_a_bad_offset_is_refused() -> None:
         arena.free(offset)
 
 
+def test_free_many_of_a_bad_or_repeated_offset_frees_nothing() -> None:
+    arena = BuddyArena(1024)
+    first, second = arena.alloc(64), arena.alloc(64)
+    before = arena.free_blocks()
+    with pytest.raises(InternalError, match="not the start of an allocated block"):
+        arena.free_many([first, second + 32])
+    with pytest.raises(InternalError, match="given twice"):
+        arena.free_many([second, first, second])
+    assert arena.free_blocks() == before and arena.live_blocks == 2
+    arena.free_many([second, first])
+    assert arena.free_blocks() == [(0, 1024)]
+
+
+def _state(arena: BuddyArena) -> tuple[object, ...]:
+    return (
+        [sorted(units) for units in arena._free],
+        bytes(arena._order_plus_one),
+        arena._asked.tolist(),
+        arena.figures(),
+    )
+
+
+@given(
+    units=st.integers(min_value=1, max_value=96),
+    min_block=st.sampled_from([1, 16]),
+    sizes=st.lists(st.integers(min_value=1, max_value=700), max_size=60),
+    data=st.data(),
+)
+@settings(max_examples=200, deadline=None)
+def test_free_many_leaves_the_state_single_frees_leave(
+    units: int, min_block: int, sizes: list[int], data: st.DataObject
+) -> None:
+    def filled() -> tuple[BuddyArena, list[int]]:
+        arena = BuddyArena(units * min_block, min_block=min_block)
+        offsets = []
+        for nbytes in sizes:
+            with contextlib.suppress(NoRoom):
+                offsets.append(arena.alloc(nbytes))
+        return arena, offsets
+
+    one_by_one, offsets = filled()
+    batched, same = filled()
+    assert offsets == same
+    chosen = data.draw(st.lists(st.sampled_from(offsets), unique=True)) if offsets else []
+    for offset in data.draw(st.permutations(chosen)):
+        one_by_one.free(offset)
+    batched.free_many(data.draw(st.permutations(chosen)))
+    assert _state(batched) == _state(one_by_one)
+    for nbytes in sizes:  # and both grant the same from then on (which free block a set
+        try:  # gives first is the sets' own business)
+            expected = one_by_one.block_size(one_by_one.alloc(nbytes))
+        except NoRoom:
+            with pytest.raises(NoRoom):
+                batched.alloc(nbytes)
+        else:
+            assert batched.block_size(batched.alloc(nbytes)) == expected
+        assert batched.figures() == one_by_one.figures()
+
+
 def test_no_room_messages_say_what_to_do() -> None:
     arena = BuddyArena(96 * 1024 * 1024)
     with pytest.raises(NoRoom, match=r"largest block of this 96 MiB arena is 64 MiB"):
@@ -170,6 +231,14 @@ class ArenaMachine(RuleBasedStateMachine):
             if offset in self.live:
                 del self.live[offset]
                 self.arena.free(offset)
+
+    @rule(data=st.data())
+    def free_a_batch(self, data: st.DataObject) -> None:
+        live = sorted(self.live)
+        batch = data.draw(st.lists(st.sampled_from(live), unique=True)) if live else []
+        self.arena.free_many(batch)
+        for offset in batch:
+            del self.live[offset]
 
     @rule()
     def free_everything(self) -> None:

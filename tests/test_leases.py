@@ -171,6 +171,61 @@ def test_expiry_in_bounded_batches_earliest_first() -> None:
     assert table.expired == 250 and len(table) == 0 and table.arena.used == 0
 
 
+def test_a_grant_without_room_frees_the_earliest_expired_leases_it_needs() -> None:
+    table = make_table(4096)
+    first, second, third, fourth = (table.grant(1024, ttl, 0.0) for ttl in (10, 20, 30, 40))
+    # 0.01, 0.02 and 0.03 are past, but the expiry task has not run.
+    new = table.grant(1024, 1000, 0.035)
+    assert (table.expired, len(table), table.refused) == (1, 4, 0)
+    with pytest.raises(LeaseNotFound):
+        table.get(first, 0.035)
+    for lease in (second, third):  # past their deadlines too, though their blocks are held
+        with pytest.raises(LeaseNotFound):
+            table.get(lease, 0.035)
+    assert table.get(new, 0.035) == bytes(1024)
+    # The whole arena: both expired leases are freed, yet the live ones still hold it.
+    with pytest.raises(NoRoom, match="arena full: 2 KiB of 4 KiB free"):
+        table.grant(4096, 1000, 0.035)
+    assert (table.expired, len(table), table.refused) == (3, 2, 1)
+    assert table.get(fourth, 0.035) == bytes(1024)
+    assert table.next_deadline() == 0.04
+    table.grant(2048, 1000, 0.04)  # fourth is due at 0.04: freed for it
+    assert (table.expired, len(table), table.arena.used) == (4, 2, 3072)
+    assert table.expire(1.0, 10) == 0
+
+
+def test_a_grant_frees_fewer_than_twice_the_expired_leases_it_needs() -> None:
+    def filled() -> LeaseTable:
+        ids = itertools.count(1)
+        table = make_table(32 * 1024, int_ids=lambda: next(ids))
+        for n in range(1024):
+            table.grant(32, 1000 + n, 0.0)
+        return table
+
+    table, twin = filled(), filled()
+    table.grant(32, 60_000, 5.0)  # one lease's room: one lease freed
+    assert table.expired == 1
+    table.grant(4096, 60_000, 5.0)
+    # The fewest leases that, freed earliest first, leave a 4 KiB block: counted on the twin.
+    twin.grant(32, 60_000, 5.0)
+    while not twin.arena.has_free_block(twin.arena.order_for(4096)):
+        assert twin.expire(5.0, 1) == 1
+    needed = twin.expired - 1
+    assert needed > 64  # a scenario that needs many
+    freed = table.expired - 1
+    assert needed <= freed < 2 * needed
+    # Earliest first: the leases left have the latest deadlines.
+    assert table.next_deadline() == pytest.approx(1.0 + table.expired / 1000)
+    assert len(table) == 1024 - table.expired + 2
+
+
+def test_a_grant_with_room_frees_nothing_even_with_expired_leases() -> None:
+    table = make_table(4096)
+    table.grant(32, 10, 0.0)
+    table.grant(32, 1000, 1.0)
+    assert table.expired == 0 and len(table) == 2
+
+
 def test_expire_stops_at_the_first_lease_not_due() -> None:
     table = make_table()
     due = table.grant(1, 10, 0.0)
@@ -318,13 +373,45 @@ class LeaseModel(RuleBasedStateMachine):
         kind=st.sampled_from(IdKind),
     )
     def grant(self, size: int, ttl: int, kind: IdKind) -> LeaseId:
+        """A grant without room frees expired leases, earliest first, before it refuses: a
+        refusal leaves no expired lease holding memory, and with no lease live it never
+        comes. A grant with room frees nothing."""
+        table = self.table
+        had_room = table.arena.has_free_block(table.arena.order_for(size))
+        expired = table.expired
         try:
-            lease = self.table.grant(size, ttl, self.now, kind)
+            lease = table.grant(size, ttl, self.now, kind)
         except NoRoom:
-            return -1
+            lease = -1
+        gone = self._forget_freed()
+        assert table.expired - expired == len(gone)
+        if had_room:
+            assert not gone and lease != -1
+        if lease == -1:
+            assert not any(d <= self.now for _, d in self.model.values()), "refused, yet due"
+            assert any(d > self.now for _, d in self.model.values()), "refused, none live"
+            return lease
         assert not self._live(lease)
         self.model[lease] = (bytearray(size), self.now + ttl / 1000)
         return lease
+
+    def _forget_freed(self) -> dict[LeaseId, float]:
+        """The model's leases the table no longer holds (each was due), earliest first,
+        taken out of the model."""
+        gone = {lease: d for lease, (_, d) in self.model.items() if not self._held(lease)}
+        assert all(d <= self.now for d in gone.values()), "a live lease was freed"
+        # Earliest first: no lease left behind was due before one freed. To the microsecond,
+        # as expire promises: 0.172 and 0.17200000000000001 are the same instant to it.
+        left_due = [
+            int(d * 1_000_000)
+            for lease, (_, d) in self.model.items()
+            if d <= self.now and lease not in gone
+        ]
+        freed_at = [int(d * 1_000_000) for d in gone.values()]
+        assert not freed_at or not left_due or max(freed_at) <= min(left_due)
+        for lease in gone:
+            del self.model[lease]
+        return gone
 
     @rule(lease=leases, offset=st.integers(0, 300), data=st.binary(max_size=40))
     def write(self, lease: LeaseId, offset: int, data: bytes) -> None:
@@ -390,19 +477,7 @@ class LeaseModel(RuleBasedStateMachine):
         due = [d for _, d in self.model.values() if d <= self.now]
         freed = self.table.expire(self.now, limit)
         assert freed == min(limit, len(due))
-        gone = {lease: d for lease, (_, d) in self.model.items() if not self._held(lease)}
-        assert len(gone) == freed
-        # Earliest first: no lease left behind was due before one freed. To the microsecond,
-        # as expire promises: 0.172 and 0.17200000000000001 are the same instant to it.
-        left_due = [
-            int(d * 1_000_000)
-            for lease, (_, d) in self.model.items()
-            if d <= self.now and lease not in gone
-        ]
-        freed_at = [int(d * 1_000_000) for d in gone.values()]
-        assert not freed_at or not left_due or max(freed_at) <= min(left_due)
-        for lease in gone:
-            del self.model[lease]
+        assert len(self._forget_freed()) == freed
 
     def _held(self, lease: LeaseId) -> bool:
         """Still in the table, due or not (expire has not freed it)."""

@@ -120,3 +120,52 @@ async def test_a_deadline_that_will_not_expire_is_retried_without_spinning(
     nursery.start_soon(ExpiryTask(stuck, batch=10).run)
     await trio.sleep(1)
     assert 0 < stuck.calls <= math.ceil(1 / 0.001) + 1
+
+
+async def test_leases_ask_for_the_room_of_leases_expired_a_moment_ago_and_get_it(
+    start_server: StartServer, protocol: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The issue's report, at 1/1024 scale: an arena filled by leases that all expire at one
+    instant, then 60 leases of 1/64 of it asked for at that instant, before the expiry task
+    (4 leases a batch here) could have freed their room. The grants free it themselves."""
+    arena = 64 * 1024
+    server = await start_server(protocol, arena_size=arena, min_block=MIN_BLOCK, expiry_batch=4)
+    id_kind = IdKind.UUID if protocol == "uuid" else IdKind.INT
+    async with await server.connect(protocol) as client:
+        start = trio.current_time()
+        fill = [LeaseRequest(MIN_BLOCK, 1000, id_kind)] * (arena // MIN_BLOCK)
+        assert all(isinstance(reply, Granted) for reply in await client.pipeline(fill))
+        await trio.sleep_until(start + 1.0)
+        replies = await client.pipeline([LeaseRequest(1024, 60_000, id_kind)] * 60)
+        assert sum(isinstance(reply, Granted) for reply in replies) == 60
+        await trio.sleep(0.1)
+        figures = await client.stats()
+        assert (figures.live_leases, figures.expired, figures.refused) == (60, arena // 32, 0)
+
+
+class _SlicedLeases(_ExpiringLeases):
+    """Each expire call takes 2 ms of (pretend) work; records trio's time at each call."""
+
+    def __init__(self, due: int) -> None:
+        super().__init__(due, [])
+        self.work = 0.0
+        self.called_at: list[float] = []
+
+    def expire(self, now: float, limit: int) -> int:
+        self.called_at.append(trio.current_time())
+        self.work += 0.002
+        return super().expire(now, limit)
+
+
+async def test_expiry_works_batches_back_to_back_for_a_slice_then_pauses(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    leases = _SlicedLeases(100)
+    task = ExpiryTask(leases, batch=10, work_slice=0.005, clock=lambda: leases.work)
+    start = trio.current_time()
+    nursery.start_soon(task.run)
+    await trio.sleep(1)
+    # 3 batches (6 ms of work) fill a 5 ms slice; then a 1 ms pause, then the next slice.
+    pauses = [round((at - start) * 1000) for at in leases.called_at]
+    assert pauses == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3]
+    assert leases.due == 0

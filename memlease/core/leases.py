@@ -51,6 +51,9 @@ that many deletions have filled with dummies, copies every entry in one insert: 
 1.4M leases, and with 2M leases and churn it happens again and again. A shard copies 1/256."""
 _SHARD = _ID_SHARDS - 1
 
+RECLAIM_STEP = 4096
+"""The most expired leases a grant without room frees before it looks for a block again."""
+
 
 def random_int_id() -> int:
     """A random id in 1..2**31-1 from the operating system's CSPRNG."""
@@ -160,6 +163,9 @@ class LeaseTable:
         self._slot_bits = max(arena.units.bit_length(), 1)
         self._slot_mask = (1 << self._slot_bits) - 1
         self._order = DeadlineOrder()
+        # Where _drop returns a block: the arena at once, or, inside expire, a list that
+        # goes back in one BuddyArena.free_many pass.
+        self._free_block: Callable[[int], None] = arena.free
         self.granted = 0
         self.expired = 0
         self.released = 0
@@ -182,7 +188,9 @@ class LeaseTable:
         """Lease ``size`` zeroed bytes for ``ttl_ms`` ms from ``now``; the new lease's id.
         With ``owner``, the lease is bound to that session: released when it ends.
 
-        Raises BadSize, BadTtl or NoRoom.
+        Without room, expired leases are freed first (see :meth:`_alloc_reclaiming`): NoRoom
+        means the leases live at ``now`` leave no block for ``size``. Raises BadSize, BadTtl
+        or NoRoom.
         """
         try:
             if not 1 <= size <= self.max_lease_size:
@@ -192,7 +200,10 @@ class LeaseTable:
                 )
             if not 1 <= ttl_ms <= self.max_ttl_ms:
                 raise self._bad_ttl(ttl_ms)
-            offset = self.arena.alloc(size)
+            try:
+                offset = self.arena.alloc(size)
+            except NoRoom:
+                offset = self._alloc_reclaiming(size, now)
         except LeaseError:
             self.refused += 1
             raise
@@ -268,6 +279,27 @@ class LeaseTable:
                 ) from None
             raise
         return granted
+
+    def _alloc_reclaiming(self, size: int, now: float) -> int:
+        """Allocate ``size`` bytes after freeing expired leases (deadline <= ``now``),
+        earliest deadline first, until a block fits; NoRoom when none is left to free.
+
+        They are freed through :meth:`expire`, in steps that double from one lease up to
+        ``RECLAIM_STEP``, so that a grant needing one lease's room frees one and one needing
+        a million frees them in batches (``BuddyArena.free_many``); it frees fewer than
+        twice the leases it needs (or at most RECLAIM_STEP more). The stall is bounded by
+        the expired leases the expiry task has not freed yet, about 0.9 us each: work that
+        task would do anyway (benchmarks/expiry_reclaim.py, core-stall).
+        """
+        arena = self.arena
+        order = arena.order_for(size)
+        reclaimed = 0
+        while not arena.has_free_block(order):
+            freed = self.expire(now, min(max(reclaimed, 1), RECLAIM_STEP))
+            if not freed:
+                break
+            reclaimed += freed
+        return arena.alloc(size)
 
     def _bad_ttl(self, ttl_ms: int) -> BadTtl:
         return BadTtl(
@@ -547,35 +579,42 @@ class LeaseTable:
                         self.notices_pending += 1
                         session.notify(notice)
         self._live -= 1
-        self.arena.free(self._offsets[slot])
+        self._free_block(self._offsets[slot])
         self._sizes[slot] = 0
         self._free_slots.append(slot)
 
     def expire(self, now: float, limit: int) -> int:
         """Free leases whose deadline is <= ``now``, at most ``limit``; how many were freed.
 
-        Leases are freed earliest deadline first (to the microsecond). The call's work grows
-        with ``limit``, never with the renewals and releases that came before it.
+        Leases are freed earliest deadline first (to the microsecond), and their blocks go
+        back to the arena together, in one ``free_many`` pass. The call's work grows with
+        ``limit``, never with the renewals and releases that came before it.
         """
         order = self._order
         deadlines = self._deadlines
         mask = self._slot_mask
         drop = self._drop
+        freeing: list[int] = []
+        self._free_block = freeing.append
         freed = 0
-        while freed < limit:
-            head = order.head()
-            taken = 0
-            for entry in head:
-                slot = entry & mask
-                if deadlines[slot] > now or freed + taken == limit:
+        try:
+            while freed < limit:
+                head = order.head()
+                taken = 0
+                for entry in head[: limit - freed]:
+                    slot = entry & mask
+                    if deadlines[slot] > now:
+                        break
+                    drop(slot)
+                    taken += 1
+                order.drop_head(taken)
+                freed += taken
+                if not taken:
                     break
-                drop(slot)
-                taken += 1
-            order.drop_head(taken)
-            freed += taken
-            if not taken:
-                break
-        self.expired += freed
+        finally:
+            self._free_block = self.arena.free
+            self.arena.free_many(freeing)
+            self.expired += freed
         return freed
 
     def next_deadline(self) -> float | None:

@@ -2,12 +2,15 @@
 
 A lease past its deadline is already refused by the lease table whether or not this task has
 run; this task only reclaims memory, in bounded batches with a checkpoint between them so that
-a million leases expiring at once never stall the clients.
+a million leases expiring at once never stall the clients. (A grant without room does not wait
+for it: the lease table frees expired leases itself first.)
 """
 
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Callable
 from typing import Protocol
 
 import trio
@@ -17,10 +20,16 @@ RETRY_AFTER = 0.001
 expired (a deadline rounded the other way than the clock): never a busy loop."""
 
 
-BETWEEN_BATCHES = 0.001
-"""Seconds the expiry task leaves to the clients between two batches: a bare checkpoint
-would let each connection serve one batch of requests per expiry batch, a slice of time
+BETWEEN_SLICES = 0.001
+"""Seconds the expiry task leaves to the clients after each slice of work: between batches
+a bare checkpoint lets each connection serve one batch of requests per expiry batch; a pause
 lets it serve as many as it can."""
+
+SLICE = 0.005
+"""Seconds of work (batches, with a checkpoint after each) before a pause. A pause after
+every batch of 1,000 leases (about 1 ms of work) held expiry to 0.2-0.45M leases a second,
+since a 1 ms sleep takes 1 to 2 ms; 5 ms slices doubled it (docs/benchmarks.md). A request
+waits at most one batch either way."""
 
 
 class Expirable(Protocol):
@@ -35,9 +44,19 @@ class ExpiryTask:
     """Sleeps until the earliest lease deadline; :meth:`deadline_may_have_moved` wakes it
     earlier when a new lease or a renewal brings the earliest deadline forward."""
 
-    def __init__(self, service: Expirable, *, batch: int) -> None:
+    def __init__(
+        self,
+        service: Expirable,
+        *,
+        batch: int,
+        work_slice: float = SLICE,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
         self._service = service
         self._batch = max(1, batch)
+        self._slice = work_slice
+        # Real time, not trio's clock, which a test's MockClock holds still while work runs.
+        self._clock = clock
         self._sleep = trio.CancelScope()
 
     def deadline_may_have_moved(self) -> None:
@@ -65,10 +84,16 @@ class ExpiryTask:
             retry_at = now + RETRY_AFTER if freed == 0 else -math.inf
 
     async def _expire_all(self, now: float) -> int:
+        clock = self._clock
+        slice_ends = clock() + self._slice
         total = 0
         while True:
             freed = self._service.expire(now, self._batch)
             total += freed
             if freed < self._batch:
                 return total
-            await trio.sleep(BETWEEN_BATCHES)
+            if clock() >= slice_ends:
+                await trio.sleep(BETWEEN_SLICES)
+                slice_ends = clock() + self._slice
+            else:
+                await trio.lowlevel.checkpoint()
