@@ -24,6 +24,7 @@ from memlease.core.errors import (
 
 if TYPE_CHECKING:
     from memlease.client.blocking import Client
+    from memlease.client.handle import BadHandle, Handle
     from memlease.client.trio_client import AsyncClient, connect
 
 __version__ = "0.1.0"
@@ -34,6 +35,8 @@ _LAZY = {
     "connect": "memlease.client.trio_client",
     "AsyncClient": "memlease.client.trio_client",
     "Client": "memlease.client.blocking",
+    "Handle": "memlease.client.handle",
+    "BadHandle": "memlease.client.handle",
 }
 
 
@@ -47,6 +50,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "AsyncClient",
+    "BadHandle",
     "BadRequest",
     "BadSize",
     "BadTtl",
@@ -54,6 +58,7 @@ __all__ = [
     "ConfigError",
     "ConnectionFailed",
     "ErrorCode",
+    "Handle",
     "InternalError",
     "LeaseError",
     "LeaseNotFound",
