@@ -24,8 +24,11 @@ from memlease.core.errors import (
 
 if TYPE_CHECKING:
     from memlease.client.blocking import Client
+    from memlease.client.fleet import Fleet
     from memlease.client.handle import BadHandle, Handle
+    from memlease.client.server_set import ServerUnavailable
     from memlease.client.trio_client import AsyncClient, connect
+    from memlease.client.trio_fleet import AsyncFleet, open_fleet
 
 __version__ = "0.1.0"
 
@@ -35,8 +38,12 @@ _LAZY = {
     "connect": "memlease.client.trio_client",
     "AsyncClient": "memlease.client.trio_client",
     "Client": "memlease.client.blocking",
+    "Fleet": "memlease.client.fleet",
+    "AsyncFleet": "memlease.client.trio_fleet",
+    "open_fleet": "memlease.client.trio_fleet",
     "Handle": "memlease.client.handle",
     "BadHandle": "memlease.client.handle",
+    "ServerUnavailable": "memlease.client.server_set",
 }
 
 
@@ -50,6 +57,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "AsyncClient",
+    "AsyncFleet",
     "BadHandle",
     "BadRequest",
     "BadSize",
@@ -58,6 +66,7 @@ __all__ = [
     "ConfigError",
     "ConnectionFailed",
     "ErrorCode",
+    "Fleet",
     "Handle",
     "InternalError",
     "LeaseError",
@@ -67,7 +76,9 @@ __all__ = [
     "NoRoom",
     "ProtocolError",
     "ServerBusy",
+    "ServerUnavailable",
     "Unsupported",
     "__version__",
     "connect",
+    "open_fleet",
 ]
