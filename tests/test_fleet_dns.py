@@ -12,42 +12,12 @@ from collections.abc import Iterator
 import dns.resolver
 import pytest
 import trio
-from dnslib import QTYPE, RR, SRV, A, DNSRecord
-from dnslib.server import BaseResolver, DNSLogger, DNSServer
+from dns_zone import Zone, zone_fixture  # noqa: F401  (the zone fixture)
+from dnslib import SRV, A
 from server_processes import ServerProcess
 
 import memlease
 from memlease import ConnectionFailed, Fleet
-
-
-class _Zone(BaseResolver):  # type: ignore[misc]
-    """Answers from ``records`` (name, type) -> [rdata]; the test changes it as it goes."""
-
-    def __init__(self) -> None:
-        self.records: dict[tuple[str, str], list[object]] = {}
-
-    def resolve(self, request: DNSRecord, handler: object) -> DNSRecord:
-        reply = request.reply()
-        name = str(request.q.qname).rstrip(".")
-        kind = QTYPE[request.q.qtype]
-        for rdata in self.records.get((name, kind), []):
-            reply.add_answer(RR(request.q.qname, request.q.qtype, rdata=rdata, ttl=1))
-        return reply
-
-
-@pytest.fixture
-def zone() -> Iterator[tuple[_Zone, dns.resolver.Resolver]]:
-    records = _Zone()
-    server = DNSServer(records, address="127.0.0.1", port=0, logger=DNSLogger("-request,-reply"))
-    server.start_thread()
-    resolver = dns.resolver.Resolver(configure=False)
-    resolver.nameservers = ["127.0.0.1"]
-    resolver.port = server.server.server_address[1]
-    try:
-        yield records, resolver
-    finally:
-        server.stop()
-        server.server.server_close()
 
 
 @pytest.fixture
@@ -67,7 +37,7 @@ def headless() -> Iterator[list[ServerProcess]]:
 
 
 def test_a_records_with_a_port_name_the_fleet_and_a_new_one_joins_on_the_next_lookup(
-    zone: tuple[_Zone, dns.resolver.Resolver], headless: list[ServerProcess]
+    zone: tuple[Zone, dns.resolver.Resolver], headless: list[ServerProcess]
 ) -> None:
     records, resolver = zone
     name = "memlease.default.svc.cluster.local"
@@ -94,7 +64,7 @@ def test_a_records_with_a_port_name_the_fleet_and_a_new_one_joins_on_the_next_lo
 
 
 def test_srv_records_give_each_server_its_own_port(
-    zone: tuple[_Zone, dns.resolver.Resolver],
+    zone: tuple[Zone, dns.resolver.Resolver],
 ) -> None:
     records, resolver = zone
     servers = [ServerProcess("uuid").start() for _ in range(2)]
@@ -115,7 +85,7 @@ def test_srv_records_give_each_server_its_own_port(
 
 
 def test_a_name_with_no_records_is_refused_at_once_saying_which(
-    zone: tuple[_Zone, dns.resolver.Resolver],
+    zone: tuple[Zone, dns.resolver.Resolver],
 ) -> None:
     _, resolver = zone
     with pytest.raises(ConnectionFailed, match=r"cannot find the servers of 'nothing\.test'"):
@@ -125,7 +95,7 @@ def test_a_name_with_no_records_is_refused_at_once_saying_which(
 
 
 async def test_the_trio_fleet_finds_its_servers_in_dns(
-    zone: tuple[_Zone, dns.resolver.Resolver], headless: list[ServerProcess]
+    zone: tuple[Zone, dns.resolver.Resolver], headless: list[ServerProcess]
 ) -> None:
     records, resolver = zone
     name = "memlease.default.svc.cluster.local"

@@ -15,6 +15,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from memlease.cli import fleet_commands
 from memlease.core.messages import IdKind, LeaseId
 from memlease.protocol import (
     DEFAULT_MAX_MESSAGE,
@@ -26,6 +27,7 @@ from memlease.units import parse_duration, parse_size
 
 if TYPE_CHECKING:
     from memlease.client.blocking import Client
+    from memlease.client.fleet import Fleet
 
 EXIT_OK = 0
 DEFAULT_TTL = "5s"
@@ -124,8 +126,8 @@ def add_global_options(parser: argparse.ArgumentParser, *, default: bool) -> Non
     parser.add_argument(
         "--protocol",
         metavar="NAME",
-        default=value("native"),
-        help="the wire protocol (default native; see `memlease protocols`)",
+        default=value(None),
+        help="the wire protocol (default native, or uuid for a fleet; see `memlease protocols`)",
     )
     parser.add_argument(
         "--json", action="store_true", default=value(False), help="print one JSON object"
@@ -169,6 +171,7 @@ def add_global_options(parser: argparse.ArgumentParser, *, default: bool) -> Non
     parser.add_argument(
         "--key", type=Path, metavar="PATH", default=value(None), help="PEM key of --cert"
     )
+    fleet_commands.add_fleet_options(parser, default=default)
 
 
 def add_client_commands(commands: Any, parent: argparse.ArgumentParser) -> None:
@@ -220,7 +223,13 @@ def _data_arguments(parser: argparse.ArgumentParser) -> None:
 # ---------------------------------------------------------------- the commands
 
 
-def _connect(args: argparse.Namespace, registry: ProtocolRegistry | None) -> Client:
+def _connect(args: argparse.Namespace, registry: ProtocolRegistry | None) -> Client | Fleet:
+    if fleet_commands.wants_fleet(args):
+        return fleet_commands.connect_fleet(args, registry)
+    return _connect_one(args, registry)
+
+
+def _connect_one(args: argparse.Namespace, registry: ProtocolRegistry | None) -> Client:
     from memlease.client.blocking import Client
 
     reg = registry or load_protocols()
@@ -244,7 +253,7 @@ def _connect(args: argparse.Namespace, registry: ProtocolRegistry | None) -> Cli
 
 def _spec(args: argparse.Namespace, registry: ProtocolRegistry) -> ProtocolSpec:
     try:
-        return registry.get(args.protocol)
+        return registry.get(args.protocol or "native")
     except KeyError as exc:
         raise UsageError(f"memlease: --protocol: {exc.args[0]}") from None
 
@@ -262,7 +271,9 @@ def _id(lease_id: LeaseId) -> int | str:
 
 
 def _lease(args: argparse.Namespace, registry: ProtocolRegistry | None) -> int:
-    with _connect(args, registry) as client:
+    if fleet_commands.wants_fleet(args):
+        return fleet_commands.lease(args, registry)
+    with _connect_one(args, registry) as client:
         granted = client.lease(args.size, args.ttl)
     record = {"id": _id(granted.lease_id), "size": granted.size, "ttl_ms": granted.ttl_ms}
     return _print(args, str(granted.lease_id), record)
@@ -366,7 +377,9 @@ def _stat(args: argparse.Namespace, registry: ProtocolRegistry | None) -> int:
 
 
 def _stats(args: argparse.Namespace, registry: ProtocolRegistry | None) -> int:
-    with _connect(args, registry) as client:
+    if fleet_commands.wants_fleet(args):
+        return fleet_commands.stats(args, registry)
+    with _connect_one(args, registry) as client:
         stats = client.stats()
     record = asdict(stats)
     width = max(map(len, record))
