@@ -1,6 +1,8 @@
 """Finding a fleet's servers in DNS (dnspython): the A and AAAA records of a name, such as a
-headless Kubernetes Service's, with a given port; or, with no port, the name's SRV records
-(target and port each), their targets' addresses looked up in turn.
+headless Kubernetes Service's, with a given port; or, with no port, the name's SRV records,
+each a target name and a port. A target stays a name (a StatefulSet pod's stable one, e.g.
+memlease-0.memlease.default.svc.cluster.local), so the handles of its leases name the pod,
+not an address a restarted pod gives up; it is resolved when the fleet connects.
 
 Blocking: the trio fleet runs :meth:`DnsDiscovery.resolve` in a worker thread.
 """
@@ -62,8 +64,6 @@ class DnsDiscovery:
 
     def _services(self) -> list[Address]:
         answer = self.resolver.resolve(self.name, "SRV", lifetime=DNS_LIFETIME)
-        found: list[Address] = []
-        for record in answer:
-            target = record.target.to_text(omit_final_dot=True)
-            found += self._addresses(target, int(record.port))
-        return found
+        return [
+            (record.target.to_text(omit_final_dot=True), int(record.port)) for record in answer
+        ]
