@@ -12,6 +12,7 @@ import contextlib
 import logging
 import random
 import ssl
+import uuid
 from collections.abc import Iterable
 from types import TracebackType
 from typing import Any, TypeVar
@@ -35,8 +36,8 @@ from memlease.client.server_set import (
     ServerUnavailable,
 )
 from memlease.client.trio_client import AsyncClient, connect
-from memlease.core.errors import ConnectionFailed, NoRoom
-from memlease.core.messages import LeaseId, LeaseInfo, Reply, Request, ServerStats
+from memlease.core.errors import ConnectionFailed, LeaseError, NoRoom
+from memlease.core.messages import IdKind, LeaseId, LeaseInfo, ServerStats
 from memlease.protocol import DEFAULT_MAX_MESSAGE, ProtocolRegistry
 
 T = TypeVar("T")
@@ -94,6 +95,7 @@ class AsyncFleet:
     ) -> None:
         self.protocol = connecting.find_protocol(protocol, registry)
         self.timeout = timeout
+        self._id_type = uuid.UUID if self.protocol.id_kind is IdKind.UUID else int
         self._options: dict[str, Any] = {
             "timeout": timeout,
             "max_message": max_message,
@@ -230,26 +232,30 @@ class AsyncFleet:
 
     def _route(self, handle: Handle | str) -> tuple[LeaseId, ServerState]:
         """The handle's id and its server; every method but lease starts here."""
-        handle = routable(handle, self.protocol.id_kind, self.protocol.name)
+        # The common case, a Handle of the fleet's id kind, in two type checks.
+        if type(handle) is not Handle or type(handle.lease_id) is not self._id_type:
+            handle = routable(handle, self.protocol.id_kind, self.protocol.name)
         return handle.lease_id, self._servers.state(handle.server)
 
     async def _call(self, state: ServerState, call: Call[T]) -> T:
         """``call`` on ``state``'s server over a pooled connection. A failed connection marks
         the server down: ServerUnavailable."""
-        self._servers.check(state, trio.current_time())
+        if state.down_until:  # the clock is read only for a server that failed
+            self._servers.check(state, trio.current_time())
         pool = self._pools.get(state.address)
         if pool is None:
             pool = self._pools[state.address] = _Pool(
                 state, self.protocol.name, self._per_server, self._options
             )
         try:
-            reply = await pool.exchange(call.request)
+            result = await pool.run(call)
         except ConnectionFailed as exc:
             # The other connections to it are as suspect: a restarted server knows none.
             await pool.aclose()
             raise self._servers.failed(state, trio.current_time(), exc) from None
-        self._servers.answered(state)
-        return call.result(call.request, reply)
+        if state.failures:
+            self._servers.answered(state)
+        return result
 
     async def _resolve(self, *, first: bool = False) -> None:
         discovery = self._discovery
@@ -271,8 +277,10 @@ class AsyncFleet:
 
 
 class _Pool:
-    """The connections to one server: idle ones are reused, a busy pool opens more, up to
-    ``limit`` at once."""
+    """The connections to one server: a call takes an idle one, or opens one while fewer than
+    ``limit`` are open, or waits for one to be given back. Taking an idle connection does
+    not checkpoint (a CapacityLimiter would, costing a trip through the scheduler per call):
+    the call itself does."""
 
     def __init__(
         self, state: ServerState, protocol: str, limit: int, options: dict[str, Any]
@@ -280,27 +288,57 @@ class _Pool:
         self._state = state
         self._protocol = protocol
         self._options = options
+        self._limit = limit
+        self._open = 0
         self._idle: list[AsyncClient] = []
-        self._limiter = trio.CapacityLimiter(limit)
+        self._waiting = trio.lowlevel.ParkingLot()
 
-    async def exchange(self, request: Request) -> Reply:
-        async with self._limiter:
-            client = self._idle.pop() if self._idle else None
-            if client is None:
-                client = await connect(self._state.address, self._protocol, **self._options)
-            try:
-                (reply,) = await client.pipeline((request,))
-            except BaseException:
-                # Broken, or cancelled mid-call (its reply may still come): never reused.
-                with trio.CancelScope(shield=True):
-                    await client.aclose()
-                raise
-            self._idle.append(client)
-            return reply
+    async def run(self, call: Call[T]) -> T:
+        client = self._idle.pop() if self._idle else await self._take()
+        try:
+            # The single client's own route for one call (see memlease.client.fleet).
+            result = await client._run(call)
+        except LeaseError:
+            self._give(client)  # a refusal: the connection is in step
+            raise
+        except BaseException:
+            # Broken, or cancelled mid-call (its reply may still come): never reused.
+            await self._drop(client)
+            raise
+        self._give(client)
+        return result
+
+    async def _take(self) -> AsyncClient:
+        for _ in range(1_000_000):  # bounded; every wake-up follows a connection's return
+            if self._idle:
+                return self._idle.pop()
+            if self._open < self._limit:
+                self._open += 1
+                try:
+                    return await connect(self._state.address, self._protocol, **self._options)
+                except BaseException:
+                    self._open -= 1
+                    self._waiting.unpark()
+                    raise
+            await self._waiting.park()
+        raise ConnectionFailed(f"{self._state.name}: no connection came free")
+
+    def _give(self, client: AsyncClient) -> None:
+        self._idle.append(client)
+        if self._waiting:
+            self._waiting.unpark()
+
+    async def _drop(self, client: AsyncClient) -> None:
+        self._open -= 1
+        if self._waiting:
+            self._waiting.unpark()
+        with trio.CancelScope(shield=True):
+            await client.aclose()
 
     async def aclose(self) -> None:
         """Close the idle connections (one in use closes when its call ends, if broken)."""
         idle, self._idle = self._idle, []
+        self._open -= len(idle)
         for client in idle:
             with trio.CancelScope(shield=True):
                 await client.aclose()
