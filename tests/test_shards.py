@@ -70,7 +70,7 @@ def _alive(pid: int) -> bool:
     return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
 
 
-def test_a_fleet_of_shards_restarts_a_dead_one_and_stops_with_sigint(tmp_path: Path) -> None:
+def test_shards_restart_a_dead_one_pass_sighup_on_and_stop_with_sigint(tmp_path: Path) -> None:
     stderr, stdout = tmp_path / "stderr", tmp_path / "stdout"
     command = [sys.executable, "-m", "memlease.cli.main", "serve", "--shards", "2",
                "--listen", "uuid=0", "--arena", "2MiB"]  # fmt: skip
@@ -112,6 +112,12 @@ def test_a_fleet_of_shards_restarts_a_dead_one_and_stops_with_sigint(tmp_path: P
                 except ServerUnavailable:
                     time.sleep(0.05)
             assert result == "gone"  # the same address, a new server: the old lease died
+
+        supervisor.send_signal(signal.SIGHUP)  # passed on: each shard reloads its share
+        deadline = time.monotonic() + 10
+        while stderr.read_text().count("SIGHUP: reloaded") < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert stderr.read_text().count("SIGHUP: reloaded") == 2, stderr.read_text()
 
         supervisor.send_signal(signal.SIGINT)
         assert supervisor.wait(20) == 0

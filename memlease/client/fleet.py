@@ -6,6 +6,11 @@ memlease.client.server_set) and returns its handle; every other method routes by
 to one persistent blocking client (memlease.client.blocking) per server. A server that stops
 answering is marked down and its calls fail at once with ServerUnavailable until its back-off
 ends.
+
+A new method of the single clients that names one lease is two lines here (and in
+memlease.client.trio_fleet): ``lease_id, state = self._route(handle)`` and
+``return self._call(state, calls.new_op(lease_id, ...))``. A batch over many handles groups
+them by server first, one call per server.
 """
 
 from __future__ import annotations

@@ -180,7 +180,10 @@ def _die_with_parent() -> None:
 
 
 def _reload_shard(reload: Callable[[], Config], index: int) -> Config:
-    return shard_configs(reload())[index]
+    config = reload()
+    if config.shards <= index:
+        raise ConfigError(f"shards = {config.shards}: a change of shards takes a restart")
+    return shard_configs(config)[index]
 
 
 # ---------------------------------------------------------------- the supervisor
