@@ -31,7 +31,7 @@ from memlease.client import calls, connecting
 from memlease.client.blocking import Client
 from memlease.client.calls import Call
 from memlease.client.discovery import DEFAULT_RESOLVE_EVERY, DnsDiscovery
-from memlease.client.handle import BadHandle, Handle, parse_server, routable
+from memlease.client.handle import Handle, routable
 from memlease.client.server_set import (
     DEFAULT_DEAD_TIMEOUT,
     DEFAULT_FLEET_TIMEOUT,
@@ -41,8 +41,9 @@ from memlease.client.server_set import (
     ServerSet,
     ServerState,
     ServerUnavailable,
+    as_address,
 )
-from memlease.core.errors import ConfigError, ConnectionFailed, NoRoom, ProtocolError
+from memlease.core.errors import ConnectionFailed, NoRoom, ProtocolError
 from memlease.core.messages import IdKind, LeaseId, LeaseInfo, ServerStats
 from memlease.protocol import DEFAULT_MAX_MESSAGE, ProtocolRegistry, ProtocolSpec
 
@@ -89,7 +90,7 @@ class Fleet:
         self._servers = ServerSet(
             dead_timeout, max_dead_timeout, stats_every, rng or random.Random()
         )
-        self._servers.set_members(_address(server) for server in servers)
+        self._servers.set_members(as_address(server) for server in servers)
         self._clients: dict[Address, Client] = {}
         self._discovery = discovery
         self._resolve_at = 0.0
@@ -281,13 +282,4 @@ class Fleet:
         return "no server of the fleet is live: " + "; ".join(
             f"{state.name}: {state.reason or 'no answer'}" for state in members
         )
-
-
-def _address(server: str | Address) -> Address:
-    if isinstance(server, tuple):
-        return server
-    try:
-        return parse_server(server)
-    except BadHandle as exc:
-        raise ConfigError(str(exc)) from None
 

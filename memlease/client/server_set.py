@@ -24,8 +24,8 @@ import random
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from memlease.client.handle import format_server
-from memlease.core.errors import ConnectionFailed
+from memlease.client.handle import BadHandle, format_server, parse_server
+from memlease.core.errors import ConfigError, ConnectionFailed
 from memlease.core.messages import ServerStats
 
 DEFAULT_FLEET_TIMEOUT = 1.0
@@ -42,6 +42,17 @@ DEFAULT_STATS_EVERY = 1.0
 """Seconds a server's free-memory figure is trusted for placement before it is asked again."""
 
 Address = tuple[str, int]
+
+
+def as_address(server: str | Address) -> Address:
+    """A fleet's server as (host, port): from ``"host:port"``, ``"[v6addr]:port"`` or a pair.
+    Raises ConfigError saying what an address looks like."""
+    if isinstance(server, tuple):
+        return server
+    try:
+        return parse_server(server)
+    except BadHandle as exc:
+        raise ConfigError(str(exc)) from None
 
 
 class ServerUnavailable(ConnectionFailed):

@@ -23,7 +23,6 @@ import trio
 from memlease.client import calls, connecting
 from memlease.client.calls import Call
 from memlease.client.discovery import DEFAULT_RESOLVE_EVERY, DnsDiscovery
-from memlease.client.fleet import _address
 from memlease.client.handle import Handle, routable
 from memlease.client.server_set import (
     DEFAULT_DEAD_TIMEOUT,
@@ -34,6 +33,7 @@ from memlease.client.server_set import (
     ServerSet,
     ServerState,
     ServerUnavailable,
+    as_address,
 )
 from memlease.client.trio_client import AsyncClient, connect
 from memlease.core.errors import ConnectionFailed, LeaseError, NoRoom
@@ -105,7 +105,7 @@ class AsyncFleet:
         self._servers = ServerSet(
             dead_timeout, max_dead_timeout, stats_every, rng or random.Random()
         )
-        self._servers.set_members(_address(server) for server in servers)
+        self._servers.set_members(as_address(server) for server in servers)
         self._per_server = connections_per_server
         self._pools: dict[Address, _Pool] = {}
         self._discovery = discovery
