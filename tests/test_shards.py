@@ -17,7 +17,7 @@ import pytest
 from memlease import ConfigError, Fleet, LeaseNotFound, ServerUnavailable
 from memlease.server.config import Config, load_config
 from memlease.server.config_values import Listener
-from memlease.server.shards import cores_for, shard_configs
+from memlease.server.sharding import cores_for, shard_configs
 
 
 def test_each_shard_has_its_share_of_the_arena_and_the_next_ports() -> None:

@@ -374,7 +374,7 @@ def validate(
     from memlease.server.worst_case import check_memory
 
     if config.shards != 1:
-        from memlease.server.shards import validate_shards
+        from memlease.server.sharding import validate_shards
 
         validate_shards(config, label, fail, registry)
     else:
