@@ -16,9 +16,11 @@ import time
 from collections.abc import Iterator
 
 import pytest
+import trio
 from server_processes import ServerProcess
 
-from memlease import Fleet, ServerUnavailable
+import memlease
+from memlease import Fleet, Handle, ServerUnavailable
 
 SERVERS = 3
 
@@ -112,6 +114,9 @@ def test_a_partitioned_server_is_marked_down_within_two_seconds_and_the_others_k
             for handle in others:
                 assert fleet.get(handle).rstrip(b"\0") == str(handle).encode()
             assert all(fleet.lease(64, 120_000).server[0] != cut.host for _ in range(10))
+            # A trio fleet that meets the partition on connecting: every one of its
+            # concurrent calls on the cut server fails within 2 s, the others' go on.
+            trio.run(_trio_calls_fail_fast, [s.address for s in servers], on_cut, others)
 
             namespaces.link(1, "up")
             deadline = time.monotonic() + 10
@@ -129,3 +134,23 @@ def test_a_partitioned_server_is_marked_down_within_two_seconds_and_the_others_k
     finally:
         for server in servers:
             server.close()
+
+
+async def _trio_calls_fail_fast(
+    addresses: list[str], on_cut: list[Handle], others: list[Handle]
+) -> None:
+    async with await memlease.open_fleet(addresses, dead_timeout=30) as fleet:
+        failed: list[float] = []
+        started = trio.current_time()
+
+        async def get(handle: Handle) -> None:
+            with pytest.raises(ServerUnavailable):
+                await fleet.get(handle)
+            failed.append(trio.current_time() - started)
+
+        async with trio.open_nursery() as nursery:
+            for handle in on_cut:
+                nursery.start_soon(get, handle)
+        assert len(failed) == len(on_cut) and max(failed) < 2.0, failed
+        for handle in others:
+            assert (await fleet.get(handle)).rstrip(b"\0") == str(handle).encode()
