@@ -170,3 +170,22 @@ def test_a_fleet_with_no_live_server_says_why() -> None:
             fleet.lease(64, 1000)
         with pytest.raises(ServerUnavailable, match="no server of the fleet is live"):
             fleet.lease(64, 1000)
+
+
+def test_a_server_on_ipv6_is_named_in_brackets_and_reached_by_its_handle_text() -> None:
+    server = ServerProcess("uuid", host="::1")
+    try:
+        server.start()
+    except AssertionError as exc:
+        server.close()
+        pytest.skip(f"no IPv6 loopback here: {exc}")
+    try:
+        with Fleet([server.address]) as fleet:
+            handle = fleet.lease(64, 60_000)
+            text = str(handle)
+            assert text.startswith(f"[::1]:{server.port}/")
+            fleet.set(text, b"six")
+            with Fleet([]) as other:
+                assert other.get(text).startswith(b"six")
+    finally:
+        server.close()
