@@ -189,3 +189,25 @@ def test_a_server_on_ipv6_is_named_in_brackets_and_reached_by_its_handle_text() 
                 assert other.get(text).startswith(b"six")
     finally:
         server.close()
+
+
+def test_a_busy_server_passes_the_lease_to_another_and_all_busy_is_said(
+    three_servers: list[ServerProcess], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from memlease.core.messages import LeaseRequest
+
+    busy = {three_servers[0].port, three_servers[1].port}
+    with _fleet(three_servers) as fleet:
+        real_call = fleet._call
+
+        def call(state, call):  # type: ignore[no-untyped-def]
+            if isinstance(call.request, LeaseRequest) and state.address[1] in busy:
+                raise memlease.ServerBusy("shutting down")
+            return real_call(state, call)
+
+        monkeypatch.setattr(fleet, "_call", call)
+        ports = {fleet.lease(64, 60_000).server[1] for _ in range(10)}
+        assert ports == {three_servers[2].port}
+        busy.add(three_servers[2].port)
+        with pytest.raises(memlease.ServerBusy, match="every live server is busy"):
+            fleet.lease(64, 60_000)

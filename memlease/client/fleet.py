@@ -43,7 +43,7 @@ from memlease.client.server_set import (
     ServerUnavailable,
     as_address,
 )
-from memlease.core.errors import ConnectionFailed, NoRoom, ProtocolError
+from memlease.core.errors import ConnectionFailed, NoRoom, ProtocolError, ServerBusy
 from memlease.core.messages import IdKind, LeaseId, LeaseInfo, ServerStats
 from memlease.protocol import DEFAULT_MAX_MESSAGE, ProtocolRegistry, ProtocolSpec
 
@@ -159,6 +159,7 @@ class Fleet:
                 with contextlib.suppress(ServerUnavailable):
                     servers.update_stats(state, self._call(state, calls.stats()), now)
         no_room: NoRoom | None = None
+        busy: ServerBusy | None = None
         for state in servers.order(candidates, size):
             if state.is_down(time.monotonic()):
                 continue
@@ -168,6 +169,9 @@ class Fleet:
                 servers.refused(state)
                 no_room = exc
                 continue
+            except ServerBusy as exc:  # at a limit, or shutting down: another may take it
+                busy = exc
+                continue
             except ServerUnavailable:
                 # Nothing was granted, or a grant whose reply was lost expires with its ttl.
                 continue
@@ -175,6 +179,8 @@ class Fleet:
             return Handle(state.address, granted.lease_id)
         if no_room is not None:
             raise NoRoom(f"no live server has room for {size} B: {no_room}")
+        if busy is not None:
+            raise ServerBusy(f"every live server is busy: {busy}")
         raise ServerUnavailable(self._none_live())
 
     def get(self, handle: Handle | str) -> bytes:

@@ -36,7 +36,7 @@ from memlease.client.server_set import (
     as_address,
 )
 from memlease.client.trio_client import AsyncClient, connect
-from memlease.core.errors import ConnectionFailed, LeaseError, NoRoom
+from memlease.core.errors import ConnectionFailed, LeaseError, NoRoom, ServerBusy
 from memlease.core.messages import IdKind, LeaseId, LeaseInfo, ServerStats
 from memlease.protocol import DEFAULT_MAX_MESSAGE, ProtocolRegistry
 
@@ -156,6 +156,7 @@ class AsyncFleet:
                     stats = await self._call(state, calls.stats())
                     servers.update_stats(state, stats, trio.current_time())
         no_room: NoRoom | None = None
+        busy: ServerBusy | None = None
         for state in servers.order(candidates, size):
             if state.is_down(trio.current_time()):
                 continue
@@ -167,12 +168,17 @@ class AsyncFleet:
                 servers.refused(state)
                 no_room = exc
                 continue
+            except ServerBusy as exc:  # at a limit, or shutting down: another may take it
+                busy = exc
+                continue
             except ServerUnavailable:
                 continue  # nothing granted, or a grant whose reply was lost expires
             servers.placed(state, size)
             return Handle(state.address, granted.lease_id)
         if no_room is not None:
             raise NoRoom(f"no live server has room for {size} B: {no_room}")
+        if busy is not None:
+            raise ServerBusy(f"every live server is busy: {busy}")
         members = servers.members
         raise ServerUnavailable(
             "no server of the fleet is live: "
