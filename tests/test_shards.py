@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -131,3 +132,19 @@ def test_shards_restart_a_dead_one_pass_sighup_on_and_stop_with_sigint(tmp_path:
         for pid in pids:
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_a_shard_that_cannot_listen_stops_them_all_with_its_reason() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        serve = ["serve", "--shards", "2", "--listen", f"uuid={port - 1}", "--log-level", "error"]
+        done = subprocess.run(
+            [sys.executable, "-m", "memlease.cli.main", *serve],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert (done.returncode, done.stdout) == (2, "")
+    assert f"memlease serve: shard 1: cannot listen for uuid on 127.0.0.1:{port}" in done.stderr
