@@ -27,7 +27,11 @@ from memlease.core.messages import EndReason, Notice
 
 if TYPE_CHECKING:
     from memlease.client.blocking import Client
+    from memlease.client.fleet import Fleet
+    from memlease.client.handle import BadHandle, Handle
+    from memlease.client.server_set import ServerUnavailable
     from memlease.client.trio_client import AsyncClient, connect
+    from memlease.client.trio_fleet import AsyncFleet, open_fleet
 
 __version__ = "0.1.0"
 
@@ -37,6 +41,12 @@ _LAZY = {
     "connect": "memlease.client.trio_client",
     "AsyncClient": "memlease.client.trio_client",
     "Client": "memlease.client.blocking",
+    "Fleet": "memlease.client.fleet",
+    "AsyncFleet": "memlease.client.trio_fleet",
+    "open_fleet": "memlease.client.trio_fleet",
+    "Handle": "memlease.client.handle",
+    "BadHandle": "memlease.client.handle",
+    "ServerUnavailable": "memlease.client.server_set",
 }
 
 
@@ -50,6 +60,8 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "AsyncClient",
+    "AsyncFleet",
+    "BadHandle",
     "BadRequest",
     "BadSize",
     "BadTtl",
@@ -58,6 +70,8 @@ __all__ = [
     "ConnectionFailed",
     "EndReason",
     "ErrorCode",
+    "Fleet",
+    "Handle",
     "InternalError",
     "LeaseError",
     "LeaseNotFound",
@@ -67,9 +81,11 @@ __all__ = [
     "Notice",
     "ProtocolError",
     "ServerBusy",
+    "ServerUnavailable",
     "TooMany",
     "Unsupported",
     "VersionMismatch",
     "__version__",
     "connect",
+    "open_fleet",
 ]

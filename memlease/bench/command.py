@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from contextlib import ExitStack
+from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -48,7 +49,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     load.add_argument("--workers", type=int, default=0, help="load processes (0: one per core)")
     server = parser.add_argument_group("the server")
     server.add_argument("--server", metavar="HOST:PORT", help="a running server (default: start)")
+    server.add_argument(
+        "--servers",
+        metavar="A,B,...",
+        help="a fleet (e.g. serve --shards N): one more target, connections spread over them",
+    )
     server.add_argument("--protocol", default="native", help="memlease protocol to speak")
+    server.add_argument("--peer-threads", type=int, default=1, help="memcached's -t")
     server.add_argument("--config", help="config of the server bench starts (ports ignored)")
     server.add_argument("--arena", help="arena size of the server bench starts")
     server.add_argument("--pin", action="store_true", help="servers on core 0, load on the rest")
@@ -148,12 +155,16 @@ def _run(args: argparse.Namespace, console: Console) -> list[CaseResult]:
             )
             stack.callback(server.stop)
             targets[subject] = _spec(server, "memlease", args.protocol)
+        if args.servers:
+            fleet = tuple(parse_address(a.strip()) for a in args.servers.split(",") if a.strip())
+            spec = TargetSpec("memlease", *fleet[0], args.protocol, fleet=fleet)
+            targets[spec.label] = spec
         for peer in peers:
             if peer_installed(peer) is None:
                 for result in results:
                     result.unavailable[peer] = "not installed"
                 continue
-            running = start_peer(peer, cpus=server_cpus)
+            running = start_peer(peer, cpus=server_cpus, threads=args.peer_threads)
             stack.callback(running.stop)
             targets[peer] = _spec(running, peer, peer)
         if args.tamper_expected:
@@ -201,7 +212,7 @@ def _spec(server: RunningServer, kind: str, protocol: str) -> TargetSpec:
 
 
 def _tampered(spec: TargetSpec) -> TargetSpec:
-    return TargetSpec(spec.kind, spec.host, spec.port, spec.protocol, tamper_expected=True)
+    return replace(spec, tamper_expected=True)
 
 
 def _progress(args: argparse.Namespace, console: Console) -> Progress:

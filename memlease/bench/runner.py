@@ -6,7 +6,7 @@ import multiprocessing
 import queue
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from memlease.bench.histogram import LatencyHistogram
@@ -66,6 +66,11 @@ def run_load(
 ) -> RunResult:
     """Start the load processes, let them run the workload, and merge what they measured."""
     ctx = multiprocessing.get_context("spawn")
+    servers = [replace(spec, host=h, port=p) for h, p in spec.fleet] or [spec]
+    if workload.connections < len(servers):
+        raise BenchError(f"{spec.label}: give at least one connection per server")
+    # A whole number of load processes per server of a fleet.
+    workers = -(-max(workers, len(servers)) // len(servers)) * len(servers)
     shares = split_connections(workload.connections, workers)
     go = ctx.Event()
     progress = ctx.Array("q", len(shares), lock=False)
@@ -73,7 +78,16 @@ def run_load(
     procs = [
         ctx.Process(
             target=worker_main,
-            args=(slot, spec, workload, share, load_cpus, go, progress, messages),
+            args=(
+                slot,
+                servers[slot % len(servers)],
+                workload,
+                share,
+                load_cpus,
+                go,
+                progress,
+                messages,
+            ),
             daemon=True,
         )
         for slot, share in enumerate(shares)

@@ -105,14 +105,14 @@ def peer_installed(name: str) -> str | None:
     return shutil.which("redis-server" if name == "redis" else name)
 
 
-def start_peer(name: str, *, cpus: list[int] | None = None) -> RunningServer:
-    """memcached with one worker thread, or redis-server without persistence."""
+def start_peer(name: str, *, cpus: list[int] | None = None, threads: int = 1) -> RunningServer:
+    """memcached with ``threads`` worker threads, or redis-server without persistence."""
     binary = peer_installed(name)
     if binary is None:
         raise ServerStartError(f"{name} is not installed")
     port = free_port()
     if name == "memcached":
-        args = [binary, "-t", "1", "-l", "127.0.0.1", "-p", str(port), "-U", "0"]
+        args = [binary, "-t", str(threads), "-l", "127.0.0.1", "-p", str(port), "-U", "0"]
         args += ["-m", "1024", "-I", "2m", "-c", "4096"]
         if os.geteuid() == 0:
             args += ["-u", "root"]

@@ -58,9 +58,14 @@ class TargetSpec:
     tamper_expected: bool = False
     """Test hook: expect one byte of every get's data to differ from what was set, so that
     the run must report every get as a mismatch."""
+    fleet: tuple[tuple[str, int], ...] = ()
+    """A fleet's servers (``memlease bench --servers``): load process i drives server
+    i mod N, so the connections spread evenly; ``host`` and ``port`` are the first's."""
 
     @property
     def label(self) -> str:
+        if self.fleet:
+            return f"memlease/{self.protocol} x{len(self.fleet)}"
         return f"memlease/{self.protocol}" if self.kind == "memlease" else self.kind
 
 

@@ -15,6 +15,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from memlease.cli import fleet_commands
 from memlease.core.messages import EndReason, IdKind, LeaseId
 from memlease.protocol import (
     DEFAULT_MAX_MESSAGE,
@@ -26,6 +27,7 @@ from memlease.units import parse_duration, parse_size
 
 if TYPE_CHECKING:
     from memlease.client.blocking import Client
+    from memlease.client.fleet import Fleet
 
 EXIT_OK = 0
 DEFAULT_TTL = "5s"
@@ -124,8 +126,8 @@ def add_global_options(parser: argparse.ArgumentParser, *, default: bool) -> Non
     parser.add_argument(
         "--protocol",
         metavar="NAME",
-        default=value("native"),
-        help="the wire protocol (default native; see `memlease protocols`)",
+        default=value(None),
+        help="the wire protocol (default native, or uuid for a fleet; see `memlease protocols`)",
     )
     parser.add_argument(
         "--json", action="store_true", default=value(False), help="print one JSON object"
@@ -169,6 +171,7 @@ def add_global_options(parser: argparse.ArgumentParser, *, default: bool) -> Non
     parser.add_argument(
         "--key", type=Path, metavar="PATH", default=value(None), help="PEM key of --cert"
     )
+    fleet_commands.add_fleet_options(parser, default=default)
 
 
 def add_client_commands(commands: Any, parent: argparse.ArgumentParser) -> None:
@@ -260,7 +263,13 @@ def _data_arguments(parser: argparse.ArgumentParser) -> None:
 # ---------------------------------------------------------------- the commands
 
 
-def _connect(args: argparse.Namespace, registry: ProtocolRegistry | None) -> Client:
+def _connect(args: argparse.Namespace, registry: ProtocolRegistry | None) -> Client | Fleet:
+    if fleet_commands.wants_fleet(args):
+        return fleet_commands.connect_fleet(args, registry)
+    return _connect_one(args, registry)
+
+
+def _connect_one(args: argparse.Namespace, registry: ProtocolRegistry | None) -> Client:
     from memlease.client.blocking import Client
 
     reg = registry or load_protocols()
@@ -286,7 +295,7 @@ def _connect(args: argparse.Namespace, registry: ProtocolRegistry | None) -> Cli
 
 def _spec(args: argparse.Namespace, registry: ProtocolRegistry) -> ProtocolSpec:
     try:
-        return registry.get(args.protocol)
+        return registry.get(args.protocol or "native")
     except KeyError as exc:
         raise UsageError(f"memlease: --protocol: {exc.args[0]}") from None
 
@@ -306,7 +315,11 @@ def _id(lease_id: LeaseId) -> int | str:
 def _lease(args: argparse.Namespace, registry: ProtocolRegistry | None) -> int:
     if args.count < 1:
         raise UsageError("memlease lease: --count is at least 1")
-    with _connect(args, registry) as client:
+    if fleet_commands.wants_fleet(args):
+        if args.count > 1:
+            raise UsageError("memlease lease: --count is for one server, not a fleet")
+        return fleet_commands.lease(args, registry)
+    with _connect_one(args, registry) as client:
         if args.count == 1:
             granted = [client.lease(args.size, args.ttl)]
         else:
@@ -406,25 +419,41 @@ def _text(data: bytes) -> str | None:
 
 
 def _renew(args: argparse.Namespace, registry: ProtocolRegistry | None) -> int:
-    with _connect(args, registry) as client:
-        if len(args.ids) == 1:
-            args.id = args.ids[0]  # one id: the single renew, and its own error
+    if len(args.ids) == 1:
+        # One id (or a fleet's handle): the single renew, and its own error.
+        args.id = args.ids[0]
+        with _connect(args, registry) as client:
             client.renew(args.id, args.ttl)
-            missing = []
-        else:
+        args.ids = [args.id]
+        missing: list[LeaseId] = []
+    else:
+        with _connect_one(_one_server(args), registry) as client:
             missing = client.renew_many(args.ids, args.ttl)
     return _many_done(args, "renewed", missing, {"ttl_ms": args.ttl}, f" for {args.ttl} ms")
 
 
 def _release(args: argparse.Namespace, registry: ProtocolRegistry | None) -> int:
-    with _connect(args, registry) as client:
-        if len(args.ids) == 1:
-            args.id = args.ids[0]
+    if len(args.ids) == 1:
+        args.id = args.ids[0]
+        with _connect(args, registry) as client:
             client.release(args.id)
-            missing = []
-        else:
+        args.ids = [args.id]
+        missing: list[LeaseId] = []
+    else:
+        with _connect_one(_one_server(args), registry) as client:
             missing = client.release_many(args.ids)
     return _many_done(args, "released", missing, {}, "")
+
+
+def _one_server(args: argparse.Namespace) -> argparse.Namespace:
+    """``args`` for a command on one server only; UsageError if they name a fleet."""
+    ids = getattr(args, "ids", [])
+    if args.servers or args.dns or any("/" in str(lease_id) for lease_id in ids):
+        raise UsageError(
+            f"memlease {args.command}: over a fleet, give one handle per command "
+            "(many ids in one request go to one server: --server)"
+        )
+    return args
 
 
 def _many_done(
@@ -473,7 +502,9 @@ def _stat(args: argparse.Namespace, registry: ProtocolRegistry | None) -> int:
 
 
 def _stats(args: argparse.Namespace, registry: ProtocolRegistry | None) -> int:
-    with _connect(args, registry) as client:
+    if fleet_commands.wants_fleet(args):
+        return fleet_commands.stats(args, registry)
+    with _connect_one(args, registry) as client:
         stats = client.stats()
     record = asdict(stats)
     width = max(map(len, record))
@@ -509,7 +540,7 @@ def _cas(args: argparse.Namespace, registry: ProtocolRegistry | None) -> int:
 
 
 def _watch(args: argparse.Namespace, registry: ProtocolRegistry | None) -> int:
-    with _connect(args, registry) as client:
+    with _connect_one(_one_server(args), registry) as client:
         client.watch(args.ids)
         waiting = set(args.ids)
         while waiting:
@@ -532,7 +563,7 @@ _ENDED = {
 
 
 def _hold(args: argparse.Namespace, registry: ProtocolRegistry | None) -> int:
-    with _connect(args, registry) as client:
+    with _connect_one(_one_server(args), registry) as client:
         granted = client.lease(args.size, args.ttl, bound=True)
         lease_id = granted.lease_id
         client.watch(lease_id)  # told if someone releases it meanwhile

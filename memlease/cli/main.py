@@ -92,6 +92,11 @@ def build_parser() -> _Parser:
         help="memory all connections together may hold beyond the arena (default 256MiB)",
     )
     serve.add_argument("--log-level", metavar="LEVEL")
+    serve.add_argument(
+        "--shards",
+        metavar="N",
+        help="run N server processes, a core and 1/N of the arena each, on consecutive ports",
+    )
     serve.add_argument("--tls-cert", metavar="PATH", help="PEM certificate: serve TLS")
     serve.add_argument("--tls-key", metavar="PATH", help="PEM private key of --tls-cert")
     serve.add_argument(
@@ -177,6 +182,7 @@ def _serve(args: argparse.Namespace, registry: ProtocolRegistry | None) -> int:
         "max_message": args.max_message,
         "connection_memory": args.connection_memory,
         "log_level": args.log_level,
+        "shards": args.shards,
         "tls_certificate": args.tls_cert,
         "tls_key": args.tls_key,
         "tls_client_ca": args.tls_client_ca,
@@ -189,6 +195,8 @@ def _serve(args: argparse.Namespace, registry: ProtocolRegistry | None) -> int:
     server = importlib.import_module("memlease.server.run")
     # SIGHUP reads the same file again, with the same flags on top.
     reload = partial(load_config, args.config, overrides, registry=registry)
+    if config.shards > 1:
+        return int(importlib.import_module("memlease.server.shards").supervise(config, reload))
     try:
         return int(server.run(config, reload))
     except (OSError, BaseExceptionGroup) as exc:

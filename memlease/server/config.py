@@ -91,6 +91,8 @@ class Config:
     expiry_batch: int = 1000
     shutdown_grace: float = 5.0
     log_level: str = "info"
+    # Server processes under a supervisor (memlease.server.shards); 1: this process alone
+    shards: int = 1
     tls_certificate: str | None = None
     tls_key: str | None = None
     tls_client_ca: str | None = None
@@ -114,6 +116,7 @@ class Config:
 _FIELDS: dict[str, tuple[str, str | None, Callable[[object], Any]]] = {
     "host": ("host", "--host", to_text),
     "log_level": ("log_level", "--log-level", to_log_level),
+    "shards": ("shards", "--shards", to_count),
     "listeners": ("listener", "--listen", to_listeners),
     "arena_size": ("arena.size", "--arena", to_size),
     "min_block": ("arena.min_block", None, to_size),
@@ -375,7 +378,12 @@ def validate(
     # Here, not at the top: the worst case reads Config and largest_block from this module.
     from memlease.server.worst_case import check_memory
 
-    check_memory(config, label, fail)
+    if config.shards != 1:
+        from memlease.server.sharding import validate_shards
+
+        validate_shards(config, label, fail, registry)
+    else:
+        check_memory(config, label, fail)
     _validate_host(config, fail)
     _validate_tls(config, fail)
 

@@ -393,11 +393,27 @@ def _log_startup(config: Config, service: Service, opened: list[_OpenListener]) 
         )
 
 
-def run(config: Config, reload: Callable[[], Config] | None = None) -> int:
+class _Announce:
+    """The task status :func:`serve` is given by :func:`run`: hands the bound listeners to
+    ``started`` (a shard supervisor's child tells its parent where it listens)."""
+
+    def __init__(self, started: Callable[[list[BoundListener]], None]) -> None:
+        self._started = started
+
+    def started(self, value: list[BoundListener] | None = None) -> None:
+        self._started(value or [])
+
+
+def run(
+    config: Config,
+    reload: Callable[[], Config] | None = None,
+    started: Callable[[list[BoundListener]], None] | None = None,
+) -> int:
     """Serve ``config`` in the calling thread until SIGINT or SIGTERM; the exit status: 0,
     or 128 + the signal's number (130 for SIGINT, 143 for SIGTERM) when a second one cut the
     shutdown short, as a shell reports a process that signal killed. SIGHUP calls ``reload``
-    for the configuration (see :func:`serve`).
+    for the configuration (see :func:`serve`); ``started`` gets the bound listeners once
+    the server accepts connections.
 
     Logs to stderr at the configured level. Raises OSError naming the listener when a port
     cannot be bound, ConfigError for a listener whose protocol is not installed.
@@ -409,7 +425,10 @@ def run(config: Config, reload: Callable[[], Config] | None = None) -> int:
         ensure_open_files(config.max_connections)
         ignore_signals_while_starting()
         try:
-            forced_by = trio.run(partial(serve, config, handle_signals=True, reload=reload))
+            status = trio.TASK_STATUS_IGNORED if started is None else _Announce(started)
+            forced_by = trio.run(
+                partial(serve, config, handle_signals=True, reload=reload, task_status=status)
+            )
         except KeyboardInterrupt:
             # Interrupted while starting, before the signal watcher took over SIGINT.
             log.info("interrupted while starting: stopped")
