@@ -211,3 +211,34 @@ def test_a_busy_server_passes_the_lease_to_another_and_all_busy_is_said(
         busy.add(three_servers[2].port)
         with pytest.raises(memlease.ServerBusy, match="every live server is busy"):
             fleet.lease(64, 60_000)
+
+
+def test_versions_and_batches_over_a_fleet(three_servers: list[ServerProcess]) -> None:
+    with _fleet(three_servers) as fleet:
+        handle = fleet.lease(64, 60_000)
+        assert fleet.set(handle, b"v1") == 2
+        assert fleet.gets(str(handle))[1] == 2
+        assert fleet.cas(handle, 2, b"v2") == 3
+        with pytest.raises(memlease.VersionMismatch) as stale:
+            fleet.cas(handle, 2, b"late")
+        assert stale.value.current == 3
+        # A batch is placed on one server, all or none; another is tried when it has no room.
+        many = fleet.lease_many(3, 256 * 1024, 60_000)
+        assert len({h.server for h in many}) == 1
+        with pytest.raises(NoRoom):
+            fleet.lease_many(5, 256 * 1024, 60_000)  # no server of 1 MiB holds 5 x 256 KiB
+        spread = [fleet.lease(1024, 1_000) for _ in range(12)] + many
+        assert len({h.server for h in spread}) == 3
+        fleet.release(spread[0])
+        # Renewals and releases go to each handle's server, one request per server.
+        assert fleet.renew_many(spread, 60_000) == [spread[0]]
+        assert fleet.release_many(spread) == [spread[0]]
+        assert sum(s.live_leases for s in fleet.stats().values()) == 1  # type: ignore[union-attr]
+
+
+async def test_the_trio_fleet_has_the_batches_too(three_servers: list[ServerProcess]) -> None:
+    async with await memlease.open_fleet([s.address for s in three_servers]) as fleet:
+        many = await fleet.lease_many(4, 1024, 60_000)
+        assert len({h.server for h in many}) == 1
+        assert await fleet.gets(many[0]) == (bytes(1024), 1)
+        assert await fleet.release_many(many + many[:1]) == many[:1]

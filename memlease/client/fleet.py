@@ -21,7 +21,7 @@ import random
 import ssl
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -149,6 +149,45 @@ class Fleet:
         """Lease ``size`` bytes for ``ttl_ms`` milliseconds on one live server; its handle.
         Raises NoRoom when every live server refused for room, ServerUnavailable when none
         could be reached, BadSize or BadTtl at once."""
+        kind = self.protocol.id_kind
+        state, granted = self._place(size, calls.lease(size, ttl_ms, kind))
+        return Handle(state.address, granted.lease_id)
+
+    def lease_many(self, count: int, size: int, ttl_ms: int) -> list[Handle]:
+        """``count`` leases of ``size`` bytes for ``ttl_ms``, all on one live server, in one
+        request, all or none (another server is tried on NoRoom). Raises as :meth:`lease`,
+        and TooMany past the server's limits.max_batch."""
+        kind = self.protocol.id_kind
+        state, granted = self._place(count * size, calls.lease_many(count, size, ttl_ms, kind))
+        return [Handle(state.address, one.lease_id) for one in granted]
+
+    def renew_many(self, handles: Iterable[Handle | str], ttl_ms: int) -> list[Handle]:
+        """Renew every live lease of ``handles``, one request per server; the handles not
+        found. Raises ServerUnavailable (after the servers before it were done), BadTtl."""
+        return self._batch_by_server(handles, lambda ids: calls.renew_many(ids, ttl_ms))
+
+    def release_many(self, handles: Iterable[Handle | str]) -> list[Handle]:
+        """Release every live lease of ``handles``, one request per server; the handles not
+        found. Raises ServerUnavailable (after the servers before it were done)."""
+        return self._batch_by_server(handles, calls.release_many)
+
+    def _batch_by_server(
+        self,
+        handles: Iterable[Handle | str],
+        call: Callable[[list[LeaseId]], Call[list[LeaseId]]],
+    ) -> list[Handle]:
+        by_server: dict[Address, tuple[ServerState, list[LeaseId]]] = {}
+        for handle in handles:
+            lease_id, state = self._route(handle)
+            by_server.setdefault(state.address, (state, []))[1].append(lease_id)
+        missing: list[Handle] = []
+        for address, (state, ids) in by_server.items():
+            missing += [Handle(address, i) for i in self._call(state, call(ids))]
+        return missing
+
+    def _place(self, size: int, call: Call[T]) -> tuple[ServerState, T]:
+        """``call`` (a grant of ``size`` bytes in all) on the first live server of the
+        placement order that has room; that server and the call's result."""
         now = time.monotonic()
         self._resolve(now)
         servers = self._servers
@@ -164,7 +203,7 @@ class Fleet:
             if state.is_down(time.monotonic()):
                 continue
             try:
-                granted = self._call(state, calls.lease(size, ttl_ms, self.protocol.id_kind))
+                granted = self._call(state, call)
             except NoRoom as exc:
                 servers.refused(state)
                 no_room = exc
@@ -176,7 +215,7 @@ class Fleet:
                 # Nothing was granted, or a grant whose reply was lost expires with its ttl.
                 continue
             servers.placed(state, size)
-            return Handle(state.address, granted.lease_id)
+            return state, granted
         if no_room is not None:
             raise NoRoom(f"no live server has room for {size} B: {no_room}")
         if busy is not None:

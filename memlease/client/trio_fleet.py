@@ -13,7 +13,7 @@ import logging
 import random
 import ssl
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -143,6 +143,46 @@ class AsyncFleet:
         """Lease ``size`` bytes for ``ttl_ms`` milliseconds on one live server; its handle.
         Raises NoRoom when every live server refused for room, ServerUnavailable when none
         could be reached, BadSize or BadTtl at once."""
+        kind = self.protocol.id_kind
+        state, granted = await self._place(size, calls.lease(size, ttl_ms, kind))
+        return Handle(state.address, granted.lease_id)
+
+    async def lease_many(self, count: int, size: int, ttl_ms: int) -> list[Handle]:
+        """``count`` leases of ``size`` bytes for ``ttl_ms``, all on one live server, in one
+        request, all or none (another server is tried on NoRoom). Raises as :meth:`lease`,
+        and TooMany past the server's limits.max_batch."""
+        kind = self.protocol.id_kind
+        call = calls.lease_many(count, size, ttl_ms, kind)
+        state, granted = await self._place(count * size, call)
+        return [Handle(state.address, one.lease_id) for one in granted]
+
+    async def renew_many(self, handles: Iterable[Handle | str], ttl_ms: int) -> list[Handle]:
+        """Renew every live lease of ``handles``, one request per server; the handles not
+        found. Raises ServerUnavailable (after the servers before it were done), BadTtl."""
+        return await self._batch_by_server(handles, lambda ids: calls.renew_many(ids, ttl_ms))
+
+    async def release_many(self, handles: Iterable[Handle | str]) -> list[Handle]:
+        """Release every live lease of ``handles``, one request per server; the handles not
+        found. Raises ServerUnavailable (after the servers before it were done)."""
+        return await self._batch_by_server(handles, calls.release_many)
+
+    async def _batch_by_server(
+        self,
+        handles: Iterable[Handle | str],
+        call: Callable[[list[LeaseId]], Call[list[LeaseId]]],
+    ) -> list[Handle]:
+        by_server: dict[Address, tuple[ServerState, list[LeaseId]]] = {}
+        for handle in handles:
+            lease_id, state = self._route(handle)
+            by_server.setdefault(state.address, (state, []))[1].append(lease_id)
+        missing: list[Handle] = []
+        for address, (state, ids) in by_server.items():
+            missing += [Handle(address, i) for i in await self._call(state, call(ids))]
+        return missing
+
+    async def _place(self, size: int, call: Call[T]) -> tuple[ServerState, T]:
+        """``call`` (a grant of ``size`` bytes in all) on the first live server of the
+        placement order that has room; that server and the call's result."""
         await self._resolve()
         servers = self._servers
         now = trio.current_time()
@@ -159,7 +199,7 @@ class AsyncFleet:
             if state.is_down(trio.current_time()):
                 continue
             try:
-                granted = await self._call(state, calls.lease(size, ttl_ms, self.protocol.id_kind))
+                granted = await self._call(state, call)
             except NoRoom as exc:
                 servers.refused(state)
                 no_room = exc
@@ -170,7 +210,7 @@ class AsyncFleet:
             except ServerUnavailable:
                 continue  # nothing granted, or a grant whose reply was lost expires
             servers.placed(state, size)
-            return Handle(state.address, granted.lease_id)
+            return state, granted
         if no_room is not None:
             raise NoRoom(f"no live server has room for {size} B: {no_room}")
         if busy is not None:
