@@ -15,7 +15,17 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from memlease.core.messages import IdKind, LeaseId
+from memlease.core.errors import ProtocolError
+from memlease.core.messages import (
+    IdKind,
+    LeaseId,
+    LeaseRequest,
+    ReadRequest,
+    RenewRequest,
+    Request,
+    SetRequest,
+    WriteRequest,
+)
 from memlease.protocol import (
     DEFAULT_MAX_MESSAGE,
     ProtocolRegistry,
@@ -220,13 +230,20 @@ def _data_arguments(parser: argparse.ArgumentParser) -> None:
 # ---------------------------------------------------------------- the commands
 
 
-def _connect(args: argparse.Namespace, registry: ProtocolRegistry | None) -> Client:
+def _connect(
+    args: argparse.Namespace,
+    registry: ProtocolRegistry | None,
+    request: Callable[[argparse.Namespace, ProtocolSpec], Request] | None = None,
+) -> Client:
+    """A client for the command's server; ``request`` builds the request the command will
+    send, checked against the protocol's fields before anything is sent."""
     from memlease.client.blocking import Client
 
     reg = registry or load_protocols()
     spec = _spec(args, reg)
     address = parse_server(args.server, spec.default_port)
     args.id = parse_lease_id(args.id, spec) if "id" in args else None
+    _check_encodable(args, spec, request)
     context = None
     if args.tls or args.ca is not None or args.cert is not None or args.key is not None:
         from memlease.tls import client_context
@@ -240,6 +257,25 @@ def _connect(args: argparse.Namespace, registry: ProtocolRegistry | None) -> Cli
         registry=reg,
         ssl_context=context,
     )
+
+
+def _check_encodable(
+    args: argparse.Namespace,
+    spec: ProtocolSpec,
+    request: Callable[[argparse.Namespace, ProtocolSpec], Request] | None,
+) -> None:
+    """A usage error for a number outside the protocol's field, or a --max-message below its
+    header, found by encoding with a codec of our own before connecting."""
+    try:
+        codec = spec.client_codec(args.client_max_message)
+    except ValueError as exc:
+        raise UsageError(f"memlease: --max-message {args.client_max_message}: {exc}") from None
+    if request is None:
+        return
+    try:
+        codec.encode_request(request(args, spec))
+    except ProtocolError as exc:
+        raise UsageError(f"memlease {args.command}: {exc}") from None
 
 
 def _spec(args: argparse.Namespace, registry: ProtocolRegistry) -> ProtocolSpec:
@@ -262,7 +298,10 @@ def _id(lease_id: LeaseId) -> int | str:
 
 
 def _lease(args: argparse.Namespace, registry: ProtocolRegistry | None) -> int:
-    with _connect(args, registry) as client:
+    def request(a: argparse.Namespace, spec: ProtocolSpec) -> Request:
+        return LeaseRequest(a.size, a.ttl, spec.id_kind)
+
+    with _connect(args, registry, request) as client:
         granted = client.lease(args.size, args.ttl)
     record = {"id": _id(granted.lease_id), "size": granted.size, "ttl_ms": granted.ttl_ms}
     return _print(args, str(granted.lease_id), record)
@@ -287,7 +326,7 @@ def _input_data(args: argparse.Namespace) -> bytes:
 
 def _set(args: argparse.Namespace, registry: ProtocolRegistry | None) -> int:
     data = _input_data(args)
-    with _connect(args, registry) as client:
+    with _connect(args, registry, lambda a, _: SetRequest(a.id, data)) as client:
         client.set(args.id, data)
     record = {"id": _id(args.id), "op": "set", "bytes": len(data)}
     return _print(args, f"set {len(data)} bytes of lease {args.id}", record)
@@ -295,7 +334,7 @@ def _set(args: argparse.Namespace, registry: ProtocolRegistry | None) -> int:
 
 def _write(args: argparse.Namespace, registry: ProtocolRegistry | None) -> int:
     data = _input_data(args)
-    with _connect(args, registry) as client:
+    with _connect(args, registry, lambda a, _: WriteRequest(a.id, a.offset, data)) as client:
         client.write(args.id, args.offset, data)
     record = {"id": _id(args.id), "op": "write", "offset": args.offset, "bytes": len(data)}
     return _print(args, f"wrote {len(data)} bytes at {args.offset} of lease {args.id}", record)
@@ -308,7 +347,7 @@ def _get(args: argparse.Namespace, registry: ProtocolRegistry | None) -> int:
 
 
 def _read(args: argparse.Namespace, registry: ProtocolRegistry | None) -> int:
-    with _connect(args, registry) as client:
+    with _connect(args, registry, lambda a, _: ReadRequest(a.id, a.offset, a.length)) as client:
         data = client.read(args.id, args.offset, args.length)
     return _output(args, data)
 
@@ -346,7 +385,7 @@ def _text(data: bytes) -> str | None:
 
 
 def _renew(args: argparse.Namespace, registry: ProtocolRegistry | None) -> int:
-    with _connect(args, registry) as client:
+    with _connect(args, registry, lambda a, _: RenewRequest(a.id, a.ttl)) as client:
         client.renew(args.id, args.ttl)
     record = {"id": _id(args.id), "op": "renew", "ttl_ms": args.ttl}
     return _print(args, f"renewed lease {args.id} for {args.ttl} ms", record)

@@ -30,6 +30,7 @@ from memlease.core.messages import (
 from memlease_wire.framing import check_size, short_text
 from memlease_wire.network_ids import MAX_INT_ID
 from memlease_wire.network_layout import REPLY_TYPE_OF_OP, TYPE_OF_OP, VERSION, NetType
+from memlease_wire.ranges import out_of_range
 
 if TYPE_CHECKING:
     from memlease_wire.network_codec import NetworkFormat
@@ -192,7 +193,12 @@ def encode_request(fmt: NetworkFormat, request: Request, max_message: int) -> by
         raise ProtocolError(f"{fmt.protocol}: no form for a {type(request).__name__}")
     try:
         return encode(fmt, request, max_message)
-    except struct.error as exc:
-        raise ProtocolError(
-            f"{fmt.protocol}: {type(request).__name__} does not fit the format's fields: {exc}"
-        ) from None
+    except struct.error:
+        layouts = fmt.layouts
+        layout = {
+            LeaseRequest: layouts.lease,
+            ReadRequest: layouts.read,
+            WriteRequest: layouts.write,
+            RenewRequest: layouts.renew,
+        }.get(type(request), layouts.empty)
+        raise out_of_range(fmt.protocol, request, layout) from None
