@@ -69,14 +69,14 @@ def _ttl_ms(text: str) -> int:
     return ms
 
 
-def _count(text: str) -> int:
+def _timeout_ms(text: str) -> int:
     try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} cannot be negative")
-    return value
+        ms = round(parse_duration(text) * 1000)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
+    if ms < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: a timeout is at least 1ms")
+    return ms
 
 
 def parse_lease_id(text: str, spec: ProtocolSpec) -> LeaseId:
@@ -142,7 +142,7 @@ def add_global_options(parser: argparse.ArgumentParser, *, default: bool) -> Non
     )
     parser.add_argument(
         "--timeout",
-        type=_ttl_ms,
+        type=_timeout_ms,
         metavar="DURATION",
         default=value(DEFAULT_TIMEOUT_MS),
         help="give up on a connection or a reply after this long (default 10s)",
@@ -207,12 +207,12 @@ def add_client_commands(commands: Any, parent: argparse.ArgumentParser) -> None:
     get.add_argument("--output", type=Path, metavar="PATH", help="write the bytes to PATH")
     read = command("read", "print LENGTH bytes from OFFSET", _read)
     read.add_argument("id", metavar="ID")
-    read.add_argument("offset", type=_count, metavar="OFFSET")
-    read.add_argument("length", type=_count, metavar="LENGTH")
+    read.add_argument("offset", type=_size, metavar="OFFSET", help="e.g. 0 or 4KiB")
+    read.add_argument("length", type=_size, metavar="LENGTH", help="e.g. 100 or 1MiB")
     read.add_argument("--output", type=Path, metavar="PATH", help="write the bytes to PATH")
     write = command("write", "write DATA at OFFSET", _write)
     write.add_argument("id", metavar="ID")
-    write.add_argument("offset", type=_count, metavar="OFFSET")
+    write.add_argument("offset", type=_size, metavar="OFFSET", help="e.g. 0 or 4KiB")
     _data_arguments(write)
     renew = command("renew", "give a lease a new ttl from now", _renew)
     renew.add_argument("id", metavar="ID")
@@ -384,6 +384,11 @@ def _text(data: bytes) -> str | None:
         return None
 
 
+def _figure(value: object) -> str:
+    """A stats figure as a person reads it: a ratio to three decimals (JSON keeps all)."""
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
 def _renew(args: argparse.Namespace, registry: ProtocolRegistry | None) -> int:
     with _connect(args, registry, lambda a, _: RenewRequest(a.id, a.ttl)) as client:
         client.renew(args.id, args.ttl)
@@ -410,6 +415,6 @@ def _stats(args: argparse.Namespace, registry: ProtocolRegistry | None) -> int:
     record = asdict(stats)
     width = max(map(len, record))
     text = "\n".join(
-        f"{name.replace('_', ' '):<{width}}  {value}" for name, value in record.items()
+        f"{name.replace('_', ' '):<{width}}  {_figure(value)}" for name, value in record.items()
     )
     return _print(args, text, record)
