@@ -45,6 +45,11 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'memlease' has no attribute {name!r}")
 
 
+def __dir__() -> list[str]:
+    # The public names, the lazily loaded clients among them; not typing's helpers.
+    return sorted(__all__)
+
+
 __all__ = [
     "AsyncClient",
     "BadRequest",

@@ -14,10 +14,10 @@ from types import TracebackType
 from typing import TypeVar
 
 from memlease.client import calls, connecting
-from memlease.client.calls import Call
+from memlease.client.calls import Call, DataLike, IdLike
 from memlease.client.connecting import DEFAULT_TIMEOUT, RECEIVE_SIZE
 from memlease.core.errors import ConnectionFailed, ProtocolError
-from memlease.core.messages import Granted, LeaseId, LeaseInfo, Reply, Request, ServerStats
+from memlease.core.messages import Granted, LeaseInfo, Reply, Request, ServerStats
 from memlease.protocol import DEFAULT_MAX_MESSAGE, ClientCodec, ProtocolRegistry
 
 T = TypeVar("T")
@@ -28,6 +28,9 @@ class Client:
     LeaseNotFound, NoRoom, LeaseTooSmall, BadSize, BadTtl, ... for refusals; ConnectionFailed
     when the server cannot be reached or no reply comes within ``timeout`` seconds (the
     connection is then closed); ProtocolError for bytes that do not follow the protocol.
+
+    A lease id is an int or a ``uuid.UUID``, or a UUID's string form; data is bytes (or a
+    bytearray or memoryview), or a str, which is written as its UTF-8 bytes.
 
     Not for sharing between threads: give each thread its own client.
     """
@@ -90,31 +93,31 @@ class Client:
         """Lease ``size`` bytes for ``ttl_ms`` milliseconds. Raises NoRoom, BadSize, BadTtl."""
         return self._run(calls.lease(size, ttl_ms, self.protocol.id_kind))
 
-    def get(self, lease_id: LeaseId) -> bytes:
+    def get(self, lease_id: IdLike) -> bytes:
         """The whole leased region. Raises LeaseNotFound."""
         return self._run(calls.get(lease_id))
 
-    def set(self, lease_id: LeaseId, data: bytes) -> None:
+    def set(self, lease_id: IdLike, data: DataLike) -> None:
         """Write ``data`` at offset 0. Raises LeaseNotFound, LeaseTooSmall (nothing written)."""
         self._run(calls.set_(lease_id, data))
 
-    def read(self, lease_id: LeaseId, offset: int, length: int) -> bytes:
+    def read(self, lease_id: IdLike, offset: int, length: int) -> bytes:
         """``length`` bytes from ``offset``. Raises LeaseNotFound, LeaseTooSmall."""
         return self._run(calls.read(lease_id, offset, length))
 
-    def write(self, lease_id: LeaseId, offset: int, data: bytes) -> None:
+    def write(self, lease_id: IdLike, offset: int, data: DataLike) -> None:
         """Write ``data`` at ``offset``. Raises LeaseNotFound, LeaseTooSmall (nothing written)."""
         self._run(calls.write(lease_id, offset, data))
 
-    def renew(self, lease_id: LeaseId, ttl_ms: int) -> None:
+    def renew(self, lease_id: IdLike, ttl_ms: int) -> None:
         """Set the lease's deadline to now + ``ttl_ms``. Raises LeaseNotFound, BadTtl."""
         self._run(calls.renew(lease_id, ttl_ms))
 
-    def release(self, lease_id: LeaseId) -> None:
+    def release(self, lease_id: IdLike) -> None:
         """Free the lease at once. Raises LeaseNotFound."""
         self._run(calls.release(lease_id))
 
-    def stat(self, lease_id: LeaseId) -> LeaseInfo:
+    def stat(self, lease_id: IdLike) -> LeaseInfo:
         """The lease's size and remaining ttl. Raises LeaseNotFound."""
         return self._run(calls.stat(lease_id))
 

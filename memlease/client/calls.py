@@ -8,6 +8,7 @@ here, once.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Generic, TypeVar
@@ -36,6 +37,27 @@ from memlease.core.messages import (
 )
 
 T = TypeVar("T")
+
+IdLike = LeaseId | str
+"""A lease id, or a UUID's string form ("1b4e28ba-2fa1-11d2-883f-0016d3cca427")."""
+DataLike = bytes | bytearray | memoryview | str
+"""Bytes to write; a str is written as its UTF-8 bytes."""
+
+
+def lease_id_of(value: IdLike) -> LeaseId:
+    """``value`` as a lease id: a UUID's string form becomes a UUID; any other string is left
+    for the codec to refuse, naming the kind of id its protocol carries."""
+    if isinstance(value, str):
+        try:
+            return uuid.UUID(value)
+        except ValueError:
+            return value  # type: ignore[return-value]
+    return value
+
+
+def data_of(value: DataLike) -> bytes:
+    """``value`` as bytes; a str as its UTF-8 encoding."""
+    return value.encode() if isinstance(value, str) else bytes(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,32 +129,32 @@ def lease(size: int, ttl_ms: int, id_kind: IdKind) -> Call[Granted]:
     return Call(LeaseRequest(size, ttl_ms, id_kind), _granted)
 
 
-def get(lease_id: LeaseId) -> Call[bytes]:
-    return Call(GetRequest(lease_id), _data)
+def get(lease_id: IdLike) -> Call[bytes]:
+    return Call(GetRequest(lease_id_of(lease_id)), _data)
 
 
-def set_(lease_id: LeaseId, data: bytes) -> Call[None]:
-    return Call(SetRequest(lease_id, bytes(data)), _done)
+def set_(lease_id: IdLike, data: DataLike) -> Call[None]:
+    return Call(SetRequest(lease_id_of(lease_id), data_of(data)), _done)
 
 
-def read(lease_id: LeaseId, offset: int, length: int) -> Call[bytes]:
-    return Call(ReadRequest(lease_id, offset, length), _data)
+def read(lease_id: IdLike, offset: int, length: int) -> Call[bytes]:
+    return Call(ReadRequest(lease_id_of(lease_id), offset, length), _data)
 
 
-def write(lease_id: LeaseId, offset: int, data: bytes) -> Call[None]:
-    return Call(WriteRequest(lease_id, offset, bytes(data)), _done)
+def write(lease_id: IdLike, offset: int, data: DataLike) -> Call[None]:
+    return Call(WriteRequest(lease_id_of(lease_id), offset, data_of(data)), _done)
 
 
-def renew(lease_id: LeaseId, ttl_ms: int) -> Call[None]:
-    return Call(RenewRequest(lease_id, ttl_ms), _done)
+def renew(lease_id: IdLike, ttl_ms: int) -> Call[None]:
+    return Call(RenewRequest(lease_id_of(lease_id), ttl_ms), _done)
 
 
-def release(lease_id: LeaseId) -> Call[None]:
-    return Call(ReleaseRequest(lease_id), _done)
+def release(lease_id: IdLike) -> Call[None]:
+    return Call(ReleaseRequest(lease_id_of(lease_id)), _done)
 
 
-def stat(lease_id: LeaseId) -> Call[LeaseInfo]:
-    return Call(StatRequest(lease_id), _expect_lease_info)
+def stat(lease_id: IdLike) -> Call[LeaseInfo]:
+    return Call(StatRequest(lease_id_of(lease_id)), _expect_lease_info)
 
 
 def stats() -> Call[ServerStats]:

@@ -15,10 +15,10 @@ from typing import TypeVar
 import trio
 
 from memlease.client import calls, connecting
-from memlease.client.calls import Call
+from memlease.client.calls import Call, DataLike, IdLike
 from memlease.client.connecting import DEFAULT_TIMEOUT, RECEIVE_SIZE
 from memlease.core.errors import ConnectionFailed, ProtocolError
-from memlease.core.messages import Granted, LeaseId, LeaseInfo, Reply, Request, ServerStats
+from memlease.core.messages import Granted, LeaseInfo, Reply, Request, ServerStats
 from memlease.protocol import DEFAULT_MAX_MESSAGE, ClientCodec, ProtocolRegistry, ProtocolSpec
 
 T = TypeVar("T")
@@ -78,6 +78,9 @@ class AsyncClient:
     when the server cannot be reached or no reply comes within the timeout (the connection is
     then closed); ProtocolError for bytes that do not follow the protocol.
 
+    A lease id is an int or a ``uuid.UUID``, or a UUID's string form; data is bytes (or a
+    bytearray or memoryview), or a str, which is written as its UTF-8 bytes.
+
     Tasks may share a client: requests are sent, and replies read, one call at a time. A call
     cancelled before its request is sent leaves the client usable; one cancelled later leaves
     it unusable (ConnectionFailed), since its reply may still come and would answer the next.
@@ -121,31 +124,31 @@ class AsyncClient:
         """Lease ``size`` bytes for ``ttl_ms`` milliseconds. Raises NoRoom, BadSize, BadTtl."""
         return await self._run(calls.lease(size, ttl_ms, self.protocol.id_kind))
 
-    async def get(self, lease_id: LeaseId) -> bytes:
+    async def get(self, lease_id: IdLike) -> bytes:
         """The whole leased region. Raises LeaseNotFound."""
         return await self._run(calls.get(lease_id))
 
-    async def set(self, lease_id: LeaseId, data: bytes) -> None:
+    async def set(self, lease_id: IdLike, data: DataLike) -> None:
         """Write ``data`` at offset 0. Raises LeaseNotFound, LeaseTooSmall (nothing written)."""
         await self._run(calls.set_(lease_id, data))
 
-    async def read(self, lease_id: LeaseId, offset: int, length: int) -> bytes:
+    async def read(self, lease_id: IdLike, offset: int, length: int) -> bytes:
         """``length`` bytes from ``offset``. Raises LeaseNotFound, LeaseTooSmall."""
         return await self._run(calls.read(lease_id, offset, length))
 
-    async def write(self, lease_id: LeaseId, offset: int, data: bytes) -> None:
+    async def write(self, lease_id: IdLike, offset: int, data: DataLike) -> None:
         """Write ``data`` at ``offset``. Raises LeaseNotFound, LeaseTooSmall (nothing written)."""
         await self._run(calls.write(lease_id, offset, data))
 
-    async def renew(self, lease_id: LeaseId, ttl_ms: int) -> None:
+    async def renew(self, lease_id: IdLike, ttl_ms: int) -> None:
         """Set the lease's deadline to now + ``ttl_ms``. Raises LeaseNotFound, BadTtl."""
         await self._run(calls.renew(lease_id, ttl_ms))
 
-    async def release(self, lease_id: LeaseId) -> None:
+    async def release(self, lease_id: IdLike) -> None:
         """Free the lease at once. Raises LeaseNotFound."""
         await self._run(calls.release(lease_id))
 
-    async def stat(self, lease_id: LeaseId) -> LeaseInfo:
+    async def stat(self, lease_id: IdLike) -> LeaseInfo:
         """The lease's size and remaining ttl. Raises LeaseNotFound."""
         return await self._run(calls.stat(lease_id))
 
