@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import os
 import sys
 import uuid
 from collections.abc import Callable
@@ -368,13 +369,41 @@ def _output(args: argparse.Namespace, data: bytes) -> int:
         }
         print(json.dumps(record))
     elif args.output is None and sys.stdout.isatty():
-        # A terminal shows the region as the original client did, as a C string.
-        print(data.rstrip(b"\0").decode(errors="replace"))
+        # A terminal shows the region as the original client did, as a C string; control
+        # characters as escapes, so that bytes another tenant stored cannot drive it.
+        print(terminal_safe(data.rstrip(b"\0").decode(errors="replace")))
     elif args.output is None:
-        sys.stdout.flush()
+        _write_raw(data)
+    return EXIT_OK
+
+
+def _write_raw(data: bytes) -> None:
+    """All of ``data`` to stdout; BrokenPipeError once its reader is gone."""
+    sys.stdout.flush()
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError):  # a replaced stdout (tests capture it)
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
-    return EXIT_OK
+        return
+    # os.write in a loop, not the buffered writer: when a reader leaves mid-write, the pipe
+    # takes part of a write, and the buffered writer was seen to drop the rest silently
+    # (exit 0, no error) instead of meeting the closed pipe on the next write.
+    with memoryview(data) as view:
+        while view:
+            view = view[os.write(fd, view) :]
+
+
+_CONTROL = {
+    code: f"\\x{code:02x}"
+    for code in (*range(0x20), *range(0x7F, 0xA0))
+    if chr(code) not in "\n\t"
+}
+
+
+def terminal_safe(text: str) -> str:
+    """``text`` with every control character but newline and tab written as ``\\xNN``."""
+    return text.translate(_CONTROL)
 
 
 def _text(data: bytes) -> str | None:

@@ -35,6 +35,8 @@ from memlease.server.config_values import Listener
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_PIPE_CLOSED = 128 + 13
+"""As a process killed by SIGPIPE: what a shell shows for ``seq 9999999 | head -1``'s seq."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -170,7 +172,12 @@ def main(argv: Sequence[str] | None = None, *, registry: ProtocolRegistry | None
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.extra = extra
         handler: Handler = args.handler
-        return handler(args, registry)
+        status = handler(args, registry)
+        # Flushed here, so that a reader gone away is met below, not at interpreter exit.
+        sys.stdout.flush()
+        return status
+    except BrokenPipeError:
+        return _stdout_closed()
     except UsageError as exc:
         message = str(exc)
         prefixed = message if message.startswith("memlease") else f"memlease: {message}"
@@ -186,6 +193,16 @@ def main(argv: Sequence[str] | None = None, *, registry: ProtocolRegistry | None
         return _fail(f"memlease: {exc.strerror or exc}")
     except KeyboardInterrupt:
         return _fail("memlease: interrupted", 130)
+
+
+def _stdout_closed() -> int:
+    """The reader of stdout went away (``memlease stats | head -1``): stop quietly, as a Unix
+    filter killed by SIGPIPE does, with its status."""
+    # What is still buffered for the closed pipe would fail again at exit: send it nowhere.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return EXIT_PIPE_CLOSED
 
 
 def _fail(message: str, status: int = EXIT_FAILED) -> int:
