@@ -141,13 +141,14 @@ def test_a_wrong_expected_value_is_reported_as_a_mismatch() -> None:
 
 
 def test_a_bad_option_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
-    assert bench_main([*SHORT, "--mix", "get,delete"]) == 1
+    assert bench_main([*SHORT, "--mix", "get,delete"]) == 2
     assert capsys.readouterr().err.strip() == (
-        "memlease bench: unknown op 'delete' in --mix (known: get, set, read, write, lease)"
+        "memlease bench: argument --mix: unknown op 'delete' in --mix "
+        "(known: get, set, read, write, lease) (see memlease bench --help)"
     )
-    assert bench_main([*SHORT, "--compare", "mysql"]) == 1
+    assert bench_main([*SHORT, "--compare", "mysql"]) == 2
     assert "unknown peer 'mysql'" in capsys.readouterr().err
-    assert bench_main([*SHORT, "--server", "nowhere"]) == 1
+    assert bench_main([*SHORT, "--server", "nowhere"]) == 2
     assert "'nowhere' is not HOST:PORT" in capsys.readouterr().err
 
 

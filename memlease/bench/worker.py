@@ -313,6 +313,7 @@ def worker_main(
     """Entry point of a load process: prepare connections, wait for the others, run."""
     if cpus:
         os.sched_setaffinity(0, cpus)
+    target: Target | None = None
     try:
         target = make_target(spec, w)
         conns = []
@@ -322,9 +323,11 @@ def worker_main(
             rng = random.Random(w.seed * 1000003 + conn_id)
             conns.append(Conn(make_batches(templates, w, rng)))
     except Exception as exc:
-        messages.put(("ready", slot, WorkerResult(failure=f"{type(exc).__name__}: {exc}")))
+        failure = f"{type(exc).__name__}: {exc}"
+        leased = [] if target is None else target.leased
+        messages.put(("ready", slot, WorkerResult(failure=failure, leases=leased)))
         return
-    messages.put(("ready", slot, WorkerResult()))
+    messages.put(("ready", slot, WorkerResult(leases=target.leased)))
     go.wait()
     loop = LoadLoop(target, spec, w, progress, slot)
     loop.run(conns, time.monotonic())
