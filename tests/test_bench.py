@@ -112,7 +112,7 @@ def test_every_op_over_native_pipelined_with_a_report(tmp_path: Path) -> None:
     assert "| custom | memlease/native |" in text
     if _has_matplotlib():
         assert (tmp_path / "bench.png").stat().st_size > 1000
-        assert "![latency histogram](bench.png)" in text
+        assert "![latency by percentile](bench.png)" in text
 
 
 def _has_matplotlib() -> bool:
@@ -127,8 +127,8 @@ def test_connection_per_request_over_uuid_prints_the_table() -> None:
     done = bench(*SHORT, "--protocol", "uuid", "--conn-per-request", "-c", "2")
     assert done.returncode == 0, done.stderr  # status 1 would mean a reported error
     row = next(line for line in done.stdout.splitlines() if "memlease/uuid" in line)
-    cells = [cell.strip() for cell in row.strip("│┃ ").split("│")]
-    assert cells[0] == "custom"
+    cells = row.split()
+    assert cells[:2] == ["custom", "memlease/uuid"]
     assert int(cells[2].replace(",", "")) > 0  # ops/s
     assert cells[6] == "0"  # errors
 

@@ -209,3 +209,34 @@ async def test_a_terminated_bench_still_releases_its_value_leases(
             assert (figures.live_leases, figures.used) == (0, 0)
     finally:
         proc.kill()
+
+
+def test_the_table_fits_80_columns_and_the_report_gives_the_load(tmp_path: Path) -> None:
+    report = tmp_path / "bench.md"
+    compare = ["--compare", PEERS[0]] if PEERS else []
+    command = [*BENCH, "--case", "conn-per-request", "--duration", "300ms", "--warmup", "0s"]
+    done = subprocess.run(
+        [*command, *compare, "--report", str(report)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "80"},
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert max(map(len, lines)) <= 80, done.stdout
+    assert "…" not in done.stdout
+    assert "memlease bench (one run per target)" in lines[0]
+    (row,) = [line for line in lines if "memlease/native" in line]
+    assert row.split()[:2] == ["conn-per-request", "memlease/native"]
+    assert "goal" not in done.stdout and "median" not in done.stdout
+    load = "a connection per request, 4 connections x depth 1, 64 B values, get:set 1:1"
+    assert f"conn-per-request: {load}, 0.3 s after 0 s warmup" in " ".join(done.stdout.split())
+    text = report.read_text()
+    assert f"| conn-per-request | {load}, 0.3 s after 0 s warmup |" in text
+    assert text.startswith("# memlease bench (one run per target)")
+    if PEERS:
+        (peer_row,) = [line for line in lines if line.split()[1:2] == [PEERS[0]]]
+        assert float(peer_row.split()[-1]) > 0  # the ratio, not a goal
+    if report.with_suffix(".png").exists():
+        assert "![latency by percentile](bench.png)" in text

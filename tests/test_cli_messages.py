@@ -70,9 +70,7 @@ def test_a_zero_timeout_is_named_a_timeout(capsys: Capture) -> None:
         (["--connection-memory", "1KiB"], "--connection-memory = '1KiB': must be at least"),
     ],
 )
-def test_serve_errors_echo_the_value_as_typed(
-    capsys: Capture, argv: list[str], says: str
-) -> None:
+def test_serve_errors_echo_the_value_as_typed(capsys: Capture, argv: list[str], says: str) -> None:
     assert main(["serve", *argv]) == 2
     err = capsys.readouterr().err
     assert says in err, err

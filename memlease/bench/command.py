@@ -247,7 +247,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     console = Console(stderr=args.json)
     if not console.is_terminal:
-        console = Console(stderr=args.json, width=120)
+        # Into a pipe or file, 120 columns unless COLUMNS says otherwise (rich reads it).
+        console = Console(stderr=args.json, width=None if "COLUMNS" in os.environ else 120)
     try:
         with _terminate_as_exception():
             results = _run(args, cases, console)
