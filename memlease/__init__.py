@@ -20,6 +20,7 @@ from memlease.core.errors import (
     ProtocolError,
     ServerBusy,
     Unsupported,
+    WrongProtocol,
 )
 
 if TYPE_CHECKING:
@@ -68,6 +69,7 @@ __all__ = [
     "ProtocolError",
     "ServerBusy",
     "Unsupported",
+    "WrongProtocol",
     "__version__",
     "connect",
 ]

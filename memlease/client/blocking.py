@@ -15,8 +15,8 @@ from typing import TypeVar
 
 from memlease.client import calls, connecting
 from memlease.client.calls import Call, DataLike, IdLike
-from memlease.client.connecting import DEFAULT_TIMEOUT, RECEIVE_SIZE
-from memlease.core.errors import ConnectionFailed, ProtocolError
+from memlease.client.connecting import DEFAULT_TIMEOUT, FIRST_BYTES, RECEIVE_SIZE
+from memlease.core.errors import ConnectionFailed, ProtocolError, WrongProtocol
 from memlease.core.messages import Granted, LeaseInfo, Reply, Request, ServerStats
 from memlease.protocol import DEFAULT_MAX_MESSAGE, ClientCodec, ProtocolRegistry
 
@@ -50,10 +50,16 @@ class Client:
         self.protocol = connecting.find_protocol(protocol, registry)
         host, port = connecting.parse_address(address)
         self.peer = f"{host}:{port}"
+        self._address = (host, port)
+        self._plain = ssl_context is None
         self.timeout = timeout
         self._max_message = max_message
         self._codec: ClientCodec = self.protocol.client_codec(max_message)
         self._broken: str | None = None
+        self._registry = registry
+        # The first reply bytes, until a reply decodes: if none does, they tell which
+        # protocol (or TLS) the port speaks instead.
+        self._first: bytearray | None = bytearray()
         try:
             self._socket = socket.create_connection((host, port), timeout=timeout)
         except TimeoutError:
@@ -153,14 +159,31 @@ class Client:
         try:
             self._socket.settimeout(self.timeout)
             self._socket.sendall(payload)
-            return self._receive(len(requests), time.monotonic() + self.timeout)
+            replies = self._receive(len(requests), time.monotonic() + self.timeout)
+            self._first = None
+            return replies
         except TimeoutError:
-            raise self._break(
+            raise self._wrong_protocol(requests) or self._break(
                 connecting.no_reply(self.timeout, self.peer, self.protocol.name)
             ) from None
         except OSError as exc:
-            raise self._break(f"the connection broke ({exc.strerror or exc})") from None
+            # Closed without a byte in reply: a TLS port does that to a plain client.
+            closed_at_once = self._first is not None and not self._first and self._plain
+            if (
+                closed_at_once
+                and isinstance(exc, ConnectionResetError)
+                and connecting.speaks_tls(self._address, self.timeout)
+            ):
+                reason = connecting.speaks_tls_message(self.peer)
+                self._break(reason)
+                raise WrongProtocol(reason) from None
+            raise self._wrong_protocol(requests) or self._break(
+                f"the connection broke ({exc.strerror or exc})"
+            ) from None
         except ProtocolError as exc:
+            wrong = self._wrong_protocol(requests)
+            if wrong is not None:
+                raise wrong from None
             self._break(f"a reply did not follow the protocol ({exc})")
             raise
         except BaseException:
@@ -184,7 +207,23 @@ class Client:
             data = self._socket.recv(RECEIVE_SIZE)
             if not data:
                 raise ConnectionResetError(0, "the server closed the connection")
+            first = self._first
+            if first is not None and len(first) < FIRST_BYTES:
+                first += data[: FIRST_BYTES - len(first)]
             codec.feed(data)
+
+    def _wrong_protocol(self, requests: Sequence[Request]) -> WrongProtocol | None:
+        """WrongProtocol (the connection closed) when the first reply bytes are another
+        protocol's; None when they are not, or a reply of ours came before."""
+        if not self._first:
+            return None
+        reason = connecting.wrong_protocol(
+            self.peer, self.protocol.name, requests, bytes(self._first), self._registry
+        )
+        if reason is None:
+            return None
+        self._break(reason)
+        return WrongProtocol(reason)
 
     def _break(self, reason: str) -> ConnectionFailed:
         self._broken = reason

@@ -16,8 +16,8 @@ import trio
 
 from memlease.client import calls, connecting
 from memlease.client.calls import Call, DataLike, IdLike
-from memlease.client.connecting import DEFAULT_TIMEOUT, RECEIVE_SIZE
-from memlease.core.errors import ConnectionFailed, ProtocolError
+from memlease.client.connecting import DEFAULT_TIMEOUT, FIRST_BYTES, RECEIVE_SIZE
+from memlease.core.errors import ConnectionFailed, ProtocolError, WrongProtocol
 from memlease.core.messages import Granted, LeaseInfo, Reply, Request, ServerStats
 from memlease.protocol import DEFAULT_MAX_MESSAGE, ClientCodec, ProtocolRegistry, ProtocolSpec
 
@@ -62,7 +62,32 @@ async def connect(
             f"cannot connect to {host}:{port} ({exc.strerror or exc}); is memlease serving "
             f"{protocol} there?"
         ) from None
-    return AsyncClient(stream, spec, f"{host}:{port}", timeout=timeout, max_message=max_message)
+    client = AsyncClient(
+        stream,
+        spec,
+        f"{host}:{port}",
+        timeout=timeout,
+        max_message=max_message,
+        registry=registry,
+    )
+    client._tls_probe_at = None if ssl_context is not None else (host, port)
+    return client
+
+
+async def _speaks_tls(address: tuple[str, int], timeout: float) -> bool:
+    """connecting.speaks_tls, in trio: whether a TLS handshake succeeds at ``address``."""
+    stream: trio.abc.Stream | None = None
+    try:
+        with trio.fail_after(min(timeout, 5.0)):
+            stream = await trio.open_tcp_stream(*address)
+            tls = trio.SSLStream(stream, connecting.probe_context(), server_hostname=address[0])
+            stream = tls
+            await tls.do_handshake()
+            return True
+    except (trio.BrokenResourceError, trio.TooSlowError, OSError):
+        return False
+    finally:
+        await _close_quietly(stream)
 
 
 async def _close_quietly(stream: trio.abc.Stream | None) -> None:
@@ -94,8 +119,15 @@ class AsyncClient:
         *,
         timeout: float = DEFAULT_TIMEOUT,
         max_message: int = DEFAULT_MAX_MESSAGE,
+        registry: ProtocolRegistry | None = None,
     ) -> None:
         self.protocol = spec
+        self._registry = registry
+        # Where to ask whether the port speaks TLS, for a plain connection it closed at once.
+        self._tls_probe_at: tuple[str, int] | None = None
+        # The first reply bytes, until a reply decodes: if none does, they tell which
+        # protocol (or TLS) the port speaks instead.
+        self._first: bytearray | None = bytearray()
         self.peer = peer
         self.timeout = timeout
         self._stream = stream
@@ -186,15 +218,31 @@ class AsyncClient:
             try:
                 with trio.fail_after(self.timeout):
                     await self._stream.send_all(payload)
-                    return await self._receive(len(requests))
+                    replies = await self._receive(len(requests))
+                    self._first = None
+                    return replies
             except trio.TooSlowError:
-                raise await self._break(
+                raise await self._wrong_protocol(requests) or await self._break(
                     connecting.no_reply(self.timeout, self.peer, self.protocol.name)
                 ) from None
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                probe_at = self._tls_probe_at
+                # Closed without a byte in reply: a TLS port does that to a plain client.
+                closed_at_once = self._first is not None and not self._first
+                if (
+                    closed_at_once
+                    and probe_at is not None
+                    and await _speaks_tls(probe_at, self.timeout)
+                ):
+                    reason = connecting.speaks_tls_message(self.peer)
+                    await self._break(reason)
+                    raise WrongProtocol(reason) from None
                 reason = f"the connection broke ({exc or type(exc).__name__})"
-                raise await self._break(reason) from None
+                raise await self._wrong_protocol(requests) or await self._break(reason) from None
             except ProtocolError as exc:
+                wrong = await self._wrong_protocol(requests)
+                if wrong is not None:
+                    raise wrong from None
                 await self._break(f"a reply did not follow the protocol ({exc})")
                 raise
             except BaseException:
@@ -220,7 +268,23 @@ class AsyncClient:
             data = await self._stream.receive_some(RECEIVE_SIZE)
             if not data:
                 raise trio.BrokenResourceError("the server closed the connection")
+            first = self._first
+            if first is not None and len(first) < FIRST_BYTES:
+                first += data[: FIRST_BYTES - len(first)]
             codec.feed(data if isinstance(data, bytes) else bytes(data))
+
+    async def _wrong_protocol(self, requests: Sequence[Request]) -> WrongProtocol | None:
+        """WrongProtocol (the connection closed) when the first reply bytes are another
+        protocol's; None when they are not, or a reply of ours came before."""
+        if not self._first:
+            return None
+        reason = connecting.wrong_protocol(
+            self.peer, self.protocol.name, requests, bytes(self._first), self._registry
+        )
+        if reason is None:
+            return None
+        await self._break(reason)
+        return WrongProtocol(reason)
 
     async def _break(self, reason: str) -> ConnectionFailed:
         self._broken = reason

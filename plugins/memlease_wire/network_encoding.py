@@ -155,7 +155,7 @@ def _id_only(fmt: NetworkFormat, request: GetRequest, max_message: int) -> bytes
 
 def _lease(fmt: NetworkFormat, request: LeaseRequest, max_message: int) -> bytes:
     size, ttl_ms = request.size, request.ttl_ms
-    return fmt.f_lease.pack(VERSION, _LEASE, 0, fmt.s_lease.size, size, ttl_ms)
+    return fmt.f_lease.pack(VERSION, _LEASE, fmt.mark, fmt.s_lease.size, size, ttl_ms)
 
 
 def _read(fmt: NetworkFormat, request: ReadRequest, max_message: int) -> bytes:
@@ -170,7 +170,7 @@ def _renew(fmt: NetworkFormat, request: RenewRequest, max_message: int) -> bytes
 
 
 def _stats(fmt: NetworkFormat, request: StatsRequest, max_message: int) -> bytes:
-    return fmt.s_header.pack(VERSION, _STATS, 0, 0)
+    return fmt.s_header.pack(VERSION, _STATS, fmt.mark, 0)
 
 
 _REQUEST_ENCODERS: dict[type, Callable[[NetworkFormat, Any, int], bytes]] = {

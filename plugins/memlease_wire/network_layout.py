@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from construct import (
+    Check,
     Const,
+    Default,
     Float64b,
     GreedyBytes,
     Int8ub,
@@ -55,6 +57,14 @@ class NetType(enum.IntEnum):
 
 
 REPLY_BIT = 0x80
+
+UUID_MARK = 0x0001
+"""The flags of a uuid request that carries no lease id (lease, stats). Every other request
+differs in length between the two formats, but these would be byte for byte the network
+format's: unmarked, a uuid lease sent to a network port would be granted there (and a network
+one at a uuid port), and the client would fail on the reply with the lease left behind."""
+MARKED_TYPES = (0x01, 0x09)
+"""The request types that carry the id variant's mark: lease and stats."""
 
 OP_TYPE: dict[Op, int] = {
     Op.LEASE: NetType.LEASE,
@@ -100,8 +110,9 @@ class NetworkLayouts:
     frame: Struct
 
 
-def declare(lease_id: Any) -> NetworkLayouts:
-    """The layouts with ``lease_id`` as the id field."""
+def declare(lease_id: Any, mark: int = 0) -> NetworkLayouts:
+    """The layouts with ``lease_id`` as the id field; ``mark``, the flags of the requests of
+    MARKED_TYPES (0 for network, UUID_MARK for uuid)."""
     data = Prefixed(Int32ub, GreedyBytes)
     lease = Struct("size" / Int64ub, "ttl_ms" / Int32ub)
     id_only = Struct("lease_id" / lease_id)
@@ -154,10 +165,15 @@ def declare(lease_id: Any) -> NetworkLayouts:
         NetType.SERVER_STATS: server_stats,
         NetType.ERROR: error,
     }
+
+    def flags_of(this: Any) -> int:
+        return mark if this.type in MARKED_TYPES else 0
+
     frame = Struct(
         "version" / Const(VERSION, Int8ub),
         "type" / Int8ub,
-        "flags" / Const(0, Int16ub),
+        "flags" / (Default(Int16ub, flags_of) if mark else Const(0, Int16ub)),
+        Check(lambda this: this.flags == flags_of(this)),
         "payload" / Prefixed(Int32ub, Switch(this.type, payloads)),
     )
     return NetworkLayouts(
