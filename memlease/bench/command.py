@@ -89,9 +89,21 @@ def _peer_names(text: str) -> list[str]:
     return names
 
 
+class _DefaultsShown(argparse.HelpFormatter):
+    """Help with each option's default, where it has one worth showing."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        unset = default is None or default is False or default == [] or default == argparse.SUPPRESS
+        if unset or "default" in text:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``memlease bench`` (also ``python -m memlease.bench``)."""
-    parser.formatter_class = argparse.ArgumentDefaultsHelpFormatter
+    parser.formatter_class = _DefaultsShown
     what = parser.add_argument_group("what to run")
     what.add_argument(
         "--suite",
@@ -103,15 +115,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--compare", type=_peer_names, default=[], metavar="PEERS", help="memcached, redis or both"
     )
     what.add_argument(
-        "--repeat", type=_whole(1), default=1, help="runs per case and target; the median counts"
+        "--repeat",
+        type=_whole(1),
+        metavar="N",
+        default=1,
+        help="runs per case and target; the median counts",
     )
     what.add_argument(
-        "--storm-leases", type=_whole(1), default=1_000_000, help="leases of --case expiry-storm"
+        "--storm-leases",
+        type=_whole(1),
+        metavar="N",
+        default=1_000_000,
+        help="leases of --case expiry-storm",
     )
     load = parser.add_argument_group("the load (ignored by --suite and --case)")
-    load.add_argument("--connections", "-c", type=_whole(1), default=4, help="connections")
     load.add_argument(
-        "--depth", "-d", type=_whole(1), default=1, help="requests in flight per connection"
+        "--connections", "-c", type=_whole(1), metavar="N", default=4, help="connections"
+    )
+    load.add_argument(
+        "--depth",
+        "-d",
+        type=_whole(1),
+        metavar="N",
+        default=1,
+        help="requests in flight per connection",
     )
     load.add_argument(
         "--value-size", type=_value_size, default="64", metavar="SIZE", help="bytes per value"
@@ -120,6 +147,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--mix",
         type=_mix,
         default="get=1,set=1",
+        metavar="OP=WEIGHT,...",
         help="op weights, of get, set, read, write, lease",
     )
     load.add_argument(
@@ -149,7 +177,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="unmeasured time before each run",
     )
     load.add_argument(
-        "--workers", type=_whole(0), default=0, help="load processes (0: one per core)"
+        "--workers", type=_whole(0), metavar="N", default=0, help="load processes (0: one per core)"
     )
     server = parser.add_argument_group("the server")
     server.add_argument(
@@ -159,7 +187,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     server.add_argument(
         "--config", metavar="PATH", help="config of the server bench starts (ports ignored)"
     )
-    server.add_argument("--arena", metavar="SIZE", help="arena size of the server bench starts")
+    server.add_argument(
+        "--arena",
+        metavar="SIZE",
+        help="arena size of the server bench starts (default: the config's, 64MiB "
+        "unless it is set; 4 times the values of all connections when that is more)",
+    )
     server.add_argument("--pin", action="store_true", help="servers on core 0, load on the rest")
     out = parser.add_argument_group("output")
     out.add_argument("--json", action="store_true", help="print the results as JSON")
