@@ -160,7 +160,7 @@ def test_the_fused_header_word_reads_the_declared_header(
         text = describe_key(key)
         if version != 1:
             # A native header (little-endian type 1 to 16, then zeros) is named as such.
-            native = version <= 16 and (kind, flags) == (0, 0)
+            native = 0 < version <= 16 and (kind, flags) == (0, 0)
             assert ("a native frame" if native else "version") in text
         else:
             assert "version" not in text
