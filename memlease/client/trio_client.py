@@ -62,16 +62,15 @@ async def connect(
             f"cannot connect to {host}:{port} ({exc.strerror or exc}); is memlease serving "
             f"{protocol} there?"
         ) from None
-    client = AsyncClient(
+    return AsyncClient(
         stream,
         spec,
         f"{host}:{port}",
         timeout=timeout,
         max_message=max_message,
         registry=registry,
+        tls_probe_at=None if ssl_context is not None else (host, port),
     )
-    client._tls_probe_at = None if ssl_context is not None else (host, port)
-    return client
 
 
 async def _speaks_tls(address: tuple[str, int], timeout: float) -> bool:
@@ -120,11 +119,14 @@ class AsyncClient:
         timeout: float = DEFAULT_TIMEOUT,
         max_message: int = DEFAULT_MAX_MESSAGE,
         registry: ProtocolRegistry | None = None,
+        tls_probe_at: tuple[str, int] | None = None,
     ) -> None:
+        """``registry``: the protocols to try on replies that are not ``spec``'s;
+        ``tls_probe_at``: for a plain connection, where to ask whether the port speaks TLS
+        when it closes without a reply."""
         self.protocol = spec
         self._registry = registry
-        # Where to ask whether the port speaks TLS, for a plain connection it closed at once.
-        self._tls_probe_at: tuple[str, int] | None = None
+        self._tls_probe_at = tls_probe_at
         # The first reply bytes, until a reply decodes: if none does, they tell which
         # protocol (or TLS) the port speaks instead.
         self._first: bytearray | None = bytearray()
