@@ -104,8 +104,9 @@ def _alive(pids: set[int]) -> set[int]:
     return alive
 
 
-def _start_and_wait_for_the_run(extra: list[str]) -> tuple[subprocess.Popen[str], set[int]]:
-    """A bench in a session of its own (as a shell job), once its servers and load run."""
+def _start_bench(extra: list[str], *, into_run: bool) -> tuple[subprocess.Popen[str], set[int]]:
+    """A bench in a session of its own (as a shell job), once its servers run and its load
+    processes are starting (``into_run``: past setup, into the run)."""
     command = [*BENCH, "--duration", "60s", "--warmup", "0s", "-c", "2", "--workers", "2"]
     proc = subprocess.Popen(
         [*command, *extra], stderr=subprocess.PIPE, text=True, start_new_session=True
@@ -117,11 +118,12 @@ def _start_and_wait_for_the_run(extra: list[str]) -> tuple[subprocess.Popen[str]
         names = _names(children)
         servers = [n for n in names if "serverproc" in n or "memcached" in n or "redis" in n]
         load = [n for n in names if "multiprocessing" in n and "resource_tracker" not in n]
-        if len(servers) == want_servers and len(load) == 2:
-            time.sleep(0.5)  # into the run, past setup
+        if len(servers) == want_servers and load and (len(load) == 2 or not into_run):
+            if into_run:
+                time.sleep(0.5)  # past setup
             return proc, _descendants(proc.pid)
         assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-        time.sleep(0.05)
+        time.sleep(0.01)
     proc.kill()
     raise AssertionError("the bench did not start its servers and load within 30 s")
 
@@ -133,6 +135,7 @@ def _assert_all_gone(pids: set[int]) -> None:
     assert not _alive(pids), _names(_alive(pids))
 
 
+@pytest.mark.parametrize("into_run", [False, True], ids=["during-setup", "during-run"])
 @pytest.mark.parametrize(
     ("send", "status", "says"),
     [
@@ -144,15 +147,17 @@ def _assert_all_gone(pids: set[int]) -> None:
     ids=["sigterm", "ctrl-c"],
 )
 def test_sigterm_and_ctrl_c_stop_every_server_and_load_process(
-    send: object, status: int, says: str
+    send: object, status: int, says: str, into_run: bool
 ) -> None:
     compare = ["--compare", ",".join(PEERS)] if PEERS else []
-    proc, children = _start_and_wait_for_the_run(compare)
+    proc, children = _start_bench(compare, into_run=into_run)
     try:
         send(proc)  # type: ignore[operator]
-        _, err = proc.communicate(timeout=30)
+        _, err = proc.communicate(timeout=60)
     finally:
         proc.kill()
+        for pid in _alive(children):  # a failed test leaves no server behind either
+            os.kill(pid, signal.SIGKILL)
     assert proc.returncode == status, err
     assert err == f"memlease bench: {says}; servers and load stopped\n"
     _assert_all_gone(children)

@@ -6,7 +6,6 @@ import multiprocessing
 import queue
 import signal
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,6 +20,7 @@ from memlease.core.errors import MemleaseError
 from memlease.core.messages import LeaseId, ReleaseRequest
 
 RELEASE_BATCH = 1000
+HELD_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 ProgressCallback = Callable[[int, float], None]
 """Called about ten times a second with (ops so far, seconds into the measured window)."""
 
@@ -86,9 +86,7 @@ def run_load(
     ]
     ready: dict[int, WorkerResult] = {}
     try:
-        # The load processes ignore SIGINT (inherited, so even while they import): Ctrl-C
-        # reaches this process, which stops them, instead of each printing a traceback.
-        with _sigint_ignored():
+        with _signals_held():
             for proc in procs:
                 proc.start()
         ready.update(_gather(messages, procs, "ready", SETUP_LIMIT))
@@ -121,12 +119,15 @@ def run_load(
         # processes live (a process killed mid-message would leave a reader waiting forever).
         if len(ready) < len(procs) and any(p.is_alive() for p in procs if p.pid is not None):
             ready.update(_gather(messages, procs, "ready", 1.0, want=len(procs) - len(ready)))
+        # Set before any kill, never after: Event.set waits for every process asleep in
+        # go.wait() to wake, and one killed there never would (the bench hung on SIGTERM).
+        if not go.is_set():
+            go.set()
         for proc in procs:
             if proc.is_alive():
                 proc.kill()
         raise
     finally:
-        go.set()
         for proc in procs:
             if proc.pid is not None:
                 proc.join(timeout=5.0)
@@ -138,15 +139,17 @@ def run_load(
 
 
 @contextmanager
-def _sigint_ignored() -> Iterator[None]:
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+def _signals_held() -> Iterator[None]:
+    """Ctrl-C and SIGTERM wait (pending, not lost) while the load processes start: one that
+    came in the middle of a start would leave a process half made. The processes inherit the
+    mask, so they cannot be interrupted while they import either; worker_main then ignores
+    SIGINT (Ctrl-C reaches this process, which stops them, instead of each printing a
+    traceback) and lets SIGTERM in."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, HELD_SIGNALS)
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def release_leases(spec: TargetSpec, leases: list[LeaseId]) -> None:

@@ -13,6 +13,7 @@ import math
 import os
 import random
 import selectors
+import signal
 import socket
 import time
 from dataclasses import dataclass, field
@@ -311,6 +312,10 @@ def worker_main(
     messages: Any,
 ) -> None:
     """Entry point of a load process: prepare connections, wait for the others, run."""
+    # Started with SIGINT and SIGTERM held (runner._signals_held): Ctrl-C is the parent's
+    # to handle, and it stops this process; SIGTERM may end it as usual.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     if cpus:
         os.sched_setaffinity(0, cpus)
     target: Target | None = None
