@@ -22,6 +22,7 @@ from memlease.core.errors import (
     TooMany,
     Unsupported,
     VersionMismatch,
+    WrongProtocol,
 )
 from memlease.core.messages import EndReason, Notice
 
@@ -58,6 +59,11 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'memlease' has no attribute {name!r}")
 
 
+def __dir__() -> list[str]:
+    # The public names, the lazily loaded clients among them; not typing's helpers.
+    return sorted(__all__)
+
+
 __all__ = [
     "AsyncClient",
     "AsyncFleet",
@@ -85,6 +91,7 @@ __all__ = [
     "TooMany",
     "Unsupported",
     "VersionMismatch",
+    "WrongProtocol",
     "__version__",
     "connect",
     "open_fleet",

@@ -99,7 +99,7 @@ def test_parse_lease_id_by_the_protocol_s_id_kind() -> None:
         (["--protocol", "uuid", "get", "12"], "bad lease id '12': protocol uuid ids are UUIDs"),
         (["--protocol", "gopher", "stats"], "unknown protocol 'gopher'"),
         (["--server", "host:port", "stats"], "--server 'host:port': expected HOST"),
-        (["read", "1", "-1", "4"], "argument OFFSET: '-1' cannot be negative"),
+        (["read", "1", "-1", "4"], "argument OFFSET: '-1': a size cannot be negative"),
         (["renew", "1"], "the following arguments are required: --ttl"),
         (["set", "1"], "give DATA, --file PATH, or - for stdin"),
         (["set", "1", "x", "--file", "f"], "give DATA or --file, not both"),
@@ -112,7 +112,7 @@ def test_parse_lease_id_by_the_protocol_s_id_kind() -> None:
         (["serve", "--idle-timeout", "30"], "--idle-timeout = '30': a duration needs a unit"),
         (["serve", "--max-connections", "-1"], "--max-connections = '-1': cannot be negative"),
         (["serve", "--log-level", "loud"], "--log-level = 'loud': unknown log level"),
-        (["serve", "--max-message", "11B"], "--max-message = 11: must be at least 1 KiB"),
+        (["serve", "--max-message", "11B"], "--max-message = '11B': must be at least 1 KiB"),
         (["serve", "--config", "/nonexistent.toml"], "cannot read it: No such file"),
     ],
 )

@@ -261,13 +261,13 @@ def test_serve_refuses_a_worst_case_beyond_the_machine_s_memory_at_start(
     status = main(["serve", "--arena", "2GiB", "--listen", "network=0"])
     out, err = capsys.readouterr()
     assert (status, out, err.count("\n")) == (2, "", 1), err
-    assert err.startswith("memlease: packaged default config: arena.min_block = 32: the worst")
+    assert err.startswith("memlease: packaged default config: arena.min_block = '32B': the worst")
     assert "more than this machine's memory (24 GiB): raise arena.min_block" in err
     assert err.rstrip().endswith("or lower --arena")
     status = main(["serve", "--connection-memory", "24GiB", "--listen", "network=0"])
     err = capsys.readouterr().err
     assert status == 2
-    assert err.startswith("memlease: --connection-memory = 25769803776: the worst case, ")
+    assert err.startswith("memlease: --connection-memory = '24GiB': the worst case, ")
 
 
 def test_memlease_serve_subprocess_serves_and_stops_on_sigint(tmp_path: Path) -> None:

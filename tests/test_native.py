@@ -167,7 +167,11 @@ def test_ids_the_format_cannot_carry_are_refused_before_sending(lease_id: object
 
 
 def test_a_lease_too_big_for_int32_is_a_protocol_error() -> None:
-    with pytest.raises(ProtocolError, match="LeaseRequest"):
+    with pytest.raises(
+        ProtocolError,
+        match=r"lease size 1099511627776 B is outside what the native format carries "
+        r"\(0 to 2147483647 B\)",
+    ):
         NativeClientCodec(MAX).encode_request(LeaseRequest(2**40, 10))
 
 

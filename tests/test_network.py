@@ -120,7 +120,11 @@ def test_malformed_requests_are_protocol_errors(frame: bytes, reason: str) -> No
 
 
 def test_values_wider_than_their_fields_are_refused() -> None:
-    with pytest.raises(ProtocolError, match="LeaseRequest does not fit"):
+    with pytest.raises(
+        ProtocolError,
+        match=r"lease ttl 4294967296 ms is outside what the network format carries "
+        r"\(0 to 4294967295 ms\)",
+    ):
         NETWORK.client_codec(MAX).encode_request(LeaseRequest(1, 2**32))
 
 
@@ -153,4 +157,10 @@ def test_the_fused_header_word_reads_the_declared_header(
     key, _ = HEADER_KEY.unpack(raw)
     if (version, flags) != (1, 0):
         assert key != header_key(kind)
-        assert ("version" in describe_key(key)) == (version != 1)
+        text = describe_key(key)
+        if version != 1:
+            # A native header (little-endian type 1 to 30, then zeros) is named as such.
+            native = 0 < version <= 30 and (kind, flags) == (0, 0)
+            assert ("a native frame" if native else "version") in text
+        else:
+            assert "version" not in text

@@ -44,7 +44,7 @@ def test_shards_that_would_share_a_port_are_refused_saying_how_to_space_them() -
         load_config(None, {"shards": "2"})  # the defaults: 7411, 7412, 7413
     with pytest.raises(ConfigError, match="leaves no block"):
         load_config(None, {"shards": "3", "arena_size": "64B", "listeners": ["uuid=0"]})
-    with pytest.raises(ConfigError, match="--shards = 0: use 1 to 256"):
+    with pytest.raises(ConfigError, match="--shards = '0': use 1 to 256"):
         load_config(None, {"shards": "0"})
     assert load_config(None, {"shards": "2", "listeners": ["uuid=7413"]}).shards == 2
 

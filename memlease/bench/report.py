@@ -10,11 +10,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
 from memlease.bench.cases import Case
 from memlease.bench.runner import RunResult
+from memlease.units import format_size
 
 
 @dataclass
@@ -127,9 +129,6 @@ def _rows(results: list[CaseResult]) -> list[list[str]]:
             run = result.median(target)
             assert run is not None
             ratio = result.ratio(target) if not target.startswith("memlease") else None
-            ratio_text = f"{ratio:.2f}" if ratio is not None else ""
-            if target == result.subject and result.case.goal is not None:
-                ratio_text = f"goal >= {result.case.goal}"
             rows.append(
                 [
                     result.case.name,
@@ -139,23 +138,59 @@ def _rows(results: list[CaseResult]) -> list[list[str]]:
                     f"{run.latency_ms(99):.3f}",
                     f"{run.latency_ms(99.9):.3f}",
                     str(run.error_count),
-                    ratio_text,
+                    f"{ratio:.2f}" if ratio is not None else "",
                 ]
             )
     return rows
 
 
-HEADERS = ["case", "target", "ops/s", "p50 ms", "p99 ms", "p99.9 ms", "errors", "memlease/peer"]
+HEADERS = ["case", "target", "ops/s", "p50 ms", "p99 ms", "p99.9 ms", "errors", "vs peer"]
+RATIO_NOTE = "vs peer: memlease's ops/s divided by that peer's"
+
+
+def title(results: list[CaseResult]) -> str:
+    """What each row is: one run, or the median of several."""
+    repeats = max((len(runs) for r in results for runs in r.runs.values()), default=1)
+    shown = "one run per target" if repeats == 1 else f"median of {repeats} runs per target"
+    return f"memlease bench ({shown})"
+
+
+def load_text(case: Case) -> str:
+    """The load of ``case`` in one line: what a reader needs to compare runs."""
+    w = case.workload
+    mix = ":".join(str(weight) for _, weight in w.mix)
+    names = ":".join(name for name, _ in w.mix)
+    conns = "a connection per request, " if w.conn_per_request else ""
+    return (
+        f"{conns}{w.connections} connections x depth {w.depth}, {format_size(w.value_size)} "
+        f"values, {names} {mix}, {w.duration:g} s after {w.warmup:g} s warmup"
+    )
 
 
 def print_table(results: list[CaseResult], console: Console) -> None:
-    table = Table(title="memlease bench (median of repeats)")
+    # One space between columns and none at the edges: the suite's widest rows, with a
+    # peer, fit 80 columns.
+    table = Table(
+        title=title(results),
+        caption=RATIO_NOTE,
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        padding=(0, 1),
+        collapse_padding=True,
+    )
     for header in HEADERS:
-        table.add_column(header, justify="left" if header in ("case", "target") else "right")
+        if header in ("case", "target"):
+            # Never cut: a row is useless without its case and target.
+            longest = max((len(row[HEADERS.index(header)]) for row in _rows(results)), default=0)
+            table.add_column(header, no_wrap=True, min_width=max(len(header), longest))
+        else:
+            table.add_column(header, justify="right")
     for row in _rows(results):
         table.add_row(*row)
     console.print(table)
     for result in results:
+        console.print(f"{result.case.name}: {load_text(result.case)}")
         if result.notes:
             notes = ", ".join(f"{k}={v}" for k, v in result.notes.items())
             console.print(f"{result.case.name}: {notes}")
@@ -169,17 +204,21 @@ def print_table(results: list[CaseResult], console: Console) -> None:
 def markdown(results: list[CaseResult], settings: dict[str, Any], image: str | None) -> str:
     machine = machine_description()
     lines = [
-        "# memlease bench",
+        f"# {title(results)}",
         "",
         f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['system']}, "
         f"Python {machine['python']}.",
         f"Settings: {', '.join(f'{k}={v}' for k, v in settings.items())}.",
         "",
+        "| case | load |",
+        "|---|---|",
+        *(f"| {r.case.name} | {load_text(r.case)} |" for r in results),
+        "",
         "| " + " | ".join(HEADERS) + " |",
         "|" + "---|" * len(HEADERS),
     ]
     lines += ["| " + " | ".join(row) + " |" for row in _rows(results)]
-    lines.append("")
+    lines += ["", f"{RATIO_NOTE}.", ""]
     for result in results:
         if result.notes:
             lines += [
@@ -187,22 +226,41 @@ def markdown(results: list[CaseResult], settings: dict[str, Any], image: str | N
                 "",
             ]
     if image:
-        lines += ["## Latency", "", f"![latency histogram]({image})", ""]
+        lines += ["## Latency", "", f"![latency by percentile]({image})", ""]
     else:
-        lines += ["(Install the `plot` extra for a latency histogram.)", ""]
+        lines += ["(Install the `plot` extra for a latency plot.)", ""]
     return "\n".join(lines)
 
 
 def write_report(path: Path, results: list[CaseResult], settings: dict[str, Any]) -> Path | None:
-    """Write the markdown report, and the histogram PNG beside it when matplotlib is there.
+    """Write the markdown report, and the latency plot PNG beside it when matplotlib is there.
     Returns the PNG's path, or None without matplotlib."""
     image = path.with_suffix(".png")
-    drawn = draw_histogram(image, results)
+    drawn = draw_percentiles(image, results)
     path.write_text(markdown(results, settings, image.name if drawn else None), encoding="utf-8")
     return image if drawn else None
 
 
-def draw_histogram(image: Path, results: list[CaseResult]) -> bool:
+PERCENTILES = (0.0, 50.0, 90.0, 99.0, 99.9, 99.99, 99.999)
+
+
+def percentile_points(run: RunResult) -> tuple[list[float], list[float]]:
+    """(x, latency ms) of ``run`` at each of its buckets' upper ranks, x = 1 / (1 - rank), as
+    HdrHistogram plots them: equal steps for 90, 99, 99.9 % ..., so the tail gets room."""
+    total = run.histogram.total
+    xs: list[float] = []
+    ms: list[float] = []
+    seen = 0
+    for value_ns, count in run.histogram.nonzero():
+        seen += count
+        rank = min(seen / total, 1 - 1 / (10 * total))  # the last point stays finite
+        xs.append(1 / (1 - rank))
+        ms.append(value_ns / 1e6)
+    return xs, ms
+
+
+def draw_percentiles(image: Path, results: list[CaseResult]) -> bool:
+    """Latency (log scale) by percentile for each case, every target a line."""
     # Imported by name so that mypy and the core install need no matplotlib (an extra).
     try:
         matplotlib: Any = importlib.import_module("matplotlib")
@@ -210,26 +268,25 @@ def draw_histogram(image: Path, results: list[CaseResult]) -> bool:
         plt: Any = importlib.import_module("matplotlib.pyplot")
     except ImportError:
         return False
-    fig, axes = plt.subplots(len(results), 1, figsize=(8, 3 * len(results)), squeeze=False)
+    fig, axes = plt.subplots(len(results), 1, figsize=(9, 3.6 * len(results)), squeeze=False)
     for ax, result in zip(axes[:, 0], results, strict=True):
         for target in result.runs:
             run = result.median(target)
-            if run is None:
+            if run is None or run.histogram.total == 0:
                 continue
-            points = run.histogram.nonzero()
-            total = max(1, run.histogram.total)
-            ax.step(
-                [p[0] / 1e6 for p in points],
-                [p[1] / total for p in points],
-                where="mid",
-                label=target,
-            )
+            xs, ms = percentile_points(run)
+            label = f"{target}: {run.ops_per_s:,.0f} ops/s, p99 {run.latency_ms(99):.3g} ms"
+            ax.step(xs, ms, where="post", label=label)
         ax.set_xscale("log")
-        ax.set_title(result.case.name)
-        ax.set_xlabel("latency (ms)")
-        ax.set_ylabel("share of batches")
-        ax.legend()
+        ax.set_yscale("log")
+        ax.set_xticks([1 / (1 - p / 100) for p in PERCENTILES], [f"{p:g}%" for p in PERCENTILES])
+        ax.minorticks_off()
+        ax.set_title(f"{result.case.name}: {load_text(result.case)}", fontsize=9)
+        ax.set_xlabel("percentile (batches at or below the latency)")
+        ax.set_ylabel("latency (ms, log scale)")
+        ax.grid(True, which="major", alpha=0.3)
+        ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
-    fig.savefig(image)
+    fig.savefig(image, dpi=110)
     plt.close(fig)
     return True

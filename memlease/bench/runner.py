@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import multiprocessing
 import queue
+import signal
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from memlease.bench.histogram import LatencyHistogram
 from memlease.bench.worker import worker_main
-from memlease.bench.workload import TargetSpec, WorkerResult, Workload
+from memlease.bench.workload import RUN_SLACK, SETUP_LIMIT, TargetSpec, WorkerResult, Workload
+from memlease.client.blocking import Client
 from memlease.core.errors import MemleaseError
+from memlease.core.messages import LeaseId, ReleaseRequest
 
-SETUP_LIMIT = 60.0
+RELEASE_BATCH = 1000
+HELD_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 ProgressCallback = Callable[[int, float], None]
 """Called about ten times a second with (ops so far, seconds into the measured window)."""
 
@@ -92,17 +98,19 @@ def run_load(
         )
         for slot, share in enumerate(shares)
     ]
-    for proc in procs:
-        proc.start()
+    ready: dict[int, WorkerResult] = {}
     try:
-        ready = _gather(messages, procs, "ready", SETUP_LIMIT)
+        with _signals_held():
+            for proc in procs:
+                proc.start()
+        ready.update(_gather(messages, procs, "ready", SETUP_LIMIT))
         failures = sorted({r.failure for r in ready.values() if r.failure})
         if len(ready) < len(procs) or failures:
             reason = "; ".join(failures) or "a load process died or timed out during setup"
             raise BenchError(f"{spec.label}: load setup failed: {reason}")
         go.set()
         started = time.monotonic()
-        limit = workload.warmup + workload.duration + 30.0
+        limit = workload.warmup + workload.duration + RUN_SLACK
         done: dict[int, WorkerResult] = {}
 
         def report_progress() -> None:
@@ -119,13 +127,60 @@ def run_load(
                 break
         if len(done) < len(procs):
             raise BenchError(f"{spec.label}: a load process died or hung during the run")
-    finally:
-        go.set()
+    except BaseException:
+        # Interrupted, terminated or failed: the load stops now, not at the end of its run.
+        # Setup reports still on their way name leases to release; they are read while the
+        # processes live (a process killed mid-message would leave a reader waiting forever).
+        if len(ready) < len(procs) and any(p.is_alive() for p in procs if p.pid is not None):
+            ready.update(_gather(messages, procs, "ready", 1.0, want=len(procs) - len(ready)))
+        # Set before any kill, never after: Event.set waits for every process asleep in
+        # go.wait() to wake, and one killed there never would (the bench hung on SIGTERM).
+        if not go.is_set():
+            go.set()
         for proc in procs:
-            proc.join(timeout=5.0)
             if proc.is_alive():
                 proc.kill()
+        raise
+    finally:
+        for proc in procs:
+            if proc.pid is not None:
+                proc.join(timeout=5.0)
+                if proc.is_alive():
+                    proc.kill()
+        if spec.kind == "memlease":
+            release_leases(spec, [lease for r in ready.values() for lease in r.leases])
     return merge(spec.label, list(done.values()))
+
+
+@contextmanager
+def _signals_held() -> Iterator[None]:
+    """Ctrl-C and SIGTERM wait (pending, not lost) while the load processes start: one that
+    came in the middle of a start would leave a process half made. The processes inherit the
+    mask, so they cannot be interrupted while they import either; worker_main then ignores
+    SIGINT (Ctrl-C reaches this process, which stops them, instead of each printing a
+    traceback) and lets SIGTERM in."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, HELD_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def release_leases(spec: TargetSpec, leases: list[LeaseId]) -> None:
+    """Release the load's value leases, pipelined over one connection. One that is gone
+    already is fine; a failure is reported on stderr (the leases' ttl ends them soon)."""
+    if not leases:
+        return
+    try:
+        with Client((spec.host, spec.port), spec.protocol, timeout=10.0) as client:
+            for at in range(0, len(leases), RELEASE_BATCH):
+                client.pipeline([ReleaseRequest(i) for i in leases[at : at + RELEASE_BATCH]])
+    except MemleaseError as exc:
+        print(
+            f"memlease bench: could not release {len(leases)} value leases ({exc}); "
+            "their ttl ends them within seconds of the run's end",
+            file=sys.stderr,
+        )
 
 
 def _gather(

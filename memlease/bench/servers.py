@@ -13,11 +13,16 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 
 from memlease.core.errors import MemleaseError
 
 START_LIMIT = 20.0
+OWN_GROUP = 0
+"""Each server leads a process group of its own: Ctrl-C at the terminal reaches only the
+bench, which stops the servers itself, and stop() ends the whole group."""
 PEERS = ("memcached", "redis")
 
 
@@ -35,13 +40,19 @@ class RunningServer:
     ports: dict[str, int]
 
     def stop(self) -> None:
+        """Stop the server's process group (it leads one of its own), SIGTERM then SIGKILL."""
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
+            _signal_group(self.process, signal.SIGTERM)
+            with suppress(subprocess.TimeoutExpired):
                 self.process.wait(timeout=10.0)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        # Anything the server left in its group (a helper it forked) goes too.
+        _signal_group(self.process, signal.SIGKILL)
+        self.process.wait()
+
+
+def _signal_group(process: subprocess.Popen[bytes], signum: int) -> None:
+    with suppress(ProcessLookupError):
+        os.killpg(process.pid, signum)
 
 
 def free_port() -> int:
@@ -89,15 +100,29 @@ def start_memlease(
         cmd += ["--config", config]
     if arena:
         cmd += ["--arena", arena]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, process_group=OWN_GROUP
+    )
     assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if not line:
-        proc.wait(timeout=START_LIMIT)
-        err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-        raise ServerStartError(f"memlease server did not start: {err.strip()[-2000:]}")
-    announced = json.loads(line)
+    with _stopped_on_failure(proc):
+        line = proc.stdout.readline()
+        if not line:
+            proc.wait(timeout=START_LIMIT)
+            err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+            raise ServerStartError(f"memlease server did not start: {err.strip()[-2000:]}")
+        announced = json.loads(line)
     return RunningServer("memlease", proc, announced["host"], dict(announced["ports"]))
+
+
+@contextmanager
+def _stopped_on_failure(proc: subprocess.Popen[bytes]) -> Iterator[None]:
+    """Whatever ends a start early (an error, Ctrl-C, SIGTERM) ends the server's group too."""
+    try:
+        yield
+    except BaseException:
+        _signal_group(proc, signal.SIGKILL)
+        proc.wait()
+        raise
 
 
 def peer_installed(name: str) -> str | None:
@@ -123,7 +148,11 @@ def start_peer(name: str, *, cpus: list[int] | None = None, threads: int = 1) ->
     else:
         raise ServerStartError(f"unknown peer {name!r} (known: {', '.join(PEERS)})")
     proc = subprocess.Popen(
-        [*pinning(cpus), *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        [*pinning(cpus), *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        process_group=OWN_GROUP,
     )
-    _wait_for_port(name, proc, port)
+    with _stopped_on_failure(proc):
+        _wait_for_port(name, proc, port)
     return RunningServer(name, proc, "127.0.0.1", {name: port})

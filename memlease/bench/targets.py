@@ -66,6 +66,8 @@ class Target:
     def __init__(self, spec: TargetSpec, workload: Workload) -> None:
         self.spec = spec
         self.workload = workload
+        self.leased: list[LeaseId] = []
+        """The leases :meth:`prepare` took, to be released after the run."""
 
     def connect(self) -> socket.socket:
         try:
@@ -133,10 +135,11 @@ class MemleaseTarget(Target):
         w = self.workload
         value = value_for(tag, w.value_size)
         kind = self.protocol.id_kind
-        granted = self._call(sock, LeaseRequest(w.value_size, 3_600_000, kind))
+        granted = self._call(sock, LeaseRequest(w.value_size, w.value_ttl_ms, kind))
         if not isinstance(granted, Granted):
             raise ConnectionFailed(f"setup lease of {w.value_size} bytes refused: {granted}")
         lease_id = granted.lease_id
+        self.leased.append(lease_id)
         done = self._call(sock, SetRequest(lease_id, value))
         if not isinstance(done, Done):
             raise ConnectionFailed(f"setup set refused: {done}")

@@ -13,6 +13,7 @@ import math
 import os
 import random
 import selectors
+import signal
 import socket
 import time
 from dataclasses import dataclass, field
@@ -311,8 +312,13 @@ def worker_main(
     messages: Any,
 ) -> None:
     """Entry point of a load process: prepare connections, wait for the others, run."""
+    # Started with SIGINT and SIGTERM held (runner._signals_held): Ctrl-C is the parent's
+    # to handle, and it stops this process; SIGTERM may end it as usual.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     if cpus:
         os.sched_setaffinity(0, cpus)
+    target: Target | None = None
     try:
         target = make_target(spec, w)
         conns = []
@@ -322,9 +328,11 @@ def worker_main(
             rng = random.Random(w.seed * 1000003 + conn_id)
             conns.append(Conn(make_batches(templates, w, rng)))
     except Exception as exc:
-        messages.put(("ready", slot, WorkerResult(failure=f"{type(exc).__name__}: {exc}")))
+        failure = f"{type(exc).__name__}: {exc}"
+        leased = [] if target is None else target.leased
+        messages.put(("ready", slot, WorkerResult(failure=failure, leases=leased)))
         return
-    messages.put(("ready", slot, WorkerResult()))
+    messages.put(("ready", slot, WorkerResult(leases=target.leased)))
     go.wait()
     loop = LoadLoop(target, spec, w, progress, slot)
     loop.run(conns, time.monotonic())

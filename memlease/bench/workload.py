@@ -6,8 +6,14 @@ import hashlib
 from dataclasses import dataclass, field
 
 from memlease.core.errors import ConfigError
+from memlease.core.messages import LeaseId
 
 OPS = ("get", "set", "read", "write", "lease")
+
+SETUP_LIMIT = 60.0
+"""Seconds the load processes may take to connect and prepare before a run."""
+RUN_SLACK = 30.0
+"""Seconds a run may overrun its warmup and duration before it counts as hung."""
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,12 @@ class Workload:
             raise ConfigError("connection-per-request mode sends one request per connection")
         if not self.mix or sum(w for _, w in self.mix) <= 0:
             raise ConfigError("the op mix is empty; give e.g. --mix get=1,set=1")
+
+    @property
+    def value_ttl_ms(self) -> int:
+        """The ttl of each connection's value lease: just beyond the longest a run may last
+        (setup, warmup, duration, slack), so that a bench that dies leaves nothing for long."""
+        return round((SETUP_LIMIT + self.warmup + self.duration + RUN_SLACK) * 1000)
 
     @property
     def read_span(self) -> tuple[int, int]:
@@ -83,6 +95,8 @@ class WorkerResult:
     bytes_received: int = 0
     elapsed: float = 0.0
     failure: str | None = None
+    leases: list[LeaseId] = field(default_factory=list)
+    """The value leases the process took at setup, for the parent to release."""
 
 
 def parse_mix(text: str) -> tuple[tuple[str, int], ...]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import os
 import sys
 import uuid
 from collections.abc import Callable
@@ -16,7 +17,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from memlease.cli import fleet_commands
-from memlease.core.messages import EndReason, IdKind, LeaseId
+from memlease.core.errors import ProtocolError
+from memlease.core.messages import (
+    EndReason,
+    IdKind,
+    LeaseId,
+    LeaseManyRequest,
+    LeaseRequest,
+    ReadRequest,
+    RenewManyRequest,
+    RenewRequest,
+    Request,
+    SetRequest,
+    WriteRequest,
+)
 from memlease.protocol import (
     DEFAULT_MAX_MESSAGE,
     ProtocolRegistry,
@@ -51,6 +65,16 @@ def _size(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
 
 
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} cannot be negative")
+    return value
+
+
 def _ttl_ms(text: str) -> int:
     try:
         ms = round(parse_duration(text) * 1000)
@@ -61,14 +85,14 @@ def _ttl_ms(text: str) -> int:
     return ms
 
 
-def _count(text: str) -> int:
+def _timeout_ms(text: str) -> int:
     try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} cannot be negative")
-    return value
+        ms = round(parse_duration(text) * 1000)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
+    if ms < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: a timeout is at least 1ms")
+    return ms
 
 
 def parse_lease_id(text: str, spec: ProtocolSpec) -> LeaseId:
@@ -134,7 +158,7 @@ def add_global_options(parser: argparse.ArgumentParser, *, default: bool) -> Non
     )
     parser.add_argument(
         "--timeout",
-        type=_ttl_ms,
+        type=_timeout_ms,
         metavar="DURATION",
         default=value(DEFAULT_TIMEOUT_MS),
         help="give up on a connection or a reply after this long (default 10s)",
@@ -207,12 +231,12 @@ def add_client_commands(commands: Any, parent: argparse.ArgumentParser) -> None:
     get.add_argument("--output", type=Path, metavar="PATH", help="write the bytes to PATH")
     read = command("read", "print LENGTH bytes from OFFSET", _read)
     read.add_argument("id", metavar="ID")
-    read.add_argument("offset", type=_count, metavar="OFFSET")
-    read.add_argument("length", type=_count, metavar="LENGTH")
+    read.add_argument("offset", type=_size, metavar="OFFSET", help="e.g. 0 or 4KiB")
+    read.add_argument("length", type=_size, metavar="LENGTH", help="e.g. 100 or 1MiB")
     read.add_argument("--output", type=Path, metavar="PATH", help="write the bytes to PATH")
     write = command("write", "write DATA at OFFSET", _write)
     write.add_argument("id", metavar="ID")
-    write.add_argument("offset", type=_count, metavar="OFFSET")
+    write.add_argument("offset", type=_size, metavar="OFFSET", help="e.g. 0 or 4KiB")
     _data_arguments(write)
     renew = command("renew", "give leases a new ttl from now (many ids: one request)", _renew)
     renew.add_argument("ids", nargs="+", metavar="ID")
@@ -229,7 +253,7 @@ def add_client_commands(commands: Any, parent: argparse.ArgumentParser) -> None:
     cas = command("cas", "write DATA only if the lease is at VERSION; prints the new version", _cas)
     cas.add_argument("id", metavar="ID")
     cas.add_argument("version", type=_count, metavar="VERSION")
-    cas.add_argument("--offset", type=_count, default=0, metavar="OFFSET", help="default 0")
+    cas.add_argument("--offset", type=_size, default=0, metavar="OFFSET", help="default 0")
     _data_arguments(cas)
     watch = command(
         "watch",
@@ -263,13 +287,25 @@ def _data_arguments(parser: argparse.ArgumentParser) -> None:
 # ---------------------------------------------------------------- the commands
 
 
-def _connect(args: argparse.Namespace, registry: ProtocolRegistry | None) -> Client | Fleet:
+def _connect(
+    args: argparse.Namespace,
+    registry: ProtocolRegistry | None,
+    request: Callable[[argparse.Namespace, ProtocolSpec], Request] | None = None,
+) -> Client | Fleet:
+    """The fleet the options name, or a client for the command's server (see
+    :func:`_connect_one`)."""
     if fleet_commands.wants_fleet(args):
         return fleet_commands.connect_fleet(args, registry)
-    return _connect_one(args, registry)
+    return _connect_one(args, registry, request)
 
 
-def _connect_one(args: argparse.Namespace, registry: ProtocolRegistry | None) -> Client:
+def _connect_one(
+    args: argparse.Namespace,
+    registry: ProtocolRegistry | None,
+    request: Callable[[argparse.Namespace, ProtocolSpec], Request] | None = None,
+) -> Client:
+    """A client for the command's server; ``request`` builds the request the command will
+    send, checked against the protocol's fields before anything is sent."""
     from memlease.client.blocking import Client
 
     reg = registry or load_protocols()
@@ -278,6 +314,7 @@ def _connect_one(args: argparse.Namespace, registry: ProtocolRegistry | None) ->
     args.id = parse_lease_id(args.id, spec) if "id" in args else None
     if "ids" in args:
         args.ids = [parse_lease_id(text, spec) for text in args.ids]
+    _check_encodable(args, spec, request)
     context = None
     if args.tls or args.ca is not None or args.cert is not None or args.key is not None:
         from memlease.tls import client_context
@@ -291,6 +328,25 @@ def _connect_one(args: argparse.Namespace, registry: ProtocolRegistry | None) ->
         registry=reg,
         ssl_context=context,
     )
+
+
+def _check_encodable(
+    args: argparse.Namespace,
+    spec: ProtocolSpec,
+    request: Callable[[argparse.Namespace, ProtocolSpec], Request] | None,
+) -> None:
+    """A usage error for a number outside the protocol's field, or a --max-message below its
+    header, found by encoding with a codec of our own before connecting."""
+    try:
+        codec = spec.client_codec(args.client_max_message)
+    except ValueError as exc:
+        raise UsageError(f"memlease: --max-message {args.client_max_message}: {exc}") from None
+    if request is None:
+        return
+    try:
+        codec.encode_request(request(args, spec))
+    except ProtocolError as exc:
+        raise UsageError(f"memlease {args.command}: {exc}") from None
 
 
 def _spec(args: argparse.Namespace, registry: ProtocolRegistry) -> ProtocolSpec:
@@ -319,7 +375,13 @@ def _lease(args: argparse.Namespace, registry: ProtocolRegistry | None) -> int:
         if args.count > 1:
             raise UsageError("memlease lease: --count is for one server, not a fleet")
         return fleet_commands.lease(args, registry)
-    with _connect_one(args, registry) as client:
+
+    def request(a: argparse.Namespace, spec: ProtocolSpec) -> Request:
+        if a.count > 1:
+            return LeaseManyRequest(a.count, a.size, a.ttl, spec.id_kind)
+        return LeaseRequest(a.size, a.ttl, spec.id_kind)
+
+    with _connect_one(args, registry, request) as client:
         if args.count == 1:
             granted = [client.lease(args.size, args.ttl)]
         else:
@@ -351,7 +413,7 @@ def _input_data(args: argparse.Namespace) -> bytes:
 
 def _set(args: argparse.Namespace, registry: ProtocolRegistry | None) -> int:
     data = _input_data(args)
-    with _connect(args, registry) as client:
+    with _connect(args, registry, lambda a, _: SetRequest(a.id, data)) as client:
         version = client.set(args.id, data)
     record = {"id": _id(args.id), "op": "set", "bytes": len(data), "version": version or None}
     # native's set is the original exchange, which does not carry the version
@@ -361,7 +423,7 @@ def _set(args: argparse.Namespace, registry: ProtocolRegistry | None) -> int:
 
 def _write(args: argparse.Namespace, registry: ProtocolRegistry | None) -> int:
     data = _input_data(args)
-    with _connect(args, registry) as client:
+    with _connect(args, registry, lambda a, _: WriteRequest(a.id, a.offset, data)) as client:
         version = client.write(args.id, args.offset, data)
     record = {
         "id": _id(args.id),
@@ -381,7 +443,7 @@ def _get(args: argparse.Namespace, registry: ProtocolRegistry | None) -> int:
 
 
 def _read(args: argparse.Namespace, registry: ProtocolRegistry | None) -> int:
-    with _connect(args, registry) as client:
+    with _connect(args, registry, lambda a, _: ReadRequest(a.id, a.offset, a.length)) as client:
         data = client.read(args.id, args.offset, args.length)
     return _output(args, data)
 
@@ -402,13 +464,39 @@ def _output(args: argparse.Namespace, data: bytes) -> int:
         }
         print(json.dumps(record))
     elif args.output is None and sys.stdout.isatty():
-        # A terminal shows the region as the original client did, as a C string.
-        print(data.rstrip(b"\0").decode(errors="replace"))
+        # A terminal shows the region as the original client did, as a C string; control
+        # characters as escapes, so that bytes another tenant stored cannot drive it.
+        print(terminal_safe(data.rstrip(b"\0").decode(errors="replace")))
     elif args.output is None:
-        sys.stdout.flush()
+        _write_raw(data)
+    return EXIT_OK
+
+
+def _write_raw(data: bytes) -> None:
+    """All of ``data`` to stdout; BrokenPipeError once its reader is gone."""
+    sys.stdout.flush()
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError):  # a replaced stdout (tests capture it)
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
-    return EXIT_OK
+        return
+    # os.write in a loop, not the buffered writer: when a reader leaves mid-write, the pipe
+    # takes part of a write, and the buffered writer was seen to drop the rest silently
+    # (exit 0, no error) instead of meeting the closed pipe on the next write.
+    with memoryview(data) as view:
+        while view:
+            view = view[os.write(fd, view) :]
+
+
+_CONTROL = {
+    code: f"\\x{code:02x}" for code in (*range(0x20), *range(0x7F, 0xA0)) if chr(code) not in "\n\t"
+}
+
+
+def terminal_safe(text: str) -> str:
+    """``text`` with every control character but newline and tab written as ``\\xNN``."""
+    return text.translate(_CONTROL)
 
 
 def _text(data: bytes) -> str | None:
@@ -418,16 +506,22 @@ def _text(data: bytes) -> str | None:
         return None
 
 
+def _figure(value: object) -> str:
+    """A stats figure as a person reads it: a ratio to three decimals (JSON keeps all)."""
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
 def _renew(args: argparse.Namespace, registry: ProtocolRegistry | None) -> int:
     if len(args.ids) == 1:
         # One id (or a fleet's handle): the single renew, and its own error.
         args.id = args.ids[0]
-        with _connect(args, registry) as client:
+        with _connect(args, registry, lambda a, _: RenewRequest(a.id, a.ttl)) as client:
             client.renew(args.id, args.ttl)
         args.ids = [args.id]
         missing: list[LeaseId] = []
     else:
-        with _connect_one(_one_server(args), registry) as client:
+        check = lambda a, _: RenewManyRequest(a.ids, a.ttl)  # noqa: E731
+        with _connect_one(_one_server(args), registry, check) as client:
             missing = client.renew_many(args.ids, args.ttl)
     return _many_done(args, "renewed", missing, {"ttl_ms": args.ttl}, f" for {args.ttl} ms")
 
@@ -509,7 +603,7 @@ def _stats(args: argparse.Namespace, registry: ProtocolRegistry | None) -> int:
     record = asdict(stats)
     width = max(map(len, record))
     text = "\n".join(
-        f"{name.replace('_', ' '):<{width}}  {value}" for name, value in record.items()
+        f"{name.replace('_', ' '):<{width}}  {_figure(value)}" for name, value in record.items()
     )
     return _print(args, text, record)
 

@@ -14,11 +14,13 @@ import json
 import os
 import socket
 import sys
+import tomllib
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 from typing import NoReturn
 
+from memlease import __version__
 from memlease.cli.client_commands import (
     EXIT_OK,
     Handler,
@@ -28,11 +30,13 @@ from memlease.cli.client_commands import (
 )
 from memlease.core.errors import ConfigError, LeaseNotFound, MemleaseError, not_found_message
 from memlease.protocol import ProtocolRegistry, load_protocols
-from memlease.server.config import FLAGS, Config, load_config
+from memlease.server.config import FLAGS, Config, load_config, packaged_default_text
 from memlease.server.config_values import Listener
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_PIPE_CLOSED = 128 + 13
+"""As a process killed by SIGPIPE: what a shell shows for ``seq 9999999 | head -1``'s seq."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -47,65 +51,87 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> _Parser:
     parser = _Parser(prog="memlease", description="Lease remote memory.")
+    parser.add_argument("--version", "-V", action="version", version=f"memlease {__version__}")
     add_global_options(parser, default=True)
     client = _Parser(add_help=False)
     add_global_options(client, default=False)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    serve = commands.add_parser("serve", help="run a server")
+    serve = commands.add_parser(
+        "serve",
+        help="run a server",
+        description="Run a server. Flags override the config file; the defaults shown are the "
+        "packaged config's (conf/server.toml).",
+    )
+    default = _packaged_defaults()
+
+    def flag(name: str, metavar: str, text: str, key: str | None = None, **kw: object) -> None:
+        shown = default.get(key) if key else None
+        suffix = f" (default {shown})" if shown is not None else ""
+        serve.add_argument(name, metavar=metavar, help=text + suffix, **kw)  # type: ignore[arg-type]
+
     serve.add_argument(
         "--config",
         type=Path,
         metavar="PATH",
         help="a TOML config file (default: the packaged conf/server.toml)",
     )
-    serve.add_argument("--host", help="the address to bind")
-    serve.add_argument("--arena", metavar="SIZE", help="bytes to lease out, e.g. 64MiB")
+    flag("--host", "HOST", "the address to bind", "host")
+    flag("--arena", "SIZE", "bytes to lease out", "arena.size")
     serve.add_argument(
         "--listen",
         action="append",
         metavar="PROTOCOL=PORT",
-        help="serve PROTOCOL on PORT; repeatable; replaces the file's listeners",
+        help="serve PROTOCOL on PORT; repeatable; replaces the file's listeners (default "
+        f"{default.get('listener', 'none')})",
     )
-    serve.add_argument("--max-connections", metavar="N")
-    serve.add_argument(
+    flag("--max-connections", "N", "connections open at once", "limits.max_connections")
+    flag(
         "--max-connections-per-client",
-        metavar="N",
-        help="connections one source address may hold (default: max-connections / 4; 0: any)",
+        "N",
+        "connections one source address may hold (default: max-connections / 4; 0: any)",
     )
-    serve.add_argument(
+    flag(
         "--request-timeout",
-        metavar="DURATION",
-        help="time to receive one whole message once its first byte came",
+        "DURATION",
+        "time to receive one whole message once its first byte came",
+        "limits.request_timeout",
     )
-    serve.add_argument("--idle-timeout", metavar="DURATION")
-    serve.add_argument(
+    flag(
+        "--idle-timeout",
+        "DURATION",
+        "a connection with no message this long is closed",
+        "limits.idle_timeout",
+    )
+    flag(
         "--max-unknown-ids-per-second",
-        metavar="N",
-        help="requests for unknown ids a connection may make in a second (default 1000; 0: any)",
+        "N",
+        "requests for unknown ids a connection may make in a second; 0: any",
+        "limits.max_unknown_ids_per_second",
     )
-    serve.add_argument("--max-ttl", metavar="DURATION")
-    serve.add_argument("--max-message", metavar="SIZE")
-    serve.add_argument(
+    flag("--max-ttl", "DURATION", "longest ttl of a lease or renewal", "limits.max_ttl")
+    flag("--max-message", "SIZE", "largest message, checked on its header", "limits.max_message")
+    flag(
         "--connection-memory",
-        metavar="SIZE",
-        help="memory all connections together may hold beyond the arena (default 256MiB)",
+        "SIZE",
+        "memory all connections together may hold beyond the arena",
+        "limits.connection_memory",
     )
-    serve.add_argument("--log-level", metavar="LEVEL")
-    serve.add_argument(
+    flag("--log-level", "LEVEL", "debug, info, warning, error or critical", "log_level")
+    flag(
         "--shards",
-        metavar="N",
-        help="run N server processes, a core and 1/N of the arena each, on consecutive ports",
+        "N",
+        "run N server processes, a core and 1/N of the arena each, on consecutive ports",
+        "shards",
     )
-    serve.add_argument("--tls-cert", metavar="PATH", help="PEM certificate: serve TLS")
-    serve.add_argument("--tls-key", metavar="PATH", help="PEM private key of --tls-cert")
-    serve.add_argument(
-        "--tls-client-ca", metavar="PATH", help="PEM CA(s): require client certificates"
-    )
-    serve.add_argument(
+    flag("--tls-cert", "PATH", "PEM certificate: serve TLS (default: no TLS)")
+    flag("--tls-key", "PATH", "PEM private key of --tls-cert")
+    flag("--tls-client-ca", "PATH", "PEM CA(s): require client certificates (default: none)")
+    flag(
         "--tls-handshake-timeout",
-        metavar="DURATION",
-        help="time a TLS handshake may take from accept (default 5s)",
+        "DURATION",
+        "time a TLS handshake may take from accept",
+        "limits.tls_handshake_timeout",
     )
     serve.set_defaults(handler=_serve)
 
@@ -120,6 +146,21 @@ def build_parser() -> _Parser:
     )
     bench.set_defaults(handler=_bench)
     return parser
+
+
+def _packaged_defaults() -> dict[str, str]:
+    """The packaged config's values by file key ("limits.max_ttl": "24h"), as help shows
+    them: read from the file itself, so that help and file cannot disagree."""
+    document = tomllib.loads(packaged_default_text())
+    shown: dict[str, str] = {}
+    for key, value in document.items():
+        if key == "listener":
+            shown[key] = ", ".join(f"{t['protocol']}={t['port']}" for t in value)
+        elif isinstance(value, dict):
+            shown.update({f"{key}.{sub}": str(v) for sub, v in value.items()})
+        else:
+            shown[key] = str(value)
+    return shown
 
 
 # ---------------------------------------------------------------- main
@@ -137,7 +178,12 @@ def main(argv: Sequence[str] | None = None, *, registry: ProtocolRegistry | None
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.extra = extra
         handler: Handler = args.handler
-        return handler(args, registry)
+        status = handler(args, registry)
+        # Flushed here, so that a reader gone away is met below, not at interpreter exit.
+        sys.stdout.flush()
+        return status
+    except BrokenPipeError:
+        return _stdout_closed()
     except UsageError as exc:
         message = str(exc)
         prefixed = message if message.startswith("memlease") else f"memlease: {message}"
@@ -154,6 +200,16 @@ def main(argv: Sequence[str] | None = None, *, registry: ProtocolRegistry | None
         return _fail(f"memlease: {exc.strerror or exc}")
     except KeyboardInterrupt:
         return _fail("memlease: interrupted", 130)
+
+
+def _stdout_closed() -> int:
+    """The reader of stdout went away (``memlease stats | head -1``): stop quietly, as a Unix
+    filter killed by SIGPIPE does, with its status."""
+    # What is still buffered for the closed pipe would fail again at exit: send it nowhere.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return EXIT_PIPE_CLOSED
 
 
 def _fail(message: str, status: int = EXIT_FAILED) -> int:

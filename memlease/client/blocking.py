@@ -15,9 +15,9 @@ from types import TracebackType
 from typing import TypeVar
 
 from memlease.client import calls, connecting
-from memlease.client.calls import Call
-from memlease.client.connecting import DEFAULT_TIMEOUT, RECEIVE_SIZE
-from memlease.core.errors import ConnectionFailed, ProtocolError
+from memlease.client.calls import Call, DataLike, IdLike
+from memlease.client.connecting import DEFAULT_TIMEOUT, FIRST_BYTES, RECEIVE_SIZE
+from memlease.core.errors import ConnectionFailed, ProtocolError, WrongProtocol
 from memlease.core.messages import (
     Granted,
     LeaseId,
@@ -38,6 +38,9 @@ class Client:
     when the server cannot be reached or no reply comes within ``timeout`` seconds (the
     connection is then closed); ProtocolError for bytes that do not follow the protocol.
 
+    A lease id is an int or a ``uuid.UUID``, or a UUID's string form; data is bytes (or a
+    bytearray or memoryview), or a str, which is written as its UTF-8 bytes.
+
     Not for sharing between threads: give each thread its own client.
     """
 
@@ -56,12 +59,18 @@ class Client:
         self.protocol = connecting.find_protocol(protocol, registry)
         host, port = connecting.parse_address(address)
         self.peer = f"{host}:{port}"
+        self._address = (host, port)
+        self._plain = ssl_context is None
         self.timeout = timeout
         self._max_message = max_message
         self._codec: ClientCodec = self.protocol.client_codec(max_message)
         self._broken: str | None = None
         # Notices of watched leases, as they came, until next_notice takes them.
         self._notices: deque[Notice] = deque()
+        self._registry = registry
+        # The first reply bytes, until a reply decodes: if none does, they tell which
+        # protocol (or TLS) the port speaks instead.
+        self._first: bytearray | None = bytearray()
         try:
             self._socket = socket.create_connection((host, port), timeout=timeout)
         except TimeoutError:
@@ -112,65 +121,65 @@ class Client:
         kind = self.protocol.id_kind
         return self._run(calls.lease_many(count, size, ttl_ms, kind, bound))
 
-    def get(self, lease_id: LeaseId) -> bytes:
+    def get(self, lease_id: IdLike) -> bytes:
         """The whole leased region. Raises LeaseNotFound."""
         return self._run(calls.get(lease_id))
 
-    def set(self, lease_id: LeaseId, data: bytes) -> int:
+    def set(self, lease_id: IdLike, data: DataLike) -> int:
         """Write ``data`` at offset 0; the lease's new version. Raises LeaseNotFound,
         LeaseTooSmall (nothing written)."""
         return self._run(calls.set_(lease_id, data))
 
-    def gets(self, lease_id: LeaseId) -> tuple[bytes, int]:
+    def gets(self, lease_id: IdLike) -> tuple[bytes, int]:
         """The whole leased region and its version, read together. Raises LeaseNotFound."""
         return self._run(calls.gets(lease_id))
 
-    def cas(self, lease_id: LeaseId, version: int, data: bytes, offset: int = 0) -> int:
+    def cas(self, lease_id: IdLike, version: int, data: DataLike, offset: int = 0) -> int:
         """Write ``data`` at ``offset`` only if the lease is at ``version``; the new version.
         Raises VersionMismatch (``.current``: the lease's version; nothing written),
         LeaseNotFound, LeaseTooSmall."""
         return self._run(calls.cas(lease_id, version, data, offset))
 
-    def read(self, lease_id: LeaseId, offset: int, length: int) -> bytes:
+    def read(self, lease_id: IdLike, offset: int, length: int) -> bytes:
         """``length`` bytes from ``offset``. Raises LeaseNotFound, LeaseTooSmall."""
         return self._run(calls.read(lease_id, offset, length))
 
-    def write(self, lease_id: LeaseId, offset: int, data: bytes) -> int:
+    def write(self, lease_id: IdLike, offset: int, data: DataLike) -> int:
         """Write ``data`` at ``offset``; the lease's new version. Raises LeaseNotFound,
         LeaseTooSmall (nothing written)."""
         return self._run(calls.write(lease_id, offset, data))
 
-    def renew(self, lease_id: LeaseId, ttl_ms: int) -> None:
+    def renew(self, lease_id: IdLike, ttl_ms: int) -> None:
         """Set the lease's deadline to now + ``ttl_ms``. Raises LeaseNotFound, BadTtl."""
         self._run(calls.renew(lease_id, ttl_ms))
 
-    def release(self, lease_id: LeaseId) -> None:
+    def release(self, lease_id: IdLike) -> None:
         """Free the lease at once. Raises LeaseNotFound."""
         self._run(calls.release(lease_id))
 
-    def renew_many(self, lease_ids: Sequence[LeaseId], ttl_ms: int) -> list[LeaseId]:
+    def renew_many(self, lease_ids: Sequence[IdLike], ttl_ms: int) -> list[LeaseId]:
         """Renew every live lease of ``lease_ids`` to now + ``ttl_ms``, in one request; the
         ids that were not found. Raises BadTtl (nothing renewed), TooMany."""
         return self._run(calls.renew_many(lease_ids, ttl_ms))
 
-    def release_many(self, lease_ids: Sequence[LeaseId]) -> list[LeaseId]:
+    def release_many(self, lease_ids: Sequence[IdLike]) -> list[LeaseId]:
         """Release every live lease of ``lease_ids``, in one request; the ids that were not
         found. Raises TooMany."""
         return self._run(calls.release_many(lease_ids))
 
-    def watch(self, lease_ids: LeaseId | Sequence[LeaseId]) -> None:
+    def watch(self, lease_ids: IdLike | Sequence[IdLike]) -> None:
         """Have the server tell this connection when each lease ends (expired, released, or
         its bound connection closed): see next_notice. All or none:
         raises LeaseNotFound, watching none, if one is not live; TooMany past the server's
         limits.max_watches."""
         self._run(calls.watch(calls.ids_of(lease_ids)))
 
-    def unwatch(self, lease_ids: LeaseId | Sequence[LeaseId]) -> list[LeaseId]:
+    def unwatch(self, lease_ids: IdLike | Sequence[IdLike]) -> list[LeaseId]:
         """Stop the notices of these leases; the ids this connection was not watching (not an
         error)."""
         return self._run(calls.unwatch(calls.ids_of(lease_ids)))
 
-    def stat(self, lease_id: LeaseId) -> LeaseInfo:
+    def stat(self, lease_id: IdLike) -> LeaseInfo:
         """The lease's size, remaining ttl and version. Raises LeaseNotFound."""
         return self._run(calls.stat(lease_id))
 
@@ -244,14 +253,31 @@ class Client:
         try:
             self._socket.settimeout(self.timeout)
             self._socket.sendall(payload)
-            return self._receive(len(requests), time.monotonic() + self.timeout)
+            replies = self._receive(len(requests), time.monotonic() + self.timeout)
+            self._first = None
+            return replies
         except TimeoutError:
-            raise self._break(
+            raise self._wrong_protocol(requests) or self._break(
                 connecting.no_reply(self.timeout, self.peer, self.protocol.name)
             ) from None
         except OSError as exc:
-            raise self._break(f"the connection broke ({exc.strerror or exc})") from None
+            # Closed without a byte in reply: a TLS port does that to a plain client.
+            closed_at_once = self._first is not None and not self._first and self._plain
+            if (
+                closed_at_once
+                and isinstance(exc, ConnectionResetError)
+                and connecting.speaks_tls(self._address, self.timeout)
+            ):
+                reason = connecting.speaks_tls_message(self.peer)
+                self._break(reason)
+                raise WrongProtocol(reason) from None
+            raise self._wrong_protocol(requests) or self._break(
+                f"the connection broke ({exc.strerror or exc})"
+            ) from None
         except ProtocolError as exc:
+            wrong = self._wrong_protocol(requests)
+            if wrong is not None:
+                raise wrong from None
             self._break(f"a reply did not follow the protocol ({exc})")
             raise
         except BaseException:
@@ -278,7 +304,23 @@ class Client:
             data = self._socket.recv(RECEIVE_SIZE)
             if not data:
                 raise ConnectionResetError(0, "the server closed the connection")
+            first = self._first
+            if first is not None and len(first) < FIRST_BYTES:
+                first += data[: FIRST_BYTES - len(first)]
             codec.feed(data)
+
+    def _wrong_protocol(self, requests: Sequence[Request]) -> WrongProtocol | None:
+        """WrongProtocol (the connection closed) when the first reply bytes are another
+        protocol's; None when they are not, or a reply of ours came before."""
+        if not self._first:
+            return None
+        reason = connecting.wrong_protocol(
+            self.peer, self.protocol.name, requests, bytes(self._first), self._registry
+        )
+        if reason is None:
+            return None
+        self._break(reason)
+        return WrongProtocol(reason)
 
     def _break(self, reason: str) -> ConnectionFailed:
         self._broken = reason

@@ -8,10 +8,10 @@ here, once.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Generic, TypeVar
-from uuid import UUID
 
 from memlease.core.errors import ProtocolError, VersionMismatch, error_for_code
 from memlease.core.messages import (
@@ -47,6 +47,27 @@ from memlease.core.messages import (
 )
 
 T = TypeVar("T")
+
+IdLike = LeaseId | str
+"""A lease id, or a UUID's string form ("1b4e28ba-2fa1-11d2-883f-0016d3cca427")."""
+DataLike = bytes | bytearray | memoryview | str
+"""Bytes to write; a str is written as its UTF-8 bytes."""
+
+
+def lease_id_of(value: IdLike) -> LeaseId:
+    """``value`` as a lease id: a UUID's string form becomes a UUID; any other string is left
+    for the codec to refuse, naming the kind of id its protocol carries."""
+    if isinstance(value, str):
+        try:
+            return uuid.UUID(value)
+        except ValueError:
+            return value  # type: ignore[return-value]
+    return value
+
+
+def data_of(value: DataLike) -> bytes:
+    """``value`` as bytes; a str as its UTF-8 encoding."""
+    return value.encode() if isinstance(value, str) else bytes(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,44 +179,44 @@ def lease(size: int, ttl_ms: int, id_kind: IdKind, bound: bool = False) -> Call[
     return Call(LeaseRequest(size, ttl_ms, id_kind, bound), _granted)
 
 
-def get(lease_id: LeaseId) -> Call[bytes]:
-    return Call(GetRequest(lease_id), _data)
+def get(lease_id: IdLike) -> Call[bytes]:
+    return Call(GetRequest(lease_id_of(lease_id)), _data)
 
 
-def set_(lease_id: LeaseId, data: bytes) -> Call[int]:
-    return Call(SetRequest(lease_id, bytes(data)), _version)
+def set_(lease_id: IdLike, data: DataLike) -> Call[int]:
+    return Call(SetRequest(lease_id_of(lease_id), data_of(data)), _version)
 
 
-def read(lease_id: LeaseId, offset: int, length: int) -> Call[bytes]:
-    return Call(ReadRequest(lease_id, offset, length), _data)
+def read(lease_id: IdLike, offset: int, length: int) -> Call[bytes]:
+    return Call(ReadRequest(lease_id_of(lease_id), offset, length), _data)
 
 
-def write(lease_id: LeaseId, offset: int, data: bytes) -> Call[int]:
-    return Call(WriteRequest(lease_id, offset, bytes(data)), _version)
+def write(lease_id: IdLike, offset: int, data: DataLike) -> Call[int]:
+    return Call(WriteRequest(lease_id_of(lease_id), offset, data_of(data)), _version)
 
 
-def renew(lease_id: LeaseId, ttl_ms: int) -> Call[None]:
-    return Call(RenewRequest(lease_id, ttl_ms), _done)
+def renew(lease_id: IdLike, ttl_ms: int) -> Call[None]:
+    return Call(RenewRequest(lease_id_of(lease_id), ttl_ms), _done)
 
 
-def release(lease_id: LeaseId) -> Call[None]:
-    return Call(ReleaseRequest(lease_id), _done)
+def release(lease_id: IdLike) -> Call[None]:
+    return Call(ReleaseRequest(lease_id_of(lease_id)), _done)
 
 
-def stat(lease_id: LeaseId) -> Call[LeaseInfo]:
-    return Call(StatRequest(lease_id), _expect_lease_info)
+def stat(lease_id: IdLike) -> Call[LeaseInfo]:
+    return Call(StatRequest(lease_id_of(lease_id)), _expect_lease_info)
 
 
 def stats() -> Call[ServerStats]:
     return Call(StatsRequest(), _expect_server_stats)
 
 
-def gets(lease_id: LeaseId) -> Call[tuple[bytes, int]]:
-    return Call(GetsRequest(lease_id), _data_and_version)
+def gets(lease_id: IdLike) -> Call[tuple[bytes, int]]:
+    return Call(GetsRequest(lease_id_of(lease_id)), _data_and_version)
 
 
-def cas(lease_id: LeaseId, version: int, data: bytes, offset: int = 0) -> Call[int]:
-    return Call(CasRequest(lease_id, version, offset, bytes(data)), _swapped)
+def cas(lease_id: IdLike, version: int, data: DataLike, offset: int = 0) -> Call[int]:
+    return Call(CasRequest(lease_id_of(lease_id), version, offset, data_of(data)), _swapped)
 
 
 def lease_many(
@@ -204,24 +225,24 @@ def lease_many(
     return Call(LeaseManyRequest(count, size, ttl_ms, id_kind, bound), _granted_many)
 
 
-def renew_many(lease_ids: Sequence[LeaseId], ttl_ms: int) -> Call[list[LeaseId]]:
-    return Call(RenewManyRequest(list(lease_ids), ttl_ms), _ids)
+def renew_many(lease_ids: Sequence[IdLike], ttl_ms: int) -> Call[list[LeaseId]]:
+    return Call(RenewManyRequest(ids_of(lease_ids), ttl_ms), _ids)
 
 
-def release_many(lease_ids: Sequence[LeaseId]) -> Call[list[LeaseId]]:
-    return Call(ReleaseManyRequest(list(lease_ids)), _ids)
+def release_many(lease_ids: Sequence[IdLike]) -> Call[list[LeaseId]]:
+    return Call(ReleaseManyRequest(ids_of(lease_ids)), _ids)
 
 
-def watch(lease_ids: Sequence[LeaseId]) -> Call[None]:
-    return Call(WatchRequest(list(lease_ids)), _watched)
+def watch(lease_ids: IdLike | Sequence[IdLike]) -> Call[None]:
+    return Call(WatchRequest(ids_of(lease_ids)), _watched)
 
 
-def unwatch(lease_ids: Sequence[LeaseId]) -> Call[list[LeaseId]]:
-    return Call(UnwatchRequest(list(lease_ids)), _ids)
+def unwatch(lease_ids: IdLike | Sequence[IdLike]) -> Call[list[LeaseId]]:
+    return Call(UnwatchRequest(ids_of(lease_ids)), _ids)
 
 
-def ids_of(lease_ids: LeaseId | Sequence[LeaseId]) -> list[LeaseId]:
-    """One id or many, as a list."""
-    if isinstance(lease_ids, (int, UUID)):
-        return [lease_ids]
-    return list(lease_ids)
+def ids_of(lease_ids: IdLike | Sequence[IdLike]) -> list[LeaseId]:
+    """One id or many (UUIDs may come as their string form), as a list."""
+    if isinstance(lease_ids, (int, str, uuid.UUID)):
+        return [lease_id_of(lease_ids)]
+    return [lease_id_of(lease_id) for lease_id in lease_ids]

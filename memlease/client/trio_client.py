@@ -16,9 +16,9 @@ from typing import TypeVar
 import trio
 
 from memlease.client import calls, connecting
-from memlease.client.calls import Call
-from memlease.client.connecting import DEFAULT_TIMEOUT, RECEIVE_SIZE
-from memlease.core.errors import ConnectionFailed, ProtocolError
+from memlease.client.calls import Call, DataLike, IdLike
+from memlease.client.connecting import DEFAULT_TIMEOUT, FIRST_BYTES, RECEIVE_SIZE
+from memlease.core.errors import ConnectionFailed, ProtocolError, WrongProtocol
 from memlease.core.messages import (
     Granted,
     LeaseId,
@@ -71,7 +71,31 @@ async def connect(
             f"cannot connect to {host}:{port} ({exc.strerror or exc}); is memlease serving "
             f"{protocol} there?"
         ) from None
-    return AsyncClient(stream, spec, f"{host}:{port}", timeout=timeout, max_message=max_message)
+    return AsyncClient(
+        stream,
+        spec,
+        f"{host}:{port}",
+        timeout=timeout,
+        max_message=max_message,
+        registry=registry,
+        tls_probe_at=None if ssl_context is not None else (host, port),
+    )
+
+
+async def _speaks_tls(address: tuple[str, int], timeout: float) -> bool:
+    """connecting.speaks_tls, in trio: whether a TLS handshake succeeds at ``address``."""
+    stream: trio.abc.Stream | None = None
+    try:
+        with trio.fail_after(min(timeout, 5.0)):
+            stream = await trio.open_tcp_stream(*address)
+            tls = trio.SSLStream(stream, connecting.probe_context(), server_hostname=address[0])
+            stream = tls
+            await tls.do_handshake()
+            return True
+    except (trio.BrokenResourceError, trio.TooSlowError, OSError):
+        return False
+    finally:
+        await _close_quietly(stream)
 
 
 async def _close_quietly(stream: trio.abc.Stream | None) -> None:
@@ -87,6 +111,9 @@ class AsyncClient:
     when the server cannot be reached or no reply comes within the timeout (the connection is
     then closed); ProtocolError for bytes that do not follow the protocol.
 
+    A lease id is an int or a ``uuid.UUID``, or a UUID's string form; data is bytes (or a
+    bytearray or memoryview), or a str, which is written as its UTF-8 bytes.
+
     Tasks may share a client: requests are sent, and replies read, one call at a time. A call
     cancelled before its request is sent leaves the client usable; one cancelled later leaves
     it unusable (ConnectionFailed), since its reply may still come and would answer the next.
@@ -100,8 +127,18 @@ class AsyncClient:
         *,
         timeout: float = DEFAULT_TIMEOUT,
         max_message: int = DEFAULT_MAX_MESSAGE,
+        registry: ProtocolRegistry | None = None,
+        tls_probe_at: tuple[str, int] | None = None,
     ) -> None:
+        """``registry``: the protocols to try on replies that are not ``spec``'s;
+        ``tls_probe_at``: for a plain connection, where to ask whether the port speaks TLS
+        when it closes without a reply."""
         self.protocol = spec
+        self._registry = registry
+        self._tls_probe_at = tls_probe_at
+        # The first reply bytes, until a reply decodes: if none does, they tell which
+        # protocol (or TLS) the port speaks instead.
+        self._first: bytearray | None = bytearray()
         self.peer = peer
         self.timeout = timeout
         self._stream = stream
@@ -147,65 +184,65 @@ class AsyncClient:
         kind = self.protocol.id_kind
         return await self._run(calls.lease_many(count, size, ttl_ms, kind, bound))
 
-    async def get(self, lease_id: LeaseId) -> bytes:
+    async def get(self, lease_id: IdLike) -> bytes:
         """The whole leased region. Raises LeaseNotFound."""
         return await self._run(calls.get(lease_id))
 
-    async def set(self, lease_id: LeaseId, data: bytes) -> int:
+    async def set(self, lease_id: IdLike, data: DataLike) -> int:
         """Write ``data`` at offset 0; the lease's new version. Raises LeaseNotFound,
         LeaseTooSmall (nothing written)."""
         return await self._run(calls.set_(lease_id, data))
 
-    async def gets(self, lease_id: LeaseId) -> tuple[bytes, int]:
+    async def gets(self, lease_id: IdLike) -> tuple[bytes, int]:
         """The whole leased region and its version, read together. Raises LeaseNotFound."""
         return await self._run(calls.gets(lease_id))
 
-    async def cas(self, lease_id: LeaseId, version: int, data: bytes, offset: int = 0) -> int:
+    async def cas(self, lease_id: IdLike, version: int, data: DataLike, offset: int = 0) -> int:
         """Write ``data`` at ``offset`` only if the lease is at ``version``; the new version.
         Raises VersionMismatch (``.current``: the lease's version; nothing written),
         LeaseNotFound, LeaseTooSmall."""
         return await self._run(calls.cas(lease_id, version, data, offset))
 
-    async def read(self, lease_id: LeaseId, offset: int, length: int) -> bytes:
+    async def read(self, lease_id: IdLike, offset: int, length: int) -> bytes:
         """``length`` bytes from ``offset``. Raises LeaseNotFound, LeaseTooSmall."""
         return await self._run(calls.read(lease_id, offset, length))
 
-    async def write(self, lease_id: LeaseId, offset: int, data: bytes) -> int:
+    async def write(self, lease_id: IdLike, offset: int, data: DataLike) -> int:
         """Write ``data`` at ``offset``; the lease's new version. Raises LeaseNotFound,
         LeaseTooSmall (nothing written)."""
         return await self._run(calls.write(lease_id, offset, data))
 
-    async def renew(self, lease_id: LeaseId, ttl_ms: int) -> None:
+    async def renew(self, lease_id: IdLike, ttl_ms: int) -> None:
         """Set the lease's deadline to now + ``ttl_ms``. Raises LeaseNotFound, BadTtl."""
         await self._run(calls.renew(lease_id, ttl_ms))
 
-    async def release(self, lease_id: LeaseId) -> None:
+    async def release(self, lease_id: IdLike) -> None:
         """Free the lease at once. Raises LeaseNotFound."""
         await self._run(calls.release(lease_id))
 
-    async def renew_many(self, lease_ids: Sequence[LeaseId], ttl_ms: int) -> list[LeaseId]:
+    async def renew_many(self, lease_ids: Sequence[IdLike], ttl_ms: int) -> list[LeaseId]:
         """Renew every live lease of ``lease_ids`` to now + ``ttl_ms``, in one request; the
         ids that were not found. Raises BadTtl (nothing renewed), TooMany."""
         return await self._run(calls.renew_many(lease_ids, ttl_ms))
 
-    async def release_many(self, lease_ids: Sequence[LeaseId]) -> list[LeaseId]:
+    async def release_many(self, lease_ids: Sequence[IdLike]) -> list[LeaseId]:
         """Release every live lease of ``lease_ids``, in one request; the ids that were not
         found. Raises TooMany."""
         return await self._run(calls.release_many(lease_ids))
 
-    async def watch(self, lease_ids: LeaseId | Sequence[LeaseId]) -> None:
+    async def watch(self, lease_ids: IdLike | Sequence[IdLike]) -> None:
         """Have the server tell this connection when each lease ends (expired, released, or
         its bound connection closed): see notices. All or none:
         raises LeaseNotFound, watching none, if one is not live; TooMany past the server's
         limits.max_watches."""
         await self._run(calls.watch(calls.ids_of(lease_ids)))
 
-    async def unwatch(self, lease_ids: LeaseId | Sequence[LeaseId]) -> list[LeaseId]:
+    async def unwatch(self, lease_ids: IdLike | Sequence[IdLike]) -> list[LeaseId]:
         """Stop the notices of these leases; the ids this connection was not watching (not an
         error)."""
         return await self._run(calls.unwatch(calls.ids_of(lease_ids)))
 
-    async def stat(self, lease_id: LeaseId) -> LeaseInfo:
+    async def stat(self, lease_id: IdLike) -> LeaseInfo:
         """The lease's size, remaining ttl and version. Raises LeaseNotFound."""
         return await self._run(calls.stat(lease_id))
 
@@ -295,15 +332,31 @@ class AsyncClient:
             try:
                 with trio.fail_after(self.timeout):
                     await self._stream.send_all(payload)
-                    return await self._receive(len(requests))
+                    replies = await self._receive(len(requests))
+                    self._first = None
+                    return replies
             except trio.TooSlowError:
-                raise await self._break(
+                raise await self._wrong_protocol(requests) or await self._break(
                     connecting.no_reply(self.timeout, self.peer, self.protocol.name)
                 ) from None
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                probe_at = self._tls_probe_at
+                # Closed without a byte in reply: a TLS port does that to a plain client.
+                closed_at_once = self._first is not None and not self._first
+                if (
+                    closed_at_once
+                    and probe_at is not None
+                    and await _speaks_tls(probe_at, self.timeout)
+                ):
+                    reason = connecting.speaks_tls_message(self.peer)
+                    await self._break(reason)
+                    raise WrongProtocol(reason) from None
                 reason = f"the connection broke ({exc or type(exc).__name__})"
-                raise await self._break(reason) from None
+                raise await self._wrong_protocol(requests) or await self._break(reason) from None
             except ProtocolError as exc:
+                wrong = await self._wrong_protocol(requests)
+                if wrong is not None:
+                    raise wrong from None
                 await self._break(f"a reply did not follow the protocol ({exc})")
                 raise
             except BaseException:
@@ -332,7 +385,23 @@ class AsyncClient:
             data = await self._stream.receive_some(RECEIVE_SIZE)
             if not data:
                 raise trio.BrokenResourceError("the server closed the connection")
+            first = self._first
+            if first is not None and len(first) < FIRST_BYTES:
+                first += data[: FIRST_BYTES - len(first)]
             codec.feed(data if isinstance(data, bytes) else bytes(data))
+
+    async def _wrong_protocol(self, requests: Sequence[Request]) -> WrongProtocol | None:
+        """WrongProtocol (the connection closed) when the first reply bytes are another
+        protocol's; None when they are not, or a reply of ours came before."""
+        if not self._first:
+            return None
+        reason = connecting.wrong_protocol(
+            self.peer, self.protocol.name, requests, bytes(self._first), self._registry
+        )
+        if reason is None:
+            return None
+        await self._break(reason)
+        return WrongProtocol(reason)
 
     async def _break(self, reason: str) -> ConnectionFailed:
         self._broken = reason

@@ -213,10 +213,20 @@ class BuddyArena:
                 f"{format_bytes(self.size)} arena is {format_bytes(self.max_block)}; "
                 "ask for less"
             )
+        block = self.min_block << order
+        free = self.size - self._used
+        if free >= block:
+            # Enough bytes are free, but no block of this size: they are split up.
+            return (
+                f"no free {format_bytes(block)} block ({format_bytes(free)} of "
+                f"{format_bytes(self.size)} free, largest free block "
+                f"{format_bytes(self.largest_free)}); {format_bytes(nbytes)} needs a "
+                f"{format_bytes(block)} block; try a smaller lease or later"
+            )
         return (
-            f"arena full: {format_bytes(self.size - self._used)} of {format_bytes(self.size)} "
+            f"arena full: {format_bytes(free)} of {format_bytes(self.size)} "
             f"free, largest free block {format_bytes(self.largest_free)}; "
-            f"{format_bytes(nbytes)} needs a {format_bytes(self.min_block << order)} block; "
+            f"{format_bytes(nbytes)} needs a {format_bytes(block)} block; "
             "try a smaller lease or later"
         )
 

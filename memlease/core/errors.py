@@ -120,6 +120,10 @@ class ConnectionFailed(MemleaseError):
     """The client could not reach the server, or the connection broke mid-request."""
 
 
+class WrongProtocol(ConnectionFailed):
+    """The port answered in another protocol (or TLS): the message names the likely one."""
+
+
 _BY_CODE: dict[ErrorCode, type[LeaseError]] = {
     cls.code: cls
     for cls in (

@@ -195,15 +195,17 @@ def load_config(
         except (OSError, UnicodeDecodeError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
             raise ConfigError(f"{source}: cannot read it: {reason}") from None
-    values = _file_values(text, source)
+    given: dict[str, object] = {}
+    values = _file_values(text, source, given)
     labels = {name: f"{source}: {FILE_KEYS[name]}" for name in values}
     for name, value in (overrides or {}).items():
         if name not in _CONVERTERS:
             raise ConfigError(f"unknown override {name!r} (known: {', '.join(_CONVERTERS)})")
         labels[name] = FLAGS.get(name, name)
+        given[name] = value
         values[name] = _convert(name, value, labels[name])
     config = replace(Config(), **values)
-    validate(config, registry=registry, labels=labels)
+    validate(config, registry=registry, labels=labels, given=given)
     return config
 
 
@@ -224,7 +226,7 @@ def _listener_text(listener: Listener) -> str:
     return f"{listener.protocol}={listener.port}"
 
 
-def _file_values(text: str, source: str) -> dict[str, Any]:
+def _file_values(text: str, source: str, given: dict[str, object]) -> dict[str, Any]:
     try:
         document = tomllib.loads(text)
     except ValueError as exc:  # TOMLDecodeError, or a number of more digits than Python takes
@@ -235,21 +237,24 @@ def _file_values(text: str, source: str) -> dict[str, Any]:
             if not isinstance(value, dict):
                 raise ConfigError(f"{source}: [{key}] must be a table, not {_show(value)}")
             for sub, sub_value in value.items():
-                _file_value(f"{key}.{sub}", sub_value, source, values)
+                _file_value(f"{key}.{sub}", sub_value, source, values, given)
         elif key == "listener":
             values["listeners"] = _file_listeners(value, source)
         else:
-            _file_value(key, value, source, values)
+            _file_value(key, value, source, values, given)
     return values
 
 
-def _file_value(key: str, value: object, source: str, values: dict[str, Any]) -> None:
+def _file_value(
+    key: str, value: object, source: str, values: dict[str, Any], given: dict[str, object]
+) -> None:
     name = _FIELD_FOR_FILE_KEY.get(key)
     if name is None or name == "listeners":
         known = ", ".join(k for k in FILE_KEYS.values() if k != "listener")
         raise ConfigError(f"{source}: unknown key {key} = {_show(value)} (known: {known})")
     if name in _DURATION_FIELDS and not isinstance(value, str):
         raise ConfigError(f"{source}: {key} = {_show(value)}: give a unit, e.g. '{value}s'")
+    given[name] = value
     values[name] = _convert(name, value, f"{source}: {key}")
 
 
@@ -286,11 +291,13 @@ def validate(
     *,
     registry: ProtocolRegistry | None = None,
     labels: Mapping[str, str] | None = None,
+    given: Mapping[str, object] | None = None,
 ) -> None:
     """Check the values together. Raises ConfigError naming the key and the value.
 
     ``labels`` names where a field's value came from (a flag, a file's key); by default the
-    file key.
+    file key. ``given`` holds the values as written, which errors show in place of the
+    converted ones.
     """
 
     def label(name: str) -> str:
@@ -298,7 +305,10 @@ def validate(
 
     def fail(name: str, value: object, reason: str) -> ConfigError:
         where = (labels or {}).get(name, FILE_KEYS[name])
-        return ConfigError(f"{where} = {_show(value)}: {reason}")
+        # What the user wrote ("1000h"), not what it became ("3600000000ms").
+        typed = (given or {}).get(name)
+        shown = typed if isinstance(typed, str) and name != "listeners" else value
+        return ConfigError(f"{where} = {_show(shown)}: {reason}")
 
     if not config.listeners:
         raise fail("listeners", "[]", "at least one listener is needed")

@@ -18,6 +18,7 @@ from memlease_wire.framing import (
     error_code,
     take_tail,
 )
+from memlease_wire.ranges import out_of_range
 
 from memlease.core.errors import ErrorCode, ProtocolError, not_found_message
 from memlease.core.messages import (
@@ -202,6 +203,14 @@ def _stats(request: StatsRequest, max_message: int) -> tuple[bytes, int]:
     return S_HEADER.pack(T.STATS, 0), 0
 
 
+# The declaration of each request's payload, whose fields name the request's numbers.
+_LAYOUTS = {
+    LeaseRequest: L.LEASE,
+    ReadRequest: L.READ,
+    WriteRequest: L.WRITE,
+    RenewRequest: L.RENEW,
+}
+
 _ENCODERS: dict[type, Callable[[Any, int], tuple[bytes, int]]] = {
     SetRequest: _set,
     GetRequest: _get,
@@ -229,10 +238,8 @@ def encode_request(request: Request, max_message: int) -> tuple[bytes, int]:
         raise ProtocolError(f"{PROTOCOL}: no native form for a {type(request).__name__}")
     try:
         return encode(request, max_message)
-    except struct.error as exc:
-        raise ProtocolError(
-            f"{PROTOCOL}: {type(request).__name__} does not fit the native format's fields: {exc}"
-        ) from None
+    except struct.error:
+        raise out_of_range(PROTOCOL, request, _LAYOUTS.get(type(request), L.STATS)) from None
 
 
 class NativeClientCodec(FrameDecoder[Reply], ClientCodec):

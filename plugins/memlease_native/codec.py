@@ -415,6 +415,22 @@ def encode_reply(reply: Reply) -> bytes:
         raise ProtocolError(f"{PROTOCOL}: cannot encode {reply!r:.200}: {exc}") from None
 
 
+EARLY_KEY = struct.Struct("=l")
+"""The type field alone: a network or uuid stats request (8 bytes) is shorter than a native
+header (12), and is refused on its first 4 bytes instead of waited for."""
+_NETWORK_REQUEST_TYPES = range(0x01, 0x0A)
+
+
+def describe_type(key: int) -> str:
+    """What is wrong with an unknown type; naming the protocol the frame seems to be of."""
+    version, kind, flags = key & 0xFF, (key >> 8) & 0xFF, (key >> 16) & 0xFFFF
+    # A network header read as a host-order int32: version 1, then a type, then flags.
+    if version == 1 and kind in _NETWORK_REQUEST_TYPES and flags in (0, 1):
+        other = "uuid" if flags else "network"
+        return f"a {other} frame (type {kind}), it seems; this side speaks {PROTOCOL}"
+    return f"unknown message type {key}"
+
+
 class NativeServerCodec(FrameDecoder[Request], ServerCodec):
     """The server's end of one native connection."""
 
@@ -426,6 +442,8 @@ class NativeServerCodec(FrameDecoder[Request], ServerCodec):
             header=S_HEADER,
             rules=REQUEST_RULES,
             max_message=max_message,
+            unknown=describe_type,
+            early_key=EARLY_KEY,
         )
 
     # The frame decoder's own method, not a wrapper: this is the hottest call of a server.

@@ -94,7 +94,8 @@ class FrameDecoder(Generic[T]):
     ``header`` unpacks to ``(key, payload length)``; ``rules`` maps each key accepted to how
     its payload decodes, and ``unknown(key)`` says what is wrong with any other key (a format
     whose header holds a version and flags beside the type folds them into the key, so that
-    one dict lookup checks them all).
+    one dict lookup checks them all). ``early_key``, when given, unpacks the key alone from
+    the header's first bytes, so that an unknown key is refused before the header is whole.
 
     ``cache_rules``: compile ``rules`` once per process (rules shared by every decoder of a
     format). False for rules made per decoder: the cache would keep them, and whatever they
@@ -104,6 +105,7 @@ class FrameDecoder(Generic[T]):
     __slots__ = (
         "_broken",
         "_buf",
+        "_early",
         "_frame",
         "_frame_filled",
         "_header",
@@ -128,6 +130,7 @@ class FrameDecoder(Generic[T]):
         max_message: int,
         unknown: Callable[[int], str] | None = None,
         cache_rules: bool = True,
+        early_key: struct.Struct | None = None,
     ) -> None:
         if max_message < header.size:
             raise ValueError(f"max_message {max_message} is below the header size {header.size}")
@@ -140,6 +143,10 @@ class FrameDecoder(Generic[T]):
         # reference cycle, and a dropped connection's buffer (up to max_message) would wait
         # for a full garbage collection.
         self._unknown = unknown
+        # The key's own bytes at the front of the header, checked as soon as they are in: a
+        # peer of another protocol whose frame is shorter than this header is refused at once,
+        # not when the request timeout ends its wait for the rest.
+        self._early = early_key
         self._buf = bytearray()
         self._start = 0
         self._broken: str | None = None
@@ -210,6 +217,11 @@ class FrameDecoder(Generic[T]):
         start = self._start
         payload = start + self._header
         if len(buf) < payload:
+            early = self._early
+            if early is not None and len(buf) - start >= early.size:
+                (key,) = early.unpack_from(buf, start)
+                if key not in self._rules:
+                    raise self._fail(self._unknown_type(key))
             return None
         key, length = self._unpack(buf, start)
         rule = self._rules.get(key)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 from memlease.core.errors import ProtocolError
@@ -21,7 +22,7 @@ from memlease_wire.id_lists import IdLists
 from memlease_wire.network_decoding import reply_rules, request_rules
 from memlease_wire.network_encoding import encode_request, reply_encoders
 from memlease_wire.network_ids import IdFormat
-from memlease_wire.network_layout import HEADER, VERSION, declare
+from memlease_wire.network_layout import HEADER, MARKED_TYPES, UUID_MARK, VERSION, declare
 
 # Decoding reads the header's version, type and flags as one big-endian word, so that one
 # dict lookup checks all three; the word's layout is the declared header's (checked here
@@ -35,17 +36,30 @@ def header_key(kind: int) -> int:
     return VERSION << 24 | kind << 16
 
 
-def describe_key(key: int) -> str:
-    """What is wrong with a header word that no rule accepts."""
+def describe_key(key: int, protocol: str = "network", mark: int = 0) -> str:
+    """What is wrong with a header word that no rule of ``protocol`` (whose id-less requests
+    carry ``mark``) accepts; naming the protocol the frame seems to be of, when it does."""
     version, kind, flags = key >> 24, (key >> 16) & 0xFF, key & 0xFFFF
+    speaks = f"this side speaks {protocol}"
+    if 0 < version <= _NATIVE_TYPES and kind == 0 and flags == 0:
+        # A native header: a little-endian int32 type (1 to 30), so bytes 1 to 3 are 0.
+        return f"a native frame (type {version}), it seems; {speaks}"
     if version != VERSION:
         return (
             f"frame has version {version}, this side speaks version {VERSION} (is the peer "
             "speaking another protocol on this port?)"
         )
+    if kind in MARKED_TYPES and flags == UUID_MARK and not mark:
+        return f"a uuid frame (flags {flags:#06x}), it seems; {speaks}"
+    if kind in MARKED_TYPES and flags == 0 and mark:
+        return f"a network frame (no uuid mark, flags {mark:#06x}), it seems; {speaks}"
     if flags:
-        return f"frame has flags {flags:#06x}; no flags are defined yet"
+        return f"frame has flags {flags:#06x}; none are defined for this type"
     return f"unknown message type {kind}"
+
+
+_NATIVE_TYPES = 30
+"""The native format's highest type (memlease_native.layout.NativeType)."""
 
 
 class NetworkFormat:
@@ -55,7 +69,8 @@ class NetworkFormat:
         self.protocol = protocol
         self.ids = ids
         self.uuid_ids = ids.kind is IdKind.UUID
-        self.layouts = L = declare(ids.field)
+        self.mark = UUID_MARK if self.uuid_ids else 0
+        self.layouts = L = declare(ids.field, self.mark)
         self.s_header = derive(HEADER).fixed
         self.s_lease = derive(L.lease).fixed
         self.s_id = derive(L.id_only).fixed
@@ -96,7 +111,14 @@ class NetworkFormat:
         self.f_lease_many = derive(HEADER, L.lease_many).fixed
         self.f_notice = derive(HEADER, L.notice).fixed
         self.header_size = self.s_header.size
-        self.request_rules = {header_key(k): r for k, r in request_rules(self).items()}
+        self.request_rules = {
+            header_key(k) | (self.mark if k in MARKED_TYPES else 0): r
+            for k, r in request_rules(self).items()
+        }
+        # A function of this format, not a bound method of a codec (see FrameDecoder).
+        self.describe_key: Callable[[int], str] = partial(
+            describe_key, protocol=protocol, mark=self.mark
+        )
         self.reply_rules = {header_key(k): r for k, r in reply_rules(self).items()}
         # The header of a Data reply (set by reply_encoders, which packs the same header).
         self.data_header: Callable[[Data], bytes]
@@ -126,7 +148,7 @@ class NetworkServerCodec(FrameDecoder[Request], ServerCodec):
             header=HEADER_KEY,
             rules=fmt.request_rules,
             max_message=max_message,
-            unknown=describe_key,
+            unknown=fmt.describe_key,
         )
         self._encoders = fmt.reply_encoders
         self._data_header = fmt.data_header
@@ -165,7 +187,7 @@ class NetworkClientCodec(FrameDecoder[Reply], ClientCodec):
             header=HEADER_KEY,
             rules=fmt.reply_rules,
             max_message=max_message,
-            unknown=describe_key,
+            unknown=fmt.describe_key,
         )
         self._format = fmt
         self._max_request = max_message

@@ -48,6 +48,7 @@ from memlease_wire.network_layout import (
     VERSION,
     NetType,
 )
+from memlease_wire.ranges import out_of_range
 
 if TYPE_CHECKING:
     from memlease_wire.network_codec import NetworkFormat
@@ -231,7 +232,7 @@ def _id_only(fmt: NetworkFormat, request: GetRequest, max_message: int) -> bytes
 def _lease(fmt: NetworkFormat, request: LeaseRequest, max_message: int) -> bytes:
     size, ttl_ms = request.size, request.ttl_ms
     kind = _LEASE_BOUND if request.bound else _LEASE
-    return fmt.f_lease.pack(VERSION, kind, 0, fmt.s_lease.size, size, ttl_ms)
+    return fmt.f_lease.pack(VERSION, kind, fmt.mark, fmt.s_lease.size, size, ttl_ms)
 
 
 def _cas(fmt: NetworkFormat, request: CasRequest, max_message: int) -> bytes:
@@ -248,7 +249,9 @@ def _lease_many(fmt: NetworkFormat, request: LeaseManyRequest, max_message: int)
     flags = LEASE_MANY_BOUND if request.bound else 0
     count, size, ttl_ms = request.count, request.size, request.ttl_ms
     payload = fmt.s_lease_many.size
-    return fmt.f_lease_many.pack(VERSION, _LEASE_MANY, 0, payload, count, size, ttl_ms, flags)
+    return fmt.f_lease_many.pack(
+        VERSION, _LEASE_MANY, fmt.mark, payload, count, size, ttl_ms, flags
+    )
 
 
 def _ids(
@@ -267,7 +270,7 @@ def _ids(
         fields = (n,)
     size = head_size + n * fmt.id_lists.id_size
     check_size(fmt.protocol, request.op.value, fmt.header_size + size, max_message)
-    head = fmt.s_header.pack(VERSION, kind, 0, size)
+    head = fmt.s_header.pack(VERSION, kind, fmt.mark, size)
     if type(request) is RenewManyRequest:
         head += fmt.s_renew_many.pack(*fields)
     else:
@@ -287,7 +290,7 @@ def _renew(fmt: NetworkFormat, request: RenewRequest, max_message: int) -> bytes
 
 
 def _stats(fmt: NetworkFormat, request: StatsRequest, max_message: int) -> bytes:
-    return fmt.s_header.pack(VERSION, _STATS, 0, 0)
+    return fmt.s_header.pack(VERSION, _STATS, fmt.mark, 0)
 
 
 _REQUEST_ENCODERS: dict[type, Callable[[NetworkFormat, Any, int], bytes]] = {
@@ -317,7 +320,15 @@ def encode_request(fmt: NetworkFormat, request: Request, max_message: int) -> by
         raise ProtocolError(f"{fmt.protocol}: no form for a {type(request).__name__}")
     try:
         return encode(fmt, request, max_message)
-    except struct.error as exc:
-        raise ProtocolError(
-            f"{fmt.protocol}: {type(request).__name__} does not fit the format's fields: {exc}"
-        ) from None
+    except struct.error:
+        layouts = fmt.layouts
+        layout = {
+            LeaseRequest: layouts.lease,
+            ReadRequest: layouts.read,
+            WriteRequest: layouts.write,
+            RenewRequest: layouts.renew,
+            CasRequest: layouts.cas,
+            LeaseManyRequest: layouts.lease_many,
+            RenewManyRequest: layouts.renew_many,
+        }.get(type(request), layouts.empty)
+        raise out_of_range(fmt.protocol, request, layout) from None

@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from construct import (
+    Check,
     Const,
+    Default,
     Float64b,
     GreedyBytes,
     Int8ub,
@@ -76,6 +78,16 @@ REPLY_BIT = 0x80
 LEASE_MANY_BOUND = 0x01
 """The flag of a lease_many whose leases are bound to the connection."""
 
+UUID_MARK = 0x0001
+"""The flags of a uuid request that may carry no lease id (lease, stats, the batches). Every
+other request differs in length between the two formats, but these would be byte for byte
+the network format's: unmarked, a uuid lease sent to a network port would be granted there
+(and a network one at a uuid port), and the client would fail on the reply with the lease
+left behind. (A batch of no ids has none either.)"""
+MARKED_TYPES = (0x01, 0x09, 0x0C, 0x0D, 0x0E, 0x0F, 0x10, 0x11)
+"""The request types that carry the id variant's mark: lease, stats, lease many, renew
+many, release many, watch, unwatch and lease bound."""
+
 OP_TYPE: dict[Op, int] = {
     Op.LEASE: NetType.LEASE,
     Op.GET: NetType.GET,
@@ -136,8 +148,9 @@ class NetworkLayouts:
     frame: Struct
 
 
-def declare(lease_id: Any) -> NetworkLayouts:
-    """The layouts with ``lease_id`` as the id field."""
+def declare(lease_id: Any, mark: int = 0) -> NetworkLayouts:
+    """The layouts with ``lease_id`` as the id field; ``mark``, the flags of the requests of
+    MARKED_TYPES (0 for network, UUID_MARK for uuid)."""
     data = Prefixed(Int32ub, GreedyBytes)
     lease = Struct("size" / Int64ub, "ttl_ms" / Int32ub)
     id_only = Struct("lease_id" / lease_id)
@@ -221,10 +234,15 @@ def declare(lease_id: Any) -> NetworkLayouts:
         NetType.NOTICE: notice,
         NetType.ERROR: error,
     }
+
+    def flags_of(this: Any) -> int:
+        return mark if this.type in MARKED_TYPES else 0
+
     frame = Struct(
         "version" / Const(VERSION, Int8ub),
         "type" / Int8ub,
-        "flags" / Const(0, Int16ub),
+        "flags" / (Default(Int16ub, flags_of) if mark else Const(0, Int16ub)),
+        Check(lambda this: this.flags == flags_of(this)),
         "payload" / Prefixed(Int32ub, Switch(this.type, payloads)),
     )
     return NetworkLayouts(
