@@ -334,6 +334,7 @@ class Connection:
         encode_reply = codec.encode_reply
         handle = self._handle
         session = self._session
+        refusing_batches = now < self._batches_refused_until
         held = 0
         try:
             request = next_request()
@@ -341,7 +342,7 @@ class Connection:
                 self._decoded = True
             while request is not None:
                 reply: Reply
-                if now < self._batches_refused_until and type(request) in _MISS_BATCHES:
+                if refusing_batches and type(request) in _MISS_BATCHES:
                     reply = self._too_many_misses(request)
                 else:
                     reply = handle(request, now, session)
@@ -379,6 +380,7 @@ class Connection:
                     missing = len(reply.lease_ids)  # type: ignore[union-attr]
                     if missing and self._missed(now, missing):
                         self._batches_refused_until = self._misses_since + 1.0
+                        refusing_batches = True
                 encoded = encode_reply(reply)
                 out.append(encoded)
                 held += len(encoded)
