@@ -13,8 +13,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Generic, TypeVar
 
+from memlease.core.arena import ArenaMap
 from memlease.core.errors import ProtocolError, VersionMismatch, error_for_code
 from memlease.core.messages import (
+    ArenaMapReply,
+    ArenaMapRequest,
     CasRequest,
     CasResult,
     Data,
@@ -122,6 +125,7 @@ _expect_server_stats = _expect(ServerStats)
 _expect_cas_result = _expect(CasResult)
 _expect_granted_many = _expect(GrantedMany)
 _expect_id_list = _expect(IdList)
+_expect_arena_map = _expect(ArenaMapReply)
 
 
 def _granted(request: Request, reply: Reply) -> Granted:
@@ -209,6 +213,15 @@ def stat(lease_id: IdLike) -> Call[LeaseInfo]:
 
 def stats() -> Call[ServerStats]:
     return Call(StatsRequest(), _expect_server_stats)
+
+
+def _arena_map(request: Request, reply: Reply) -> ArenaMap:
+    got = _expect_arena_map(request, reply)
+    return ArenaMap(got.arena_size, got.min_block, got.cell_bytes, got.cells)
+
+
+def arena_map() -> Call[ArenaMap]:
+    return Call(ArenaMapRequest(), _arena_map)
 
 
 def gets(lease_id: IdLike) -> Call[tuple[bytes, int]]:

@@ -50,6 +50,35 @@ class ArenaFigures:
     live_blocks: int
 
 
+MAP_CELLS = 4096
+"""The most cells an arena map has: its size bound (one byte a cell) and its time bound."""
+
+
+@dataclass(frozen=True, slots=True)
+class ArenaMap:
+    """A picture of the arena: ``cells[i]`` tells how full bytes ``[i * cell_bytes,
+    (i + 1) * cell_bytes)`` are, as the ceiling of 255 * the used fraction (0: all free,
+    255: all used; the last cell may be shorter). The top-level blocks follow from ``size``
+    and ``min_block`` (see ``top_level_blocks``)."""
+
+    size: int
+    min_block: int
+    cell_bytes: int
+    cells: bytes
+
+    def top_level_blocks(self) -> list[tuple[int, int]]:
+        """The arena's top-level blocks as (byte offset, size): its size's binary digits,
+        largest first."""
+        blocks = []
+        start = 0
+        units = self.size // self.min_block
+        for order in range(units.bit_length() - 1, -1, -1):
+            if units & (1 << order):
+                blocks.append((start, self.min_block << order))
+                start += self.min_block << order
+        return blocks
+
+
 class BuddyArena:
     """Blocks of ``2**k * min_block`` bytes out of one zero-initialised ``bytearray``.
 
@@ -284,3 +313,54 @@ class BuddyArena:
     def has_free_block(self, order: int) -> bool:
         """Whether a free block of ``order`` or larger exists."""
         return any(self._free[max(order, 0) :])
+
+    # ------------------------------------------------------------------ the map
+
+    def block_map(self, max_cells: int = MAP_CELLS) -> ArenaMap:
+        """How full each stretch of the arena is: at most ``max_cells`` cells of
+        ``cell_bytes`` each (a power of two times ``min_block``), each the ceiling of
+        255 * its used fraction (0: all free; 255: all used).
+
+        Cost: a few C-speed scans of the one-byte-per-unit column, plus one ``count`` call
+        per cell and block order smaller than a cell that is present; blocks as large as a
+        cell are at most one per cell. So time and size are bounded by ``max_cells`` and the
+        arena's size, however many blocks are live.
+        """
+        if max_cells < 1:
+            raise BadSize(f"an arena map of {max_cells} cells: ask for at least 1")
+        units = self.units
+        cell_units = 1
+        while -(-units // cell_units) > max_cells:
+            cell_units <<= 1
+        cell_order = cell_units.bit_length() - 1
+        cells = -(-units // cell_units)
+        used = [0] * cells
+        column = self._order_plus_one
+        # Blocks smaller than a cell lie inside one: count them per cell, one order at a time.
+        for order in range(min(cell_order, self.max_order + 1)):
+            mark = order + 1
+            if column.find(mark) < 0:
+                continue
+            count = column.count
+            for cell in range(cells):
+                start = cell * cell_units
+                n = count(mark, start, start + cell_units)
+                if n:
+                    used[cell] += n << order
+        # Blocks of a cell or larger cover whole cells: at most one find per cell.
+        for order in range(cell_order, self.max_order + 1):
+            mark = order + 1
+            find = column.find
+            at = find(mark)
+            while at >= 0:
+                first = at >> cell_order
+                for cell in range(first, first + (1 << (order - cell_order))):
+                    used[cell] = cell_units
+                at = find(mark, at + 1)
+        last_units = units - (cells - 1) * cell_units
+        levels = bytearray(cells)
+        for cell, n in enumerate(used):
+            if n:
+                whole = last_units if cell == cells - 1 else cell_units
+                levels[cell] = -(-n * 255 // whole)
+        return ArenaMap(self.size, self.min_block, self.min_block * cell_units, bytes(levels))
