@@ -40,7 +40,7 @@ def model_map(size: int, min_block: int, blocks: dict[int, int], max_cells: int)
 def test_the_map_matches_a_used_flag_per_unit_summed_per_cell(
     units: int, min_block: int, max_cells: int, steps: list[tuple[bool, int]]
 ) -> None:
-    arena = BuddyArena(units * min_block, min_block=min_block)
+    arena = BuddyArena(units * min_block, min_block=min_block, map_cells=max_cells)
     blocks: dict[int, int] = {}
     for grant, n in steps:
         if grant or not blocks:
@@ -51,10 +51,21 @@ def test_the_map_matches_a_used_flag_per_unit_summed_per_cell(
             offset = sorted(blocks)[n % len(blocks)]
             arena.free(offset)
             del blocks[offset]
-    got = arena.block_map(max_cells)
+    got = arena.block_map()
     assert got == model_map(arena.size, min_block, blocks, max_cells)
     assert len(got.cells) <= max_cells
     assert got.top_level_blocks() == arena.top_level_blocks
+
+
+def test_counts_kept_per_cell_follow_frees_that_coalesce_and_blocks_over_many_cells() -> None:
+    arena = BuddyArena(1024 * 32, min_block=32, map_cells=16)  # cells of 64 units
+    whole = arena.alloc(1024 * 32)
+    assert arena.block_map().cells == bytes([255] * 16)
+    arena.free(whole)
+    offsets = [arena.alloc(32) for _ in range(1024)]
+    arena.free_many(offsets)  # every buddy pair merges, up to the whole arena
+    assert arena.block_map().cells == bytes(16)
+    assert arena.alloc(1024 * 32) == 0
 
 
 def test_a_cell_is_0_only_when_all_free_and_255_when_all_used() -> None:
