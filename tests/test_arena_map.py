@@ -7,6 +7,9 @@ import trio
 from conftest import RunningServer
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from memlease_native import NATIVE
+from memlease_network import NETWORK
+from memlease_uuid import UUID
 
 from memlease.core.arena import MAP_CELLS, ArenaMap, BuddyArena
 from memlease.core.messages import ArenaMapReply, ArenaMapRequest, LeaseRequest
@@ -92,6 +95,9 @@ def test_the_reply_stays_within_its_bound_with_a_million_live_leases() -> None:
     full_cells = 1_200_000 * 32 // reply.cell_bytes
     assert set(reply.cells[: full_cells - 1]) == {213}
     assert set(reply.cells[full_cells + 1 :]) == {0}
+    # On the wire: the cells and a fixed part (native 12 + 32 bytes, network and uuid 8 + 24).
+    for spec in (NATIVE, NETWORK, UUID):
+        assert len(spec.server_codec(1 << 20).encode_reply(reply)) <= MAP_CELLS + 44
 
 
 def test_a_fresh_odd_sized_arena_maps_every_byte_as_free() -> None:
