@@ -107,3 +107,20 @@ def test_a_fleet_has_no_single_arena_to_draw(capsys: Capture) -> None:
     _, err = capsys.readouterr()
     assert status == 2
     assert "draws one server's arena; give one --server" in err
+
+
+async def test_the_readme_text_map_is_what_its_commands_print(
+    start_server: StartServer, capsys: Capture
+) -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    shown = readme.split("$ memlease stats --arena-map -\n", 1)[1].split("```", 1)[0]
+    server = await start_server("native", arena_size=96 * 1024)
+    async with await server.connect("native") as client:
+        # memlease lease 32 --count 1500 --ttl 1h | awk 'NR % 2' | xargs memlease release
+        granted = await client.lease_many(1500, 32, 3_600_000)
+        await client.release_many([g.lease_id for g in granted[::2]])
+        for size in (4096, 4096, 2048, 1024):
+            await client.lease(size, 3_600_000)
+    status, out, err = await run(server, "native", capsys, "stats", "--arena-map", "-")
+    assert (status, err) == (0, "")
+    assert out == shown
