@@ -72,10 +72,13 @@ async def test_json_gives_every_cell(
     assert cells.count(255) == 128 + 64 and cells.count(0) == 2048 - 192
 
 
+@pytest.mark.skipif(
+    not arena_map.have_matplotlib(),
+    reason="matplotlib is not installed: pip install -e '.[plot]' to test the PNG",
+)
 async def test_the_png_shows_used_and_free_cells(
     start_server: StartServer, capsys: Capture, tmp_path: Path
 ) -> None:
-    pytest.importorskip("matplotlib", reason="matplotlib (the 'plot' extra) is not installed")
     from matplotlib.image import imread
 
     server = await fragmented(start_server, "network")
