@@ -3,6 +3,7 @@ over every protocol with both clients."""
 
 from __future__ import annotations
 
+import pytest
 import trio
 from conftest import RunningServer
 from hypothesis import given, settings
@@ -11,7 +12,9 @@ from memlease_native import NATIVE
 from memlease_network import NETWORK
 from memlease_uuid import UUID
 
+from memlease.client import calls
 from memlease.core.arena import MAP_CELLS, ArenaMap, BuddyArena
+from memlease.core.errors import ProtocolError
 from memlease.core.messages import ArenaMapReply, ArenaMapRequest, LeaseRequest
 from memlease.core.service import Service
 
@@ -129,3 +132,18 @@ async def test_both_clients_get_the_map_over_every_protocol(server: RunningServe
     got = await trio.to_thread.run_sync(blocking)
     assert got.size == server.config.arena_size
     assert not any(got.cells)
+
+
+def test_a_map_that_does_not_add_up_is_refused_by_the_client() -> None:
+    call = calls.arena_map()
+    good = ArenaMapReply(416, 32, 64, bytes(7))
+    assert call.result(call.request, good) == ArenaMap(416, 32, 64, bytes(7))
+    for bad in (
+        ArenaMapReply(416, 32, 0, bytes(7)),
+        ArenaMapReply(416, 0, 64, bytes(7)),
+        ArenaMapReply(416, 32, 96, bytes(5)),
+        ArenaMapReply(416, 32, 64, bytes(6)),
+        ArenaMapReply(400, 32, 64, bytes(7)),
+    ):
+        with pytest.raises(ProtocolError, match="does not add up"):
+            call.result(call.request, bad)

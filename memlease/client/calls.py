@@ -217,7 +217,23 @@ def stats() -> Call[ServerStats]:
 
 def _arena_map(request: Request, reply: Reply) -> ArenaMap:
     got = _expect_arena_map(request, reply)
-    return ArenaMap(got.arena_size, got.min_block, got.cell_bytes, got.cells)
+    size, min_block, cell_bytes, cells = got.arena_size, got.min_block, got.cell_bytes, got.cells
+    # Whoever draws the map divides by these: a map that does not add up is refused here.
+    if not (
+        min_block > 0
+        and min_block & (min_block - 1) == 0
+        and cell_bytes >= min_block
+        and cell_bytes % min_block == 0
+        and (cell_bytes // min_block) & (cell_bytes // min_block - 1) == 0
+        and size > 0
+        and size % min_block == 0
+        and len(cells) == -(-size // cell_bytes)
+    ):
+        raise ProtocolError(
+            f"the server's arena map does not add up ({size} B arena, {min_block} B blocks, "
+            f"{len(cells)} cells of {cell_bytes} B)"
+        )
+    return ArenaMap(size, min_block, cell_bytes, cells)
 
 
 def arena_map() -> Call[ArenaMap]:
