@@ -19,8 +19,11 @@ from memlease_native import layout as native_layout
 from memlease_network import NETWORK
 from memlease_uuid import UUID
 
+from memlease.core.arena import MAP_CELLS
 from memlease.core.errors import ErrorCode, ProtocolError
 from memlease.core.messages import (
+    ArenaMapReply,
+    ArenaMapRequest,
     Data,
     Done,
     ErrorReply,
@@ -116,6 +119,10 @@ def exchange(name: str) -> st.SearchStrategy[tuple[Request, Reply]]:
                 st.builds(LeaseInfo, st.just(lease_id), wide, wide),
             ),
             st.tuples(st.just(StatsRequest()), stats),
+            st.tuples(
+                st.just(ArenaMapRequest()),
+                st.builds(ArenaMapReply, wide, small, wide, st.binary(max_size=MAP_CELLS)),
+            ),
         )
 
     return ids.flatmap(pair)

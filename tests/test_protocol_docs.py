@@ -17,6 +17,7 @@ from memlease_uuid import FORMAT as UUID_FORMAT
 from memlease_uuid import UUID
 
 from memlease.core.messages import (
+    ArenaMapRequest,
     CasRequest,
     GetRequest,
     GetsRequest,
@@ -97,6 +98,7 @@ def _request_for(name: str, lease_id: int | uuid.UUID) -> Request:
         "watching": WatchRequest([lease_id]),
         "unwatched": UnwatchRequest([lease_id]),
         "notice": StatsRequest(),  # pushed: it answers nothing
+        "arena": ArenaMapRequest(),
     }[prefix]
 
 

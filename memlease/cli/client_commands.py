@@ -246,7 +246,13 @@ def add_client_commands(commands: Any, parent: argparse.ArgumentParser) -> None:
     command("stat", "a lease's size, remaining ttl and version", _stat).add_argument(
         "id", metavar="ID"
     )
-    command("stats", "the server's figures", _stats)
+    stats = command("stats", "the server's figures", _stats)
+    stats.add_argument(
+        "--arena-map",
+        metavar="PATH",
+        help="instead, draw the arena's blocks into PATH (a PNG, with the 'plot' extra); "
+        "'-' or without matplotlib: print a text map",
+    )
     gets = command("gets", "print a lease's version, then its whole region", _gets)
     gets.add_argument("id", metavar="ID")
     gets.add_argument("--output", type=Path, metavar="PATH", help="write the bytes to PATH")
@@ -596,6 +602,8 @@ def _stat(args: argparse.Namespace, registry: ProtocolRegistry | None) -> int:
 
 
 def _stats(args: argparse.Namespace, registry: ProtocolRegistry | None) -> int:
+    if args.arena_map is not None:
+        return _arena_map(args, registry)
     if fleet_commands.wants_fleet(args):
         return fleet_commands.stats(args, registry)
     with _connect_one(args, registry) as client:
@@ -606,6 +614,27 @@ def _stats(args: argparse.Namespace, registry: ProtocolRegistry | None) -> int:
         f"{name.replace('_', ' '):<{width}}  {_figure(value)}" for name, value in record.items()
     )
     return _print(args, text, record)
+
+
+def _arena_map(args: argparse.Namespace, registry: ProtocolRegistry | None) -> int:
+    from memlease.cli import arena_map
+
+    if fleet_commands.wants_fleet(args):
+        raise UsageError("memlease stats --arena-map: draws one server's arena; give one --server")
+    with _connect_one(args, registry) as client:
+        got = client.arena_map()
+        server = client.peer
+    if args.json:
+        record = {
+            "arena_size": got.size,
+            "min_block": got.min_block,
+            "cell_bytes": got.cell_bytes,
+            "cells": base64.b64encode(got.cells).decode(),
+        }
+        print(json.dumps(record))
+        return EXIT_OK
+    arena_map.show(got, args.arena_map, server)
+    return EXIT_OK
 
 
 def _gets(args: argparse.Namespace, registry: ProtocolRegistry | None) -> int:

@@ -17,6 +17,7 @@ from typing import TypeVar
 from memlease.client import calls, connecting
 from memlease.client.calls import Call, DataLike, IdLike
 from memlease.client.connecting import DEFAULT_TIMEOUT, FIRST_BYTES, RECEIVE_SIZE
+from memlease.core.arena import ArenaMap
 from memlease.core.errors import ConnectionFailed, ProtocolError, WrongProtocol
 from memlease.core.messages import (
     Granted,
@@ -186,6 +187,11 @@ class Client:
     def stats(self) -> ServerStats:
         """The server's figures."""
         return self._run(calls.stats())
+
+    def arena_map(self) -> ArenaMap:
+        """A picture of the server's arena: how full each stretch of it is, in at most
+        4096 one-byte cells (memlease.core.arena.MAP_CELLS)."""
+        return self._run(calls.arena_map())
 
     def next_notice(self, timeout: float | None = None) -> Notice | None:
         """The next notice of a watched lease: one that came already, or the next to come

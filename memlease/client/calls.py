@@ -13,8 +13,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Generic, TypeVar
 
+from memlease.core.arena import ArenaMap
 from memlease.core.errors import ProtocolError, VersionMismatch, error_for_code
 from memlease.core.messages import (
+    ArenaMapReply,
+    ArenaMapRequest,
     CasRequest,
     CasResult,
     Data,
@@ -122,6 +125,7 @@ _expect_server_stats = _expect(ServerStats)
 _expect_cas_result = _expect(CasResult)
 _expect_granted_many = _expect(GrantedMany)
 _expect_id_list = _expect(IdList)
+_expect_arena_map = _expect(ArenaMapReply)
 
 
 def _granted(request: Request, reply: Reply) -> Granted:
@@ -209,6 +213,31 @@ def stat(lease_id: IdLike) -> Call[LeaseInfo]:
 
 def stats() -> Call[ServerStats]:
     return Call(StatsRequest(), _expect_server_stats)
+
+
+def _arena_map(request: Request, reply: Reply) -> ArenaMap:
+    got = _expect_arena_map(request, reply)
+    size, min_block, cell_bytes, cells = got.arena_size, got.min_block, got.cell_bytes, got.cells
+    # Whoever draws the map divides by these: a map that does not add up is refused here.
+    if not (
+        min_block > 0
+        and min_block & (min_block - 1) == 0
+        and cell_bytes >= min_block
+        and cell_bytes % min_block == 0
+        and (cell_bytes // min_block) & (cell_bytes // min_block - 1) == 0
+        and size > 0
+        and size % min_block == 0
+        and len(cells) == -(-size // cell_bytes)
+    ):
+        raise ProtocolError(
+            f"the server's arena map does not add up ({size} B arena, {min_block} B blocks, "
+            f"{len(cells)} cells of {cell_bytes} B)"
+        )
+    return ArenaMap(size, min_block, cell_bytes, cells)
+
+
+def arena_map() -> Call[ArenaMap]:
+    return Call(ArenaMapRequest(), _arena_map)
 
 
 def gets(lease_id: IdLike) -> Call[tuple[bytes, int]]:

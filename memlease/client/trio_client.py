@@ -18,6 +18,7 @@ import trio
 from memlease.client import calls, connecting
 from memlease.client.calls import Call, DataLike, IdLike
 from memlease.client.connecting import DEFAULT_TIMEOUT, FIRST_BYTES, RECEIVE_SIZE
+from memlease.core.arena import ArenaMap
 from memlease.core.errors import ConnectionFailed, ProtocolError, WrongProtocol
 from memlease.core.messages import (
     Granted,
@@ -249,6 +250,11 @@ class AsyncClient:
     async def stats(self) -> ServerStats:
         """The server's figures."""
         return await self._run(calls.stats())
+
+    async def arena_map(self) -> ArenaMap:
+        """A picture of the server's arena: how full each stretch of it is, in at most
+        4096 one-byte cells (memlease.core.arena.MAP_CELLS)."""
+        return await self._run(calls.arena_map())
 
     async def notices(self) -> AsyncIterator[Notice]:
         """The notices of watched leases, as they come, for as long as the connection lives

@@ -4,7 +4,8 @@ Blocks are ``min_block * 2**order`` bytes. Bookkeeping is per smallest block ("u
 byte holding ``order + 1`` at the first unit of each allocated block (0 elsewhere) and one
 ``array`` slot holding the bytes asked for, so a live block costs no Python object. Free
 blocks sit in one ``set`` of unit indexes per order; a set gives O(1) pop, add and removal of
-a buddy, so alloc and free are O(number of orders) = O(log n).
+a buddy, so alloc and free are O(number of orders) = O(log n). The used units of each of
+at most ``map_cells`` stretches are counted as blocks come and go, for ``block_map``.
 
 An arena size that is not a power of two is covered by top-level blocks of decreasing size
 (its binary digits), so every configured byte is usable. A size that is not a multiple of
@@ -50,6 +51,35 @@ class ArenaFigures:
     live_blocks: int
 
 
+MAP_CELLS = 4096
+"""The most cells an arena map has: its size bound (one byte a cell) and its time bound."""
+
+
+@dataclass(frozen=True, slots=True)
+class ArenaMap:
+    """A picture of the arena: ``cells[i]`` tells how full bytes ``[i * cell_bytes,
+    (i + 1) * cell_bytes)`` are, as the ceiling of 255 * the used fraction (0: all free,
+    255: all used; the last cell may be shorter). The top-level blocks follow from ``size``
+    and ``min_block`` (see ``top_level_blocks``)."""
+
+    size: int
+    min_block: int
+    cell_bytes: int
+    cells: bytes
+
+    def top_level_blocks(self) -> list[tuple[int, int]]:
+        """The arena's top-level blocks as (byte offset, size): its size's binary digits,
+        largest first."""
+        blocks = []
+        start = 0
+        units = self.size // self.min_block
+        for order in range(units.bit_length() - 1, -1, -1):
+            if units & (1 << order):
+                blocks.append((start, self.min_block << order))
+                start += self.min_block << order
+        return blocks
+
+
 class BuddyArena:
     """Blocks of ``2**k * min_block`` bytes out of one zero-initialised ``bytearray``.
 
@@ -57,7 +87,7 @@ class BuddyArena:
     without a copy; ``free`` returns it, coalescing with its buddy at once, up the orders.
     """
 
-    def __init__(self, size: int, *, min_block: int = 32) -> None:
+    def __init__(self, size: int, *, min_block: int = 32, map_cells: int = MAP_CELLS) -> None:
         if min_block < 1 or min_block & (min_block - 1):
             raise ConfigError(f"min_block = {min_block}: the smallest block must be a power of two")
         if size < min_block:
@@ -90,6 +120,17 @@ class BuddyArena:
                 self._free[order].add(start)
                 start += 1 << order
         self._top_level = self.free_blocks()
+        # Used units per map cell, kept as blocks come and go, so that a map costs O(cells)
+        # however many blocks are live (scanning the unit column for it took 130 ms with
+        # 1 M leases of 13 orders in 1 GiB). A cell is a power of two of units, so a block
+        # lies inside one cell or covers whole cells.
+        if map_cells < 1:
+            raise ConfigError(f"map_cells = {map_cells}: an arena map needs at least 1 cell")
+        cell_units = 1
+        while -(-units // cell_units) > map_cells:
+            cell_units <<= 1
+        self._cell_shift = cell_units.bit_length() - 1
+        self._cell_used = array("Q", bytes(8 * -(-units // cell_units)))
 
     # ------------------------------------------------------------------ alloc / free
 
@@ -118,6 +159,11 @@ class BuddyArena:
             free[found].add(unit + (1 << found))
         self._order_plus_one[unit] = order + 1
         self._asked[unit] = nbytes
+        cell_shift = self._cell_shift
+        if order < cell_shift:
+            self._cell_used[unit >> cell_shift] += 1 << order
+        else:
+            self._count_cells(unit, order, 1)
         block = self.min_block << order
         self._used += block
         self._asked_total += nbytes
@@ -157,12 +203,18 @@ class BuddyArena:
         asked = self._asked
         free = self._free
         max_order = self.max_order
+        cell_shift = self._cell_shift
+        cell_used = self._cell_used
         freed_bytes = 0
         freed_asked = 0
         for offset in ordered:
             unit = offset >> shift
             order = order_plus_one[unit] - 1
             order_plus_one[unit] = 0
+            if order < cell_shift:
+                cell_used[unit >> cell_shift] -= 1 << order
+            else:
+                self._count_cells(unit, order, 0)
             freed_bytes += 1 << order
             freed_asked += asked[unit]
             asked[unit] = 0
@@ -181,6 +233,14 @@ class BuddyArena:
         self._used -= freed_bytes << shift
         self._asked_total -= freed_asked
         self._live -= len(ordered)
+
+    def _count_cells(self, unit: int, order: int, used: int) -> None:
+        """Mark the whole cells a block of ``order`` at ``unit`` covers used (1) or free (0)."""
+        first = unit >> self._cell_shift
+        whole = used << self._cell_shift
+        cell_used = self._cell_used
+        for cell in range(first, first + (1 << (order - self._cell_shift))):
+            cell_used[cell] = whole
 
     def view(self, offset: int) -> memoryview:
         """The whole block at ``offset``, writable, without a copy."""
@@ -284,3 +344,20 @@ class BuddyArena:
     def has_free_block(self, order: int) -> bool:
         """Whether a free block of ``order`` or larger exists."""
         return any(self._free[max(order, 0) :])
+
+    # ------------------------------------------------------------------ the map
+
+    def block_map(self) -> ArenaMap:
+        """How full each stretch of the arena is: at most ``map_cells`` (the constructor's)
+        cells of ``cell_bytes`` each (a power of two times ``min_block``), each the ceiling
+        of 255 * its used fraction (0: all free; 255: all used). O(cells), from counts kept
+        as blocks come and go: bounded in time and size however many blocks are live."""
+        cell_units = 1 << self._cell_shift
+        cells = len(self._cell_used)
+        last_units = self.units - (cells - 1) * cell_units
+        levels = bytes(
+            -(-n * 255 // cell_units) if n < cell_units else 255 for n in self._cell_used
+        )
+        if last_units < cell_units and self._cell_used[-1]:
+            levels = levels[:-1] + bytes((-(-self._cell_used[-1] * 255 // last_units),))
+        return ArenaMap(self.size, self.min_block, self.min_block * cell_units, levels)

@@ -47,6 +47,7 @@ class Op(enum.Enum):
     RELEASE_MANY = "release_many"
     WATCH = "watch"
     UNWATCH = "unwatch"
+    ARENA_MAP = "arena_map"
 
 
 class EndReason(enum.IntEnum):
@@ -145,6 +146,13 @@ class StatsRequest:
 
 
 @dataclass(slots=True)
+class ArenaMapRequest:
+    """Return a picture of the arena: how full each stretch of it is (ArenaMapReply)."""
+
+    op = Op.ARENA_MAP
+
+
+@dataclass(slots=True)
 class GetsRequest:
     """Return the whole leased region and its version."""
 
@@ -225,6 +233,7 @@ Request = (
     | ReleaseManyRequest
     | WatchRequest
     | UnwatchRequest
+    | ArenaMapRequest
 )
 
 BatchRequest = RenewManyRequest | ReleaseManyRequest | WatchRequest | UnwatchRequest
@@ -302,6 +311,20 @@ class ServerStats:
 
 
 @dataclass(slots=True)
+class ArenaMapReply:
+    """The arena's map as of the request: ``cells[i]`` is how full bytes ``[i * cell_bytes,
+    (i + 1) * cell_bytes)`` of the ``arena_size``-byte arena are, the ceiling of 255 * the
+    used fraction (0: all free; 255: all used). At most ``memlease.core.arena.MAP_CELLS``
+    cells; the top-level blocks follow from ``arena_size`` and ``min_block``."""
+
+    arena_size: int
+    min_block: int
+    cell_bytes: int
+    cells: bytes
+    op = Op.ARENA_MAP
+
+
+@dataclass(slots=True)
 class ErrorReply:
     """A refusal. ``op`` and ``lease_id`` name the request refused where they are known (they
     are not for bytes that could not be parsed), so protocols without error replies (native)
@@ -357,6 +380,7 @@ Reply = (
     | Done
     | LeaseInfo
     | ServerStats
+    | ArenaMapReply
     | ErrorReply
     | CasResult
     | GrantedMany

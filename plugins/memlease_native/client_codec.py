@@ -22,6 +22,8 @@ from memlease_wire.ranges import out_of_range
 
 from memlease.core.errors import ErrorCode, ProtocolError, not_found_message
 from memlease.core.messages import (
+    ArenaMapReply,
+    ArenaMapRequest,
     CasRequest,
     CasResult,
     Data,
@@ -68,6 +70,7 @@ from memlease_native.codec import (
     MAX_ID,
     OP_TYPE,
     PROTOCOL,
+    S_ARENA_MAP_DATA,
     S_CAS,
     S_CAS_RESULT,
     S_COUNT,
@@ -203,6 +206,10 @@ def _stats(request: StatsRequest, max_message: int) -> tuple[bytes, int]:
     return S_HEADER.pack(T.STATS, 0), 0
 
 
+def _arena_map(request: ArenaMapRequest, max_message: int) -> tuple[bytes, int]:
+    return S_HEADER.pack(T.ARENA_MAP, 0), 0
+
+
 # The declaration of each request's payload, whose fields name the request's numbers.
 _LAYOUTS = {
     LeaseRequest: L.LEASE,
@@ -228,6 +235,7 @@ _ENCODERS: dict[type, Callable[[Any, int], tuple[bytes, int]]] = {
     ReleaseManyRequest: _ids,
     WatchRequest: _ids,
     UnwatchRequest: _ids,
+    ArenaMapRequest: _arena_map,
 }
 
 
@@ -272,6 +280,9 @@ class NativeClientCodec(FrameDecoder[Reply], ClientCodec):
             T.NOTICE: PayloadRule("notice", S_NOTICE.size, False, pairing.notice),
             T.VERSION_DONE: PayloadRule(
                 "version done", S_VERSION_DONE.size, False, pairing.version_done
+            ),
+            T.ARENA_MAP_DATA: PayloadRule(
+                "arena map", S_ARENA_MAP_DATA.size, True, pairing.arena_map
             ),
         }
         super().__init__(
@@ -420,6 +431,12 @@ class _ReplyPairing:
     def stats(self, buf: bytearray, at: int, length: int) -> Reply:
         self._answered(_STATS)
         return ServerStats(*S_SERVER_STATS.unpack_from(buf, at))
+
+    def arena_map(self, buf: bytearray, at: int, length: int) -> Reply:
+        self._answered(Op.ARENA_MAP)
+        size, min_block, cell_bytes, n = S_ARENA_MAP_DATA.unpack_from(buf, at)
+        cells = take_tail(buf, at, S_ARENA_MAP_DATA.size, n, length, "arena map cells")
+        return ArenaMapReply(size, min_block, cell_bytes, bytes(cells))
 
     def error(self, buf: bytearray, at: int, length: int) -> Reply:
         code, request_type, lease_id, n = S_ERROR.unpack_from(buf, at)

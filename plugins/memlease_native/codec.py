@@ -21,6 +21,8 @@ from memlease_wire.framing import (
 
 from memlease.core.errors import ErrorCode, ProtocolError
 from memlease.core.messages import (
+    ArenaMapReply,
+    ArenaMapRequest,
     CasRequest,
     CasResult,
     Data,
@@ -78,6 +80,7 @@ S_GETS_DATA = derive(L.GETS_DATA).fixed
 S_CAS_RESULT = derive(L.CAS_RESULT).fixed
 S_NOTICE = derive(L.NOTICE).fixed
 S_VERSION_DONE = derive(L.VERSION_DONE).fixed
+S_ARENA_MAP_DATA = derive(L.ARENA_MAP_DATA).fixed
 # The fixed parts of the id-list layouts, up to and with the count (the ids follow).
 S_RENEW_MANY = struct.Struct("=ii")
 S_COUNT = struct.Struct("=i")
@@ -101,6 +104,7 @@ F_GETS_DATA = derive(L.HEADER, L.GETS_DATA).fixed
 F_CAS_RESULT = derive(L.HEADER, L.CAS_RESULT).fixed
 F_NOTICE = derive(L.HEADER, L.NOTICE).fixed
 F_VERSION_DONE = derive(L.HEADER, L.VERSION_DONE).fixed
+F_ARENA_MAP_DATA = derive(L.HEADER, L.ARENA_MAP_DATA).fixed
 
 
 def pack_ids(lease_ids: Sequence[LeaseId]) -> bytes:
@@ -136,6 +140,7 @@ OP_TYPE: dict[Op, int] = {
     Op.RELEASE_MANY: T.RELEASE_MANY,
     Op.WATCH: T.WATCH,
     Op.UNWATCH: T.UNWATCH,
+    Op.ARENA_MAP: T.ARENA_MAP,
 }
 TYPE_OP: dict[int, Op] = {code: op for op, code in OP_TYPE.items()}
 
@@ -209,6 +214,10 @@ def _stats(buf: bytearray, at: int, length: int) -> Request:
     return StatsRequest()
 
 
+def _arena_map(buf: bytearray, at: int, length: int) -> Request:
+    return ArenaMapRequest()
+
+
 def _lease_bound(buf: bytearray, at: int, length: int) -> Request:
     size, ttl_ms = S_LEASE.unpack_from(buf, at)
     return LeaseRequest(size, ttl_ms, IdKind.INT, True)
@@ -259,6 +268,7 @@ REQUEST_RULES: dict[int, PayloadRule[Request]] = {
     T.STAT: PayloadRule("stat", S_ID.size, False, _stat),
     T.STATS: PayloadRule("stats", 0, False, _stats),
     T.LEASE_BOUND: PayloadRule("bound lease", S_LEASE.size, False, _lease_bound),
+    T.ARENA_MAP: PayloadRule("arena map", 0, False, _arena_map),
     T.GETS: PayloadRule("gets", S_ID.size, False, _gets),
     T.CAS: PayloadRule("cas", S_CAS.size, True, _cas),
     T.LEASE_MANY: PayloadRule("lease_many", S_LEASE_MANY.size, False, _lease_many),
@@ -365,6 +375,16 @@ def _encode_server_stats(s: ServerStats) -> bytes:
     )
 
 
+def _encode_arena_map(reply: ArenaMapReply) -> bytes:
+    n = len(reply.cells)
+    head = F_ARENA_MAP_DATA.pack(
+        int(T.ARENA_MAP_DATA),
+        S_ARENA_MAP_DATA.size + n,
+        *(reply.arena_size, reply.min_block, reply.cell_bytes, n),
+    )
+    return head + reply.cells
+
+
 def _encode_error(reply: ErrorReply) -> bytes:
     op = reply.op
     # The original client reads only its own reply forms: refusals of its requests use them.
@@ -401,6 +421,7 @@ _ENCODERS: dict[type, Callable[[Any], bytes]] = {
     GrantedMany: _encode_granted_many,
     IdList: _encode_id_list,
     Notice: _encode_notice,
+    ArenaMapReply: _encode_arena_map,
 }
 
 
@@ -418,7 +439,7 @@ def encode_reply(reply: Reply) -> bytes:
 EARLY_KEY = struct.Struct("=l")
 """The type field alone: a network or uuid stats request (8 bytes) is shorter than a native
 header (12), and is refused on its first 4 bytes instead of waited for."""
-_NETWORK_REQUEST_TYPES = range(0x01, 0x0A)
+_NETWORK_REQUEST_TYPES = range(0x01, 0x13)
 
 
 def describe_type(key: int) -> str:

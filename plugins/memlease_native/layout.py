@@ -55,6 +55,8 @@ class NativeType(enum.IntEnum):
     IDS = 28
     NOTICE = 29
     VERSION_DONE = 30
+    ARENA_MAP = 31
+    ARENA_MAP_DATA = 32
 
 
 HEADER = Struct("type" / Int32sn, "size" / Int64sn)
@@ -83,6 +85,7 @@ LEASE_MANY = Struct("count" / Int32sn, "size" / Int32sn, "ttl_ms" / Int32sn, "fl
 RENEW_MANY = Struct("ttl_ms" / Int32sn, "lease_ids" / PrefixedArray(Int32sn, Id))
 IDS = Struct("lease_ids" / PrefixedArray(Int32sn, Id))
 LEASE_BOUND = LEASE
+ARENA_MAP = Struct()
 
 # --- replies (server -> client)
 LEASED = Struct("lease_id" / Id)
@@ -111,6 +114,13 @@ SERVER_STATS = Struct(
     "refused" / Int64sn,
     "connections" / Int64sn,
     "closed_for_guessing" / Int64sn,
+)
+# At most memlease.core.arena.MAP_CELLS (4096) cells, one byte each.
+ARENA_MAP_DATA = Struct(
+    "arena_size" / Int64sn,
+    "min_block" / Int64sn,
+    "cell_bytes" / Int64sn,
+    "cells" / Prefixed(Int64sn, GreedyBytes),
 )
 ERROR = Struct(
     "code" / Int32sn,
@@ -143,6 +153,7 @@ REQUESTS: dict[int, Struct] = {
     NativeType.WATCH: IDS,
     NativeType.UNWATCH: IDS,
     NativeType.LEASE_BOUND: LEASE_BOUND,
+    NativeType.ARENA_MAP: ARENA_MAP,
 }
 REPLIES: dict[int, Struct] = {
     NativeType.LEASED: LEASED,
@@ -159,6 +170,7 @@ REPLIES: dict[int, Struct] = {
     NativeType.IDS: IDS_REPLY,
     NativeType.NOTICE: NOTICE,
     NativeType.VERSION_DONE: VERSION_DONE,
+    NativeType.ARENA_MAP_DATA: ARENA_MAP_DATA,
 }
 
 REQUEST_FRAME = Struct("type" / Int32sn, "payload" / Prefixed(Int64sn, Switch(this.type, REQUESTS)))

@@ -42,7 +42,7 @@ def describe_key(key: int, protocol: str = "network", mark: int = 0) -> str:
     version, kind, flags = key >> 24, (key >> 16) & 0xFF, key & 0xFFFF
     speaks = f"this side speaks {protocol}"
     if 0 < version <= _NATIVE_TYPES and kind == 0 and flags == 0:
-        # A native header: a little-endian int32 type (1 to 30), so bytes 1 to 3 are 0.
+        # A native header: a little-endian int32 type (1 to 32), so bytes 1 to 3 are 0.
         return f"a native frame (type {version}), it seems; {speaks}"
     if version != VERSION:
         return (
@@ -58,7 +58,7 @@ def describe_key(key: int, protocol: str = "network", mark: int = 0) -> str:
     return f"unknown message type {kind}"
 
 
-_NATIVE_TYPES = 30
+_NATIVE_TYPES = 32
 """The native format's highest type (memlease_native.layout.NativeType)."""
 
 
@@ -88,6 +88,7 @@ class NetworkFormat:
         self.s_cas_result = derive(L.cas_result).fixed
         self.s_lease_many = derive(L.lease_many).fixed
         self.s_notice = derive(L.notice).fixed
+        self.s_arena_map = derive(L.arena_map).fixed
         # The fixed parts of the id-list layouts, up to and with the count (the ids follow).
         self.s_renew_many = struct.Struct(">LL")
         self.s_ids = struct.Struct(">L")
@@ -110,6 +111,7 @@ class NetworkFormat:
         self.f_cas_result = derive(HEADER, L.cas_result).fixed
         self.f_lease_many = derive(HEADER, L.lease_many).fixed
         self.f_notice = derive(HEADER, L.notice).fixed
+        self.f_arena_map = derive(HEADER, L.arena_map).fixed
         self.header_size = self.s_header.size
         self.request_rules = {
             header_key(k) | (self.mark if k in MARKED_TYPES else 0): r

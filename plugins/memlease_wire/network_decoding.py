@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 from memlease.core.errors import ProtocolError
 from memlease.core.messages import (
+    ArenaMapReply,
+    ArenaMapRequest,
     CasRequest,
     CasResult,
     Data,
@@ -95,6 +97,9 @@ def request_rules(fmt: NetworkFormat) -> dict[int, PayloadRule[Request]]:
     def stats(buf: bytearray, at: int, length: int) -> Request:
         return StatsRequest()
 
+    def arena_map(buf: bytearray, at: int, length: int) -> Request:
+        return ArenaMapRequest()
+
     def lease_bound(buf: bytearray, at: int, length: int) -> Request:
         size, ttl_ms = s_lease.unpack_from(buf, at)
         return LeaseRequest(size, ttl_ms, kind, True)
@@ -138,6 +143,7 @@ def request_rules(fmt: NetworkFormat) -> dict[int, PayloadRule[Request]]:
         NetType.STAT: PayloadRule("stat", s_id.size, False, stat),
         NetType.STATS: PayloadRule("stats", 0, False, stats),
         NetType.LEASE_BOUND: PayloadRule("bound lease", s_lease.size, False, lease_bound),
+        NetType.ARENA_MAP: PayloadRule("arena map", 0, False, arena_map),
         NetType.GETS: PayloadRule("gets", s_id.size, False, gets),
         NetType.CAS: PayloadRule("cas", s_cas.size, True, cas),
         NetType.LEASE_MANY: PayloadRule("lease_many", s_lease_many.size, False, lease_many),
@@ -236,6 +242,13 @@ def reply_rules(fmt: NetworkFormat) -> dict[int, PayloadRule[Reply]]:
     def stats(buf: bytearray, at: int, length: int) -> Reply:
         return ServerStats(*s_stats.unpack_from(buf, at))
 
+    s_arena_map = fmt.s_arena_map
+
+    def arena_map(buf: bytearray, at: int, length: int) -> Reply:
+        size, min_block, cell_bytes, n = s_arena_map.unpack_from(buf, at)
+        cells = take_tail(buf, at, s_arena_map.size, n, length, "arena map cells")
+        return ArenaMapReply(size, min_block, cell_bytes, bytes(cells))
+
     def error(buf: bytearray, at: int, length: int) -> Reply:
         code, request_type, raw, n = s_error.unpack_from(buf, at)
         message = take_tail(buf, at, s_error.size, n, length, "error message")
@@ -264,6 +277,7 @@ def reply_rules(fmt: NetworkFormat) -> dict[int, PayloadRule[Reply]]:
         (NetType.WATCHING, s_ids.size, True, ids_of(Op.WATCH)),
         (NetType.UNWATCHED, s_ids.size, True, ids_of(Op.UNWATCH)),
         (NetType.NOTICE, s_notice.size, False, notice),
+        (NetType.ARENA_MAP_DATA, s_arena_map.size, True, arena_map),
     ]
     return {
         kind: PayloadRule(kind.name.lower().replace("_", " "), fixed, variable, decode)

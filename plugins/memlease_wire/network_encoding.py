@@ -9,6 +9,8 @@ from uuid import UUID
 
 from memlease.core.errors import ProtocolError
 from memlease.core.messages import (
+    ArenaMapReply,
+    ArenaMapRequest,
     CasRequest,
     CasResult,
     Data,
@@ -71,6 +73,8 @@ _LEASE_MANY = int(NetType.LEASE_MANY)
 _RENEW_MANY = int(NetType.RENEW_MANY)
 _GRANTED_MANY = int(NetType.GRANTED_MANY)
 _NOTICE = int(NetType.NOTICE)
+_ARENA_MAP = int(NetType.ARENA_MAP)
+_ARENA_MAP_DATA = int(NetType.ARENA_MAP_DATA)
 _GETS = Op.GETS
 # The replies whose Done carries the lease's new version.
 _VERSIONED = frozenset({int(NetType.SET_DONE), int(NetType.WRITE_DONE)})
@@ -169,6 +173,16 @@ def reply_encoders(fmt: NetworkFormat) -> dict[type, Callable[[Any], bytes]]:
             s.closed_for_guessing,
         )
 
+    f_arena_map, arena_map_size = fmt.f_arena_map, fmt.s_arena_map.size
+
+    def arena_map(reply: ArenaMapReply) -> bytes:
+        n = len(reply.cells)
+        head = f_arena_map.pack(
+            *(VERSION, _ARENA_MAP_DATA, 0, arena_map_size + n),
+            *(reply.arena_size, reply.min_block, reply.cell_bytes, n),
+        )
+        return head + reply.cells
+
     def error(reply: ErrorReply) -> bytes:
         message = short_text(reply.message)
         op = 0 if reply.op is None else TYPE_OF_OP[reply.op._value_]
@@ -194,6 +208,7 @@ def reply_encoders(fmt: NetworkFormat) -> dict[type, Callable[[Any], bytes]]:
         GrantedMany: granted_many,
         IdList: id_list,
         Notice: notice,
+        ArenaMapReply: arena_map,
     }
 
 
@@ -293,6 +308,10 @@ def _stats(fmt: NetworkFormat, request: StatsRequest, max_message: int) -> bytes
     return fmt.s_header.pack(VERSION, _STATS, fmt.mark, 0)
 
 
+def _arena_map(fmt: NetworkFormat, request: ArenaMapRequest, max_message: int) -> bytes:
+    return fmt.s_header.pack(VERSION, _ARENA_MAP, fmt.mark, 0)
+
+
 _REQUEST_ENCODERS: dict[type, Callable[[NetworkFormat, Any, int], bytes]] = {
     SetRequest: _set,
     GetRequest: _id_only,
@@ -310,6 +329,7 @@ _REQUEST_ENCODERS: dict[type, Callable[[NetworkFormat, Any, int], bytes]] = {
     ReleaseManyRequest: _ids,
     WatchRequest: _ids,
     UnwatchRequest: _ids,
+    ArenaMapRequest: _arena_map,
 }
 
 

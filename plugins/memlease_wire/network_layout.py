@@ -53,6 +53,7 @@ class NetType(enum.IntEnum):
     WATCH = 0x0F
     UNWATCH = 0x10
     LEASE_BOUND = 0x11
+    ARENA_MAP = 0x12
     GRANTED = 0x81
     GET_DATA = 0x82
     SET_DONE = 0x83
@@ -69,6 +70,7 @@ class NetType(enum.IntEnum):
     RELEASE_MANY_DONE = 0x8E
     WATCHING = 0x8F
     UNWATCHED = 0x90
+    ARENA_MAP_DATA = 0x92
     NOTICE = 0xC0
     ERROR = 0xFF
 
@@ -84,9 +86,9 @@ other request differs in length between the two formats, but these would be byte
 the network format's: unmarked, a uuid lease sent to a network port would be granted there
 (and a network one at a uuid port), and the client would fail on the reply with the lease
 left behind. (A batch of no ids has none either.)"""
-MARKED_TYPES = (0x01, 0x09, 0x0C, 0x0D, 0x0E, 0x0F, 0x10, 0x11)
+MARKED_TYPES = (0x01, 0x09, 0x0C, 0x0D, 0x0E, 0x0F, 0x10, 0x11, 0x12)
 """The request types that carry the id variant's mark: lease, stats, lease many, renew
-many, release many, watch, unwatch and lease bound."""
+many, release many, watch, unwatch, lease bound and arena map."""
 
 OP_TYPE: dict[Op, int] = {
     Op.LEASE: NetType.LEASE,
@@ -105,6 +107,7 @@ OP_TYPE: dict[Op, int] = {
     Op.RELEASE_MANY: NetType.RELEASE_MANY,
     Op.WATCH: NetType.WATCH,
     Op.UNWATCH: NetType.UNWATCH,
+    Op.ARENA_MAP: NetType.ARENA_MAP,
 }
 TYPE_OP: dict[int, Op] = {int(code): op for op, code in OP_TYPE.items()}
 # Keyed by the Enum's value: hashing an Enum member runs Python code, hashing a str does not.
@@ -135,6 +138,7 @@ class NetworkLayouts:
     lease_info: Struct
     server_stats: Struct
     error: Struct
+    arena_map: Struct
     done_version: Struct
     gets_data: Struct
     cas: Struct
@@ -191,6 +195,14 @@ def declare(lease_id: Any, mark: int = 0) -> NetworkLayouts:
         "connections" / Int64ub,
         "closed_for_guessing" / Int64ub,
     )
+    # The cells' count is bounded by memlease.core.arena.MAP_CELLS (4096), and by the
+    # receiver's max message size like any frame.
+    arena_map = Struct(
+        "arena_size" / Int64ub,
+        "min_block" / Int32ub,
+        "cell_bytes" / Int64ub,
+        "cells" / Prefixed(Int32ub, GreedyBytes),
+    )
     error = Struct(
         "code" / Int16ub,
         "request_type" / Int8ub,
@@ -232,6 +244,8 @@ def declare(lease_id: Any, mark: int = 0) -> NetworkLayouts:
         NetType.WATCHING: ids,
         NetType.UNWATCHED: ids,
         NetType.NOTICE: notice,
+        NetType.ARENA_MAP: empty,
+        NetType.ARENA_MAP_DATA: arena_map,
         NetType.ERROR: error,
     }
 
@@ -257,6 +271,7 @@ def declare(lease_id: Any, mark: int = 0) -> NetworkLayouts:
         lease_info,
         server_stats,
         error,
+        arena_map,
         done_version,
         gets_data,
         cas,
