@@ -10,6 +10,7 @@ import importlib.util
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from memlease.core.arena import ArenaMap, format_bytes
 
@@ -88,11 +89,11 @@ def have_matplotlib() -> bool:
 
 def write_png(arena_map: ArenaMap, path: Path, title: str) -> None:
     """Draw the map into ``path``: a strip per top-level block, PNG_WIDTH cells a row."""
-    import matplotlib
-
+    # Imported by name so that mypy and the core install need no matplotlib (an extra).
+    matplotlib: Any = importlib.import_module("matplotlib")
     matplotlib.use("Agg")  # no display needed, and none assumed
-    import matplotlib.pyplot as plt
-    from matplotlib.colors import LinearSegmentedColormap
+    plt: Any = importlib.import_module("matplotlib.pyplot")
+    LinearSegmentedColormap = importlib.import_module("matplotlib.colors").LinearSegmentedColormap
 
     shown = strips(arena_map, len(arena_map.cells))
     rows = [-(-len(strip.cells) // PNG_WIDTH) for strip in shown]
