@@ -248,6 +248,7 @@ async def serve(
         connections=connections,
         max_batch=batch_limit(config),
         max_watches=config.max_watches,
+        started=trio.current_time(),
     )
     tls = None
     if config.tls_certificate is not None and config.tls_key is not None:

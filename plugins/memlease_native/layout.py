@@ -111,6 +111,15 @@ SERVER_STATS = Struct(
     "refused" / Int64sn,
     "connections" / Int64sn,
     "closed_for_guessing" / Int64sn,
+    "uptime_ms" / Int64sn,
+    "version_major" / Int32sn,
+    "version_minor" / Int32sn,
+    "version_patch" / Int32sn,
+    "hits" / Int64sn,
+    "misses" / Int64sn,
+    # Per-op request counts: int64 each, in memlease.core.messages.OPS order; the prefix
+    # is their length in bytes (8 per count).
+    "requests" / Prefixed(Int64sn, GreedyBytes),
 )
 ERROR = Struct(
     "code" / Int32sn,
