@@ -128,8 +128,7 @@ class Service:
         self.misses = 0
         """Reads (get, gets, read, stat) refused because their id is unknown or expired."""
         self._routes = {
-            kind: (handler, OPS.index(kind.op), kind.op in _READS)
-            for kind, handler in self._handlers.items()
+            kind: (handler, OPS.index(kind.op)) for kind, handler in self._handlers.items()
         }
 
     @classmethod
@@ -168,13 +167,13 @@ class Service:
                 op=getattr(request, "op", None),
                 lease_id=getattr(request, "lease_id", None),
             )
-        handler, counted, read = route
+        handler, counted = route
         self.requests[counted] += 1
         try:
             return handler(request, now, session)
         except LeaseError as exc:
             self.refused_requests += 1
-            if read and exc.code is ErrorCode.NOT_FOUND:
+            if exc.code is ErrorCode.NOT_FOUND and counted in _READ_SLOTS:
                 self.misses += 1
             return ErrorReply(
                 exc.code, str(exc), op=request.op, lease_id=getattr(request, "lease_id", None)
