@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import selectors
 import signal
 import socket
@@ -171,6 +172,19 @@ async def test_stats_shows_uptime_version_hits_misses_and_requests_per_op(
     assert lines["version"].strip() == memlease.__version__
     assert lines["uptime"].strip().startswith("1h 2m 3s")
     assert lines["requests"].strip() == "lease 1, get 2, stat 1, stats 2"
+
+
+async def test_top_with_a_count_shows_the_server_over_each_protocol(
+    cli: Cli, mock_clock: MockClock
+) -> None:
+    lease_id = await cli.lease("100", "--ttl", "1h")
+    await cli.ok("get", lease_id)
+    out = await cli.ok("top", "--count", "2", "--interval", "50ms")
+    screens = out.split("memlease top")[1:]
+    assert len(screens) == 2, out
+    assert f"({cli.protocol})  version {memlease.__version__}" in screens[0]
+    assert "1 live" in screens[-1]
+    assert re.search(r"^\s*get\s+0\s+1\s*$", screens[-1], re.M), out  # no get since
 
 
 async def test_an_expired_lease_is_not_found(cli: Cli, mock_clock: MockClock) -> None:
