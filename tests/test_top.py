@@ -155,3 +155,11 @@ def test_top_on_a_terminal_follows_load_and_ctrl_c_exits_0(server: ServerProcess
         stop.set()
         subprocess.run(["tmux", "kill-session", "-t", session], check=False)
         load.join(10)
+
+
+def test_uptime_reads_as_days_hours_minutes_seconds() -> None:
+    from memlease.units import format_duration
+
+    assert [format_duration(ms) for ms in (0, 999, 1000, 61_000, 3_723_500, 90_061_000)] == [
+        "0ms", "999ms", "1s", "1m 1s", "1h 2m 3s", "1d 1h 1m 1s",
+    ]  # fmt: skip
