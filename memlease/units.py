@@ -65,3 +65,17 @@ def format_size(n: int) -> str:
         if n >= factor and n % factor == 0:
             return f"{n // factor} {unit}"
     return f"{n} B"
+
+
+def format_duration(ms: int) -> str:
+    """``ms`` milliseconds as people read an uptime: "3d 4h 5m 6s", "2m 3s", "450ms"."""
+    if ms < 1000:
+        return f"{ms}ms"
+    seconds = ms // 1000
+    parts: list[str] = []
+    for unit, size in (("d", 86_400), ("h", 3600), ("m", 60)):
+        if seconds >= size or parts:
+            parts.append(f"{seconds // size}{unit}")
+            seconds %= size
+    parts.append(f"{seconds}s")
+    return " ".join(parts)

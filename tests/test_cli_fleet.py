@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Iterator
 
@@ -13,6 +14,7 @@ from dns_zone import Zone, zone_fixture  # noqa: F401  (the zone fixture)
 from dnslib import SRV, A
 from server_processes import ServerProcess
 
+import memlease
 from memlease import Handle
 from memlease.cli.main import main
 
@@ -86,6 +88,8 @@ def test_lease_on_a_fleet_prints_a_handle_that_every_command_takes(
     assert [line.split(":", 2)[:2] for line in out.splitlines()] == [
         s.address.split(":") for s in two_servers
     ]
+    tail = rf", version {re.escape(memlease.__version__)}, up \d+(ms|[dhms])( \d+[hms])*$"
+    assert all(re.search(tail, line) for line in out.splitlines()), out
 
 
 def test_a_fleet_with_a_server_down_says_which_in_stats_and_exits_1(
@@ -97,6 +101,7 @@ def test_a_fleet_with_a_server_down_says_which_in_stats_and_exits_1(
     assert status == 1
     records = json.loads(out)["servers"]
     assert "arena_size" in records[two_servers[0].address]
+    assert records[two_servers[0].address]["requests"]["stats"] >= 1
     assert "unavailable" in records[two_servers[1].address]["error"]
     # a lease goes to the live one
     status, out, _ = run(capsys, "--servers", servers, "lease", "1KiB")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import selectors
 import signal
 import socket
@@ -24,6 +25,7 @@ import trio
 from conftest import RunningServer, StartServer
 from trio.testing import MockClock
 
+import memlease
 from memlease.cli.main import main
 from memlease.server.config import Config
 from memlease.server.config_values import Listener
@@ -149,6 +151,40 @@ async def test_renew_release_and_stats(
     assert json.loads(await cli.ok("--json", "stats"))["live_leases"] == 0
     err = await cli.fails("get", lease_id)
     assert err == f"memlease: lease {lease_id} not found (expired, released or never granted)"
+
+
+async def test_stats_shows_uptime_version_hits_misses_and_requests_per_op(
+    cli: Cli, mock_clock: MockClock
+) -> None:
+    lease_id = await cli.lease("100", "--ttl", "1h")
+    await cli.ok("get", lease_id)
+    await cli.ok("stat", lease_id)
+    await cli.fails("get", cli.unknown_id())
+    mock_clock.jump(3723.5)  # 1 h 2 min 3.5 s
+    stats = json.loads(await cli.ok("--json", "stats"))
+    assert stats["version"] == memlease.__version__
+    assert stats["uptime_ms"] >= 3_723_500
+    assert (stats["hits"], stats["misses"]) == (2, 1)
+    assert {op: n for op, n in stats["requests"].items() if n} == {
+        "lease": 1, "get": 2, "stat": 1, "stats": 1,
+    }  # fmt: skip
+    lines = dict(line.split(None, 1) for line in (await cli.ok("stats")).splitlines())
+    assert lines["version"].strip() == memlease.__version__
+    assert lines["uptime"].strip().startswith("1h 2m 3s")
+    assert lines["requests"].strip() == "lease 1, get 2, stat 1, stats 2"
+
+
+async def test_top_with_a_count_shows_the_server_over_each_protocol(
+    cli: Cli, mock_clock: MockClock
+) -> None:
+    lease_id = await cli.lease("100", "--ttl", "1h")
+    await cli.ok("get", lease_id)
+    out = await cli.ok("top", "--count", "2", "--interval", "50ms")
+    screens = out.split("memlease top")[1:]
+    assert len(screens) == 2, out
+    assert f"({cli.protocol})  version {memlease.__version__}" in screens[0]
+    assert "1 live" in screens[-1]
+    assert re.search(r"^\s*get\s+0\s+1\s*$", screens[-1], re.M), out  # no get since
 
 
 async def test_an_expired_lease_is_not_found(cli: Cli, mock_clock: MockClock) -> None:

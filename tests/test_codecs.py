@@ -81,8 +81,10 @@ def exchange(name: str) -> st.SearchStrategy[tuple[Request, Reply]]:
         def answer(request: Request, ok: st.SearchStrategy[Reply]) -> Any:
             return st.tuples(st.just(request), ok | refusal(request.op, lease_id))
 
+        release = st.tuples(small, small, small).map(lambda v: ".".join(map(str, v)))
         stats = st.builds(
-            ServerStats, *([wide] * 5), st.floats(0, 1), *([wide] * 7)
+            ServerStats, *([wide] * 5), st.floats(0, 1), *([wide] * 8), release, wide, wide,
+            st.lists(wide, max_size=40).map(tuple),
         )  # fmt: skip
         return st.one_of(
             st.builds(LeaseRequest, small, small, st.just(kind)).flatmap(
@@ -267,3 +269,34 @@ def test_a_large_payload_in_small_chunks_is_decoded_once_whole() -> None:
 def test_a_uuid_reply_to_an_int_protocol_codec_is_a_protocol_error() -> None:
     with pytest.raises(ProtocolError, match="not an int"):
         NETWORK.server_codec(MAX).encode_reply(Granted(uuid.uuid4(), 1, 1))
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+@pytest.mark.parametrize(
+    ("counts", "claim", "why"),
+    [(b"\0" * 12, 12, "whole number"), (b"\0" * 16, 8, "claims 8 bytes"),
+     (b"\0" * 8 * 1025, 8 * 1025, "more than 1024")],
+    ids=["not-8-byte-counts", "length-disagrees", "too-many-counts"],
+)  # fmt: skip
+def test_a_stats_reply_with_bad_request_counts_is_a_protocol_error(
+    name: str, counts: bytes, claim: int, why: str
+) -> None:
+    spec = SPECS[name]
+    good = spec.server_codec(MAX).encode_reply(ServerStats(*range(5), 0.5, *range(7)))
+    frame = FRAMES[name][1].parse(good)
+    frame.payload.requests = counts
+    bad = bytearray(FRAMES[name][1].build(frame))
+    # The inner length field (the last of the fixed part) claims ``claim`` bytes.
+    width, order = (8, "little") if name == "native" else (4, "big")
+    bad[len(good) - width : len(good)] = claim.to_bytes(width, order)
+    client = spec.client_codec(MAX)
+    client.encode_request(StatsRequest())
+    client.feed(bytes(bad))
+    with pytest.raises(ProtocolError, match=why):
+        client.next_reply()
+
+
+def test_a_stats_version_that_is_not_major_minor_patch_cannot_be_encoded() -> None:
+    stats = ServerStats(*range(5), 0.5, *range(7), version="tip")
+    with pytest.raises(ProtocolError, match=r"not major\.minor\.patch"):
+        NETWORK.server_codec(MAX).encode_reply(stats)

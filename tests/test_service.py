@@ -8,15 +8,18 @@ from dataclasses import dataclass
 
 import pytest
 
+import memlease
 from memlease.core.arena import BuddyArena
 from memlease.core.errors import ErrorCode
 from memlease.core.leases import LeaseTable
 from memlease.core.messages import (
+    OPS,
     Data,
     Done,
     EndReason,
     ErrorReply,
     GetRequest,
+    GetsRequest,
     Granted,
     IdKind,
     LeaseInfo,
@@ -50,6 +53,9 @@ def granted_id(svc: Service, size: int = 16, ttl_ms: int = 1000, now: float = 0.
     return reply.lease_id
 
 
+ONE_EACH = {"lease", "get", "set", "read", "write", "renew", "release"}
+
+
 def test_every_request_type_round_trip() -> None:
     svc = service()
     reply = svc.handle(LeaseRequest(16, 1000), 0.0)
@@ -80,7 +86,48 @@ def test_every_request_type_round_trip() -> None:
         released=1,
         refused=0,
         connections=0,
+        uptime_ms=600,
+        version=memlease.__version__,
+        hits=4,
+        misses=0,
+        requests=tuple(
+            {Op.STAT: 2, Op.STATS: 2}.get(op, 1 if op.value in ONE_EACH else 0) for op in OPS
+        ),
     )
+
+
+def test_stats_count_requests_per_op_and_reads_as_hits_or_misses() -> None:
+    svc = Service.create(4096, max_ttl_ms=10_000, started=100.0)
+    live = granted_id(svc, ttl_ms=5000, now=100.0)
+    gone = granted_id(svc, ttl_ms=10, now=100.0)  # past its deadline from 100.01
+    unknown = 12345 if 12345 not in (live, gone) else 54321
+    svc.handle(GetRequest(live), 101.0)  # hit
+    svc.handle(GetsRequest(live), 101.0)  # hit
+    svc.handle(ReadRequest(live, 0, 4), 101.0)  # hit
+    svc.handle(ReadRequest(live, 10, 100), 101.0)  # refused for its range, yet a hit
+    svc.handle(StatRequest(live), 101.0)  # hit
+    svc.handle(GetRequest(gone), 101.0)  # miss: expired, not yet freed
+    svc.handle(GetsRequest(unknown), 101.0)  # miss
+    svc.handle(ReadRequest(unknown, 0, 1), 101.0)  # miss
+    svc.handle(StatRequest(gone), 101.0)  # miss
+    svc.handle(SetRequest(unknown, b"x"), 101.0)  # not a read: neither
+    svc.handle(RenewRequest(unknown, 10), 101.0)  # not a read: neither
+    stats = svc.handle(StatsRequest(), 102.5)
+    assert isinstance(stats, ServerStats)
+    assert (stats.hits, stats.misses) == (5, 4)
+    assert stats.uptime_ms == 2500
+    assert stats.version == memlease.__version__
+    assert {op: n for op, n in stats.requests_by_op().items() if n} == {
+        "lease": 2, "get": 2, "gets": 2, "read": 3, "stat": 2, "set": 1, "renew": 1,
+        "stats": 1,
+    }  # fmt: skip
+    assert len(stats.requests) == len(Op)
+    not_found = ErrorCode.NOT_FOUND
+    assert {(OPS[n].value, code): k for (n, code), k in svc.refusals.items()} == {
+        ("get", not_found): 1, ("gets", not_found): 1, ("read", not_found): 1,
+        ("read", ErrorCode.OUT_OF_RANGE): 1, ("stat", not_found): 1, ("set", not_found): 1,
+        ("renew", not_found): 1,
+    }  # fmt: skip
 
 
 def test_uuid_leases_through_the_service() -> None:

@@ -12,11 +12,11 @@ import os
 import sys
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from memlease.cli import fleet_commands
+from memlease.cli.stats_figures import stats_record
 from memlease.core.errors import ProtocolError
 from memlease.core.messages import (
     EndReason,
@@ -37,7 +37,7 @@ from memlease.protocol import (
     ProtocolSpec,
     load_protocols,
 )
-from memlease.units import parse_duration, parse_size
+from memlease.units import format_duration, parse_duration, parse_size
 
 if TYPE_CHECKING:
     from memlease.client.blocking import Client
@@ -63,6 +63,16 @@ def _size(text: str) -> int:
         return parse_size(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
+
+
+def _interval(text: str) -> float:
+    try:
+        seconds = parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
+    if not 0.05 <= seconds <= 3600:
+        raise argparse.ArgumentTypeError(f"{text!r}: give 50ms to 1h")
+    return seconds
 
 
 def _count(text: str) -> int:
@@ -252,6 +262,20 @@ def add_client_commands(commands: Any, parent: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="instead, draw the arena's blocks into PATH (a PNG, with the 'plot' extra); "
         "'-' or without matplotlib: print a text map",
+    )
+    top = command("top", "a live view of the server: ops/s by op, leases, arena, connections", _top)
+    top.add_argument(
+        "--count",
+        type=_count,
+        metavar="N",
+        help="refresh N times, then exit (default: until Ctrl-C)",
+    )
+    top.add_argument(
+        "--interval",
+        type=_interval,
+        default=1.0,
+        metavar="DURATION",
+        help="time between refreshes (default 1s)",
     )
     gets = command("gets", "print a lease's version, then its whole region", _gets)
     gets.add_argument("id", metavar="ID")
@@ -608,10 +632,14 @@ def _stats(args: argparse.Namespace, registry: ProtocolRegistry | None) -> int:
         return fleet_commands.stats(args, registry)
     with _connect_one(args, registry) as client:
         stats = client.stats()
-    record = asdict(stats)
+    record = stats_record(stats)
+    shown: dict[str, object] = {**record, "uptime_ms": format_duration(stats.uptime_ms)}
+    shown["requests"] = ", ".join(f"{op} {n}" for op, n in stats.requests_by_op().items() if n)
+    names = {"uptime_ms": "uptime"}
     width = max(map(len, record))
     text = "\n".join(
-        f"{name.replace('_', ' '):<{width}}  {_figure(value)}" for name, value in record.items()
+        f"{names.get(name, name).replace('_', ' '):<{width}}  {_figure(value)}"
+        for name, value in shown.items()
     )
     return _print(args, text, record)
 
@@ -634,6 +662,25 @@ def _arena_map(args: argparse.Namespace, registry: ProtocolRegistry | None) -> i
         print(json.dumps(record))
         return EXIT_OK
     arena_map.show(got, args.arena_map, server)
+    return EXIT_OK
+
+
+def _top(args: argparse.Namespace, registry: ProtocolRegistry | None) -> int:
+    from memlease.cli.top import run_top
+
+    if args.servers or args.dns:
+        raise UsageError("memlease top: shows one server; name it with --server")
+    try:
+        with _connect_one(args, registry) as client:
+            run_top(
+                client.stats,
+                client.peer,
+                _spec(args, registry or load_protocols()).name,
+                interval=args.interval,
+                count=args.count,
+            )
+    except KeyboardInterrupt:
+        pass  # Ctrl-C is how a live view ends
     return EXIT_OK
 
 

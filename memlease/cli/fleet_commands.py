@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict
 from typing import TYPE_CHECKING
 
+from memlease.cli.stats_figures import stats_record
 from memlease.protocol import ProtocolRegistry, load_protocols
+from memlease.units import format_duration
 
 if TYPE_CHECKING:
     from memlease.client.fleet import Fleet
@@ -131,7 +132,7 @@ def stats(args: argparse.Namespace, registry: ProtocolRegistry | None) -> int:
     with connect_fleet(args, registry) as fleet:
         figures = fleet.stats()
     records = {
-        name: asdict(value) if not isinstance(value, Exception) else {"error": str(value)}
+        name: stats_record(value) if not isinstance(value, Exception) else {"error": str(value)}
         for name, value in figures.items()
     }
     if args.json:
@@ -144,6 +145,7 @@ def stats(args: argparse.Namespace, registry: ProtocolRegistry | None) -> int:
         else:
             print(
                 f"{name}: {value.live_leases} leases, {value.used} of {value.arena_size} B used, "
-                f"largest free block {value.largest_free} B, {value.connections} connections"
+                f"largest free block {value.largest_free} B, {value.connections} connections, "
+                f"version {value.version}, up {format_duration(value.uptime_ms)}"
             )
     return 1 if any("error" in record for record in records.values()) else 0

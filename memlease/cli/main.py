@@ -119,6 +119,12 @@ def build_parser() -> _Parser:
     )
     flag("--log-level", "LEVEL", "debug, info, warning, error or critical", "log_level")
     flag(
+        "--log-format",
+        "FORMAT",
+        "text, or json: one JSON object per line (time, level, logger, message, peer)",
+        "log_format",
+    )
+    flag(
         "--shards",
         "N",
         "run N server processes, a core and 1/N of the arena each, on consecutive ports",
@@ -238,6 +244,7 @@ def _serve(args: argparse.Namespace, registry: ProtocolRegistry | None) -> int:
         "max_message": args.max_message,
         "connection_memory": args.connection_memory,
         "log_level": args.log_level,
+        "log_format": args.log_format,
         "shards": args.shards,
         "tls_certificate": args.tls_cert,
         "tls_key": args.tls_key,

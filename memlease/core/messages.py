@@ -50,6 +50,11 @@ class Op(enum.Enum):
     ARENA_MAP = "arena_map"
 
 
+OPS: tuple[Op, ...] = tuple(Op)
+"""Every op in declaration order: the order of the per-op request counts of stats. New ops
+are declared last, so a count keeps its place from release to release."""
+
+
 class EndReason(enum.IntEnum):
     """Why a lease ended, as a notice tells it. The numbers are part of the wire formats."""
 
@@ -307,7 +312,22 @@ class ServerStats:
     connections: int
     closed_for_guessing: int = 0
     """Connections closed for asking for too many unknown ids in a second."""
+    uptime_ms: int = 0
+    """Milliseconds since the server started."""
+    version: str = "0.0.0"
+    """The server's memlease release, ``major.minor.patch``."""
+    hits: int = 0
+    """Reads (get, gets, read, stat) that found a live lease."""
+    misses: int = 0
+    """Reads (get, gets, read, stat) of an unknown or expired id."""
+    requests: tuple[int, ...] = ()
+    """Requests handled, one count per :class:`Op` in its declaration order (the order of
+    :data:`OPS`); a newer server may send more counts than this release names."""
     op = Op.STATS
+
+    def requests_by_op(self) -> dict[str, int]:
+        """The request counts by op name (``"get"``...), for the ops this release knows."""
+        return {op.value: count for op, count in zip(OPS, self.requests, strict=False)}
 
 
 @dataclass(slots=True)

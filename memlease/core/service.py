@@ -7,14 +7,16 @@ escapes ``handle`` as an exception. No clock and no I/O: the server passes ``now
 from __future__ import annotations
 
 import math
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
+import memlease
 from memlease.core.arena import BuddyArena
 from memlease.core.errors import BadRequest, ErrorCode, LeaseError, TooMany
 from memlease.core.leases import LeaseTable
 from memlease.core.messages import (
+    OPS,
     ArenaMapReply,
     ArenaMapRequest,
     CasRequest,
@@ -89,8 +91,12 @@ class Service:
         connections: ConnectionFigures | None = None,
         max_batch: int = MAX_BATCH,
         max_watches: int = MAX_WATCHES,
+        started: float = 0.0,
     ) -> None:
         self.table = table
+        self.started = started
+        """When the server started (monotonic seconds, as ``now``): stats' uptime counts
+        from it."""
         self._connections = connections
         self.max_batch = max_batch
         self.max_watches = max_watches
@@ -118,6 +124,19 @@ class Service:
             UnwatchRequest: self._unwatch,
             ArenaMapRequest: self._arena_map,
         }
+        # Counting: one list item per op (the order of OPS), indexed by a number the route
+        # carries with the handler, so a request costs one list increment and no Enum hash.
+        self.requests = [0] * len(OPS)
+        """Requests handled (refused ones too), per op in the order of OPS."""
+        self.misses = 0
+        """Reads (get, gets, read, stat) refused because their id is unknown or expired."""
+        self.refusals: Counter[tuple[int, ErrorCode]] = Counter()
+        """Refused requests by (op number, as ``requests`` is indexed; error code): counted
+        on the refusal path only, so a metric of outcomes costs the accepted ones nothing
+        (those accepted = ``requests[n]`` less the op's refusals)."""
+        self._routes = {
+            kind: (handler, OPS.index(kind.op)) for kind, handler in self._handlers.items()
+        }
 
     @classmethod
     def create(
@@ -130,17 +149,24 @@ class Service:
         connections: ConnectionFigures | None = None,
         max_batch: int = MAX_BATCH,
         max_watches: int = MAX_WATCHES,
+        started: float = 0.0,
     ) -> Service:
         """A service over a fresh arena of ``arena_size`` bytes (rounded down to min_block)."""
         arena = BuddyArena(arena_size, min_block=min_block)
         table = LeaseTable(arena, max_ttl_ms=max_ttl_ms, max_lease_size=max_lease_size)
-        return cls(table, connections=connections, max_batch=max_batch, max_watches=max_watches)
+        return cls(
+            table,
+            connections=connections,
+            max_batch=max_batch,
+            max_watches=max_watches,
+            started=started,
+        )
 
     def handle(self, request: Request, now: float, session: Session | None = None) -> Reply:
         """The reply to ``request`` at monotonic time ``now``, from the connection whose
         ``session`` it is (None: bound leases and watches are refused)."""
-        handler = self._handlers.get(type(request))
-        if handler is None:
+        route = self._routes.get(type(request))
+        if route is None:
             self.refused_requests += 1
             return ErrorReply(
                 ErrorCode.UNSUPPORTED,
@@ -148,10 +174,15 @@ class Service:
                 op=getattr(request, "op", None),
                 lease_id=getattr(request, "lease_id", None),
             )
+        handler, counted = route
+        self.requests[counted] += 1
         try:
             return handler(request, now, session)
         except LeaseError as exc:
             self.refused_requests += 1
+            self.refusals[counted, exc.code] += 1
+            if exc.code is ErrorCode.NOT_FOUND and counted in _READ_SLOTS:
+                self.misses += 1
             return ErrorReply(
                 exc.code, str(exc), op=request.op, lease_id=getattr(request, "lease_id", None)
             )
@@ -208,7 +239,19 @@ class Service:
             refused=table.refused,
             connections=0 if connections is None else len(connections),
             closed_for_guessing=0 if connections is None else connections.closed_for_guessing,
+            uptime_ms=max(int((now - self.started) * 1000), 0),
+            version=memlease.__version__,
+            hits=self.hits,
+            misses=self.misses,
+            requests=tuple(self.requests),
         )
+
+    @property
+    def hits(self) -> int:
+        """Reads (get, gets, read, stat) that found a live lease: every read handled but the
+        misses. A read of a live lease refused for its range is a hit: the lease was there."""
+        requests = self.requests
+        return sum(requests[i] for i in _READ_SLOTS) - self.misses
 
     # ------------------------------------------------------------------ one per request type
 
@@ -318,6 +361,11 @@ class Service:
         if session is None:
             return IdList(Op.UNWATCH, list(request.lease_ids))
         return IdList(Op.UNWATCH, self.table.unwatch(request.lease_ids, session, now))
+
+
+_READS = frozenset({Op.GET, Op.GETS, Op.READ, Op.STAT})
+"""The ops whose refusals for an unknown id count as misses (as memcached's get_misses)."""
+_READ_SLOTS = tuple(OPS.index(op) for op in OPS if op in _READS)
 
 
 def _owner(session: Session | None) -> Session:

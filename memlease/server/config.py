@@ -27,6 +27,7 @@ from memlease.server.config_values import (
     Listener,
     to_count,
     to_listeners,
+    to_log_format,
     to_log_level,
     to_ms,
     to_optional_count,
@@ -91,6 +92,8 @@ class Config:
     expiry_batch: int = 1000
     shutdown_grace: float = 5.0
     log_level: str = "info"
+    # "text": a line per record; "json": one JSON object per line, for log shippers
+    log_format: str = "text"
     # Server processes under a supervisor (memlease.server.shards); 1: this process alone
     shards: int = 1
     tls_certificate: str | None = None
@@ -116,6 +119,7 @@ class Config:
 _FIELDS: dict[str, tuple[str, str | None, Callable[[object], Any]]] = {
     "host": ("host", "--host", to_text),
     "log_level": ("log_level", "--log-level", to_log_level),
+    "log_format": ("log_format", "--log-format", to_log_format),
     "shards": ("shards", "--shards", to_count),
     "listeners": ("listener", "--listen", to_listeners),
     "arena_size": ("arena.size", "--arena", to_size),

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from memlease.units import MAX_SECONDS, parse_duration, parse_size
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+LOG_FORMATS = ("text", "json")
 
 MAX_NUMBER = 2**63 - 1
 """The largest size or count taken: what a signed 64-bit field holds (the C library, the
@@ -98,6 +99,12 @@ def to_log_level(value: object) -> str:
     if (level := to_text(value).lower()) not in LOG_LEVELS:
         raise ValueError(f"unknown log level (use {', '.join(LOG_LEVELS)})")
     return level
+
+
+def to_log_format(value: object) -> str:
+    if (log_format := to_text(value).lower()) not in LOG_FORMATS:
+        raise ValueError(f"unknown log format (use {' or '.join(LOG_FORMATS)})")
+    return log_format
 
 
 def to_optional_size(value: object) -> int | None:

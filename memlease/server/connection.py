@@ -44,7 +44,7 @@ from memlease.core.messages import (
 from memlease.core.sessions import Session
 from memlease.protocol import Bytes, ServerCodec
 from memlease.server.budget import RECEIVE_ROOM, Holding, MemoryBudget
-from memlease.server.logs import REPEATS
+from memlease.server.logs import PEER, REPEATS
 
 log = logging.getLogger("memlease")
 
@@ -533,26 +533,29 @@ class Connection:
         self.ending = ending
 
 
-_REPEATS = {REPEATS: True}  # a client can be refused thousands of times a second
-
-
 def _log_refusal(peer: str, request: Request, reply: ErrorReply) -> None:
     # A miss is what a client with a stale id, or a guessing one, causes many times a second.
     level = logging.DEBUG if reply.code is ErrorCode.NOT_FOUND else logging.INFO
     if log.isEnabledFor(level):
         op, code = request.op.value, reply.code.name
-        log.log(level, "%s: %s refused (%s): %s", peer, op, code, reply.message, extra=_REPEATS)
+        # Marked as repeating: a client can be refused thousands of times a second.
+        about = {REPEATS: True, PEER: peer}
+        log.log(level, "%s: %s refused (%s): %s", peer, op, code, reply.message, extra=about)
 
 
 def log_ending(connection: Connection, limits: Limits) -> None:
     """One log line for how ``connection`` ended, at the level its cause deserves."""
     peer, ending = connection.peer, connection.ending
+    about = {PEER: peer}
     if ending is Ending.IDLE:
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("%s: idle for %gs, closing", peer, limits.idle_timeout)
+            log.debug("%s: idle for %gs, closing", peer, limits.idle_timeout, extra=about)
     elif ending is Ending.SEND:
         log.warning(
-            "%s: client took over %gs to take its replies; cut off", peer, limits.request_timeout
+            "%s: client took over %gs to take its replies; cut off",
+            peer,
+            limits.request_timeout,
+            extra=about,
         )
     elif ending is Ending.REQUEST:
         log.warning(
@@ -560,10 +563,22 @@ def log_ending(connection: Connection, limits: Limits) -> None:
             peer,
             connection.protocol,
             limits.request_timeout,
+            extra=about,
         )
     elif ending is Ending.SHUTDOWN and connection.detail:
-        log.warning("%s: still %s when the shutdown grace ended; cut off", peer, connection.detail)
+        log.warning(
+            "%s: still %s when the shutdown grace ended; cut off",
+            peer,
+            connection.detail,
+            extra=about,
+        )
     elif ending is Ending.GUESSING:
-        log.warning("%s: closing: %s; is it guessing ids?", peer, connection.detail)
+        log.warning("%s: closing: %s; is it guessing ids?", peer, connection.detail, extra=about)
     elif ending is Ending.BAD_INPUT:
-        log.warning("%s: bad %s input, closing: %s", peer, connection.protocol, connection.detail)
+        log.warning(
+            "%s: bad %s input, closing: %s",
+            peer,
+            connection.protocol,
+            connection.detail,
+            extra=about,
+        )

@@ -24,6 +24,7 @@ from memlease.client.connecting import RECEIVE_SIZE
 from memlease.server.accept import close_socket
 from memlease.server.connection import Connection, Ending, Limits, log_ending
 from memlease.server.connection_set import ConnectionSet, OpenConnection
+from memlease.server.logs import PEER
 from memlease.server.socket_io import Bytes, SocketIO, StreamIO
 
 log = logging.getLogger("memlease")
@@ -60,9 +61,12 @@ async def serve_connection(
     receive is consumed before the next await); a buffer of its own when None."""
     connection = entry.connection
     peer, protocol = connection.peer, connection.protocol
+    about = {PEER: peer}
     debug = log.isEnabledFor(logging.DEBUG)
     if debug:
-        log.debug("%s: %s connection opened (%d open)", peer, protocol, len(connections))
+        log.debug(
+            "%s: %s connection opened (%d open)", peer, protocol, len(connections), extra=about
+        )
     if scratch is None:
         scratch = bytearray(RECEIVE_SIZE)
     reason = "closed by the client"
@@ -86,14 +90,18 @@ async def serve_connection(
     except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
         reason = f"broken ({exc or type(exc).__name__})"
     except Exception:
-        log.exception("%s: internal error serving a %s connection; closing it", peer, protocol)
+        log.exception(
+            "%s: internal error serving a %s connection; closing it", peer, protocol, extra=about
+        )
         reason = "internal error"
     finally:
         try:
             connection.release()  # its bound leases and watches end with it
             after_batch()  # wakes the expiry task for those left to end
         except Exception:
-            log.exception("%s: internal error ending a %s connection's leases", peer, protocol)
+            log.exception(
+                "%s: internal error ending a %s connection's leases", peer, protocol, extra=about
+            )
         connections.discard(entry)
         if stream is None:
             close_socket(sock)
@@ -102,7 +110,9 @@ async def serve_connection(
                 closing.deadline = trio.current_time() + CLOSE_TIMEOUT
                 await stream.aclose()
         if debug:
-            log.debug("%s: connection closed: %s (%d open)", peer, reason, len(connections))
+            log.debug(
+                "%s: connection closed: %s (%d open)", peer, reason, len(connections), extra=about
+            )
 
 
 async def drive(
@@ -241,8 +251,15 @@ async def _handshake(
             connection.peer,
             connection.protocol,
             limits.handshake_timeout,
+            extra={PEER: connection.peer},
         )
     except trio.BrokenResourceError as exc:
         cause = exc.__cause__ or exc
-        log.warning("%s: %s TLS handshake failed: %s", connection.peer, connection.protocol, cause)
+        log.warning(
+            "%s: %s TLS handshake failed: %s",
+            connection.peer,
+            connection.protocol,
+            cause,
+            extra={PEER: connection.peer},
+        )
     return False

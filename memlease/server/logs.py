@@ -13,6 +13,7 @@ client that guesses ids or sends bad input a thousand times a second costs a lin
 
 from __future__ import annotations
 
+import json
 import logging
 import logging.handlers
 import os
@@ -21,10 +22,43 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import TextIO
 
 LOGGER = "memlease"
 FORMAT = "%(asctime)s memlease %(levelname)s %(message)s"
+
+PEER = "peer"
+"""Set on a record about one client (``extra={PEER: address}``): the JSON format gives it
+as its own field, so a log shipper can group lines by client."""
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record, on one line: time (UTC, ISO 8601, milliseconds), level,
+    logger, message, and ``peer`` and ``exception`` where the record has them."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        peer = getattr(record, PEER, None)
+        if peer is not None:
+            entry["peer"] = peer
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def log_formatter(log_format: str, text_format: str = "") -> logging.Formatter:
+    """The formatter of ``log_format`` ("text" or "json"); text lines follow
+    ``text_format`` (default: the server's)."""
+    if log_format == "json":
+        return JsonFormatter()
+    return logging.Formatter(text_format or FORMAT)
+
 
 QUEUE_LINES = 10_000
 """Records waiting for the sink at most; past them, lines are dropped and counted."""
@@ -135,9 +169,9 @@ class _Sink:
     Handler at exit, and one stuck on a full pipe would hang the exit; and no Python buffer
     sits in front of the descriptor, so nothing is left for the interpreter to flush."""
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, formatter: logging.Formatter) -> None:
         self._fd = os.dup(fd)
-        self._format = logging.Formatter(FORMAT).format
+        self._format = formatter.format
 
     def handle(self, record: logging.LogRecord) -> None:
         data = memoryview((self._format(record) + "\n").encode("utf-8", "replace"))
@@ -155,9 +189,9 @@ class _StreamSink:
     """Writes formatted records to a stream that has no file descriptor (a test's capture
     of stderr)."""
 
-    def __init__(self, stream: TextIO) -> None:
+    def __init__(self, stream: TextIO, formatter: logging.Formatter) -> None:
         self._stream = stream
-        self._format = logging.Formatter(FORMAT).format
+        self._format = formatter.format
 
     def handle(self, record: logging.LogRecord) -> None:
         self._stream.write(self._format(record) + "\n")
@@ -167,13 +201,13 @@ class _StreamSink:
         pass
 
 
-def _sink(fd: int | None) -> _Sink | _StreamSink:
+def _sink(fd: int | None, formatter: logging.Formatter) -> _Sink | _StreamSink:
     if fd is not None:
-        return _Sink(fd)
+        return _Sink(fd, formatter)
     try:
-        return _Sink(sys.stderr.fileno())
+        return _Sink(sys.stderr.fileno(), formatter)
     except (AttributeError, OSError, ValueError):
-        return _StreamSink(sys.stderr)
+        return _StreamSink(sys.stderr, formatter)
 
 
 class _Listener(logging.handlers.QueueListener):
@@ -189,11 +223,12 @@ class _Listener(logging.handlers.QueueListener):
 
 
 class ServerLog:
-    """The "memlease" logger set up for a server; :meth:`stop` flushes what is queued."""
+    """The "memlease" logger set up for a server, in ``log_format`` ("text" or "json");
+    :meth:`stop` flushes what is queued."""
 
-    def __init__(self, level: str, fd: int | None = None) -> None:
+    def __init__(self, level: str, fd: int | None = None, log_format: str = "text") -> None:
         self.logger = logging.getLogger(LOGGER)
-        self._sink = _sink(fd)
+        self._sink = _sink(fd, log_formatter(log_format))
         lines: queue.Queue[logging.LogRecord] = queue.Queue(QUEUE_LINES)
         self.handler = DroppingQueueHandler(lines)
         self.handler.addFilter(RepeatLimit())

@@ -50,7 +50,7 @@ from memlease.server.connection_set import (
 from memlease.server.connection_task import SCRATCH_SIZE, serve_connection
 from memlease.server.expiry import ExpiryTask
 from memlease.server.glibc_malloc import keep_large_blocks
-from memlease.server.logs import LogRate, ServerLog, left_out
+from memlease.server.logs import PEER, LogRate, ServerLog, left_out
 from memlease.server.signals import RELOADED, ignore_signals_while_starting, watch_signals
 from memlease.tls import server_context
 
@@ -248,6 +248,7 @@ async def serve(
         connections=connections,
         max_batch=batch_limit(config),
         max_watches=config.max_watches,
+        started=trio.current_time(),
     )
     tls = None
     if config.tls_certificate is not None and config.tls_key is not None:
@@ -366,7 +367,7 @@ def _log_refusal(server: _Server, why: Refusal, peer: str, client: str, protocol
         detail = f"{connections.handshakes_from(client)} TLS handshakes under way from {client}"
     else:
         detail = f"{len(connections)} open"
-    log.warning(_REFUSED[why], peer, protocol, detail, left_out(left))
+    log.warning(_REFUSED[why], peer, protocol, detail, left_out(left), extra={PEER: peer})
 
 
 def _log_startup(config: Config, service: Service, opened: list[_OpenListener]) -> None:
@@ -419,7 +420,7 @@ def run(
     cannot be bound, ConfigError for a listener whose protocol is not installed.
     """
     # Process-wide, so here and not in serve(), which may run inside another program.
-    server_log = ServerLog(config.log_level)
+    server_log = ServerLog(config.log_level, log_format=config.log_format)
     try:
         keep_large_blocks(config.max_message)
         ensure_open_files(config.max_connections)

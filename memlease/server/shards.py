@@ -30,6 +30,7 @@ from memlease.client.handle import format_server
 from memlease.core.errors import ConfigError
 from memlease.server.config import Config
 from memlease.server.config_values import Listener
+from memlease.server.logs import log_formatter
 from memlease.server.sharding import cores_for, shard_configs
 
 log = logging.getLogger("memlease")
@@ -342,9 +343,11 @@ def _send(process: BaseProcess, signum: signal.Signals) -> None:
 
 def supervise(config: Config, reload: Callable[[], Config] | None = None) -> int:
     """``memlease serve`` with ``shards`` above 1: run the supervisor; the exit status."""
-    logging.basicConfig(
-        level=config.log_level.upper(),
-        format="%(asctime)s memlease supervisor %(levelname)s %(message)s",
-        stream=sys.stderr,
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        log_formatter(
+            config.log_format, "%(asctime)s memlease supervisor %(levelname)s %(message)s"
+        )
     )
+    logging.basicConfig(level=config.log_level.upper(), handlers=[handler])
     return Supervisor(config, reload).run()

@@ -28,7 +28,7 @@ RELOADED = (
 )
 """The Config fields SIGHUP reloads; connections opened from then on get the new limits.
 The others (host, listeners, arena, max_message, max_ttl, expiry_batch, max_batch,
-max_watches, TLS files) take a restart."""
+max_watches, TLS files, log_format) take a restart."""
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 OTHER_SIGNALS = tuple(

@@ -19,6 +19,7 @@ from memlease_wire.framing import (
     take_tail,
 )
 from memlease_wire.ranges import out_of_range
+from memlease_wire.stats_fields import decode_stats
 
 from memlease.core.errors import ErrorCode, ProtocolError, not_found_message
 from memlease.core.messages import (
@@ -48,7 +49,6 @@ from memlease.core.messages import (
     RenewRequest,
     Reply,
     Request,
-    ServerStats,
     SetRequest,
     StatRequest,
     StatsRequest,
@@ -271,7 +271,7 @@ class NativeClientCodec(FrameDecoder[Reply], ClientCodec):
             T.READ_DATA: PayloadRule("read data", S_ID_AND_DATA.size, True, pairing.read),
             T.DONE: PayloadRule("done", S_DONE.size, False, pairing.done),
             T.LEASE_INFO: PayloadRule("lease info", S_LEASE_INFO.size, False, pairing.info),
-            T.SERVER_STATS: PayloadRule("stats", S_SERVER_STATS.size, False, pairing.stats),
+            T.SERVER_STATS: PayloadRule("stats", S_SERVER_STATS.size, True, pairing.stats),
             T.ERROR: PayloadRule("error", S_ERROR.size, True, pairing.error),
             T.GETS_DATA: PayloadRule("gets data", S_GETS_DATA.size, True, pairing.gets),
             T.CAS_RESULT: PayloadRule("cas result", S_CAS_RESULT.size, False, pairing.cas),
@@ -430,7 +430,7 @@ class _ReplyPairing:
 
     def stats(self, buf: bytearray, at: int, length: int) -> Reply:
         self._answered(_STATS)
-        return ServerStats(*S_SERVER_STATS.unpack_from(buf, at))
+        return decode_stats("=", S_SERVER_STATS, buf, at, length)
 
     def arena_map(self, buf: bytearray, at: int, length: int) -> Reply:
         self._answered(Op.ARENA_MAP)

@@ -18,6 +18,7 @@ from memlease_wire.framing import (
     short_text,
     take_tail,
 )
+from memlease_wire.stats_fields import pack_counts, stats_values
 
 from memlease.core.errors import ErrorCode, ProtocolError
 from memlease.core.messages import (
@@ -365,14 +366,9 @@ def _encode_lease_info(reply: LeaseInfo) -> bytes:
 
 
 def _encode_server_stats(s: ServerStats) -> bytes:
-    return F_SERVER_STATS.pack(
-        _T_SERVER_STATS,
-        S_SERVER_STATS.size,
-        *(s.arena_size, s.used, s.free, s.largest_free, s.internal_fragmentation),
-        s.external_fragmentation,
-        *(s.live_leases, s.granted, s.expired, s.released, s.refused, s.connections),
-        s.closed_for_guessing,
-    )
+    counts = pack_counts("=", s.requests)
+    size = S_SERVER_STATS.size + len(counts)
+    return F_SERVER_STATS.pack(_T_SERVER_STATS, size, *stats_values(s), len(counts)) + counts
 
 
 def _encode_arena_map(reply: ArenaMapReply) -> bytes:

@@ -114,6 +114,15 @@ SERVER_STATS = Struct(
     "refused" / Int64sn,
     "connections" / Int64sn,
     "closed_for_guessing" / Int64sn,
+    "uptime_ms" / Int64sn,
+    "version_major" / Int32sn,
+    "version_minor" / Int32sn,
+    "version_patch" / Int32sn,
+    "hits" / Int64sn,
+    "misses" / Int64sn,
+    # Per-op request counts: int64 each, in memlease.core.messages.OPS order; the prefix
+    # is their length in bytes (8 per count).
+    "requests" / Prefixed(Int64sn, GreedyBytes),
 )
 # At most memlease.core.arena.MAP_CELLS (4096) cells, one byte each.
 ARENA_MAP_DATA = Struct(

@@ -32,7 +32,6 @@ from memlease.core.messages import (
     RenewRequest,
     Reply,
     Request,
-    ServerStats,
     SetRequest,
     StatRequest,
     StatsRequest,
@@ -42,6 +41,7 @@ from memlease.core.messages import (
 )
 from memlease_wire.framing import PayloadRule, error_code, take_tail
 from memlease_wire.network_layout import LEASE_MANY_BOUND, TYPE_OP, NetType
+from memlease_wire.stats_fields import decode_stats
 
 if TYPE_CHECKING:
     from memlease_wire.network_codec import NetworkFormat
@@ -240,7 +240,7 @@ def reply_rules(fmt: NetworkFormat) -> dict[int, PayloadRule[Reply]]:
         return Notice(raw if to_uuid is None else to_uuid(raw), why)
 
     def stats(buf: bytearray, at: int, length: int) -> Reply:
-        return ServerStats(*s_stats.unpack_from(buf, at))
+        return decode_stats(">", s_stats, buf, at, length)
 
     s_arena_map = fmt.s_arena_map
 
@@ -267,7 +267,7 @@ def reply_rules(fmt: NetworkFormat) -> dict[int, PayloadRule[Reply]]:
         (NetType.RENEW_DONE, s_id.size, False, done_of(Op.RENEW)),
         (NetType.RELEASE_DONE, s_id.size, False, done_of(Op.RELEASE)),
         (NetType.LEASE_INFO, s_info.size, False, info),
-        (NetType.SERVER_STATS, s_stats.size, False, stats),
+        (NetType.SERVER_STATS, s_stats.size, True, stats),
         (NetType.ERROR, s_error.size, True, error),
         (NetType.GETS_DATA, s_gets_data.size, True, gets_data),
         (NetType.CAS_RESULT, s_cas_result.size, False, cas_result),

@@ -51,6 +51,7 @@ from memlease_wire.network_layout import (
     NetType,
 )
 from memlease_wire.ranges import out_of_range
+from memlease_wire.stats_fields import pack_counts, stats_values
 
 if TYPE_CHECKING:
     from memlease_wire.network_codec import NetworkFormat
@@ -165,13 +166,9 @@ def reply_encoders(fmt: NetworkFormat) -> dict[type, Callable[[Any], bytes]]:
         return f_info.pack(VERSION, _LEASE_INFO, 0, info_size, lease_id, size, ttl_ms, version)
 
     def server_stats(s: ServerStats) -> bytes:
-        return f_stats.pack(
-            *(VERSION, _SERVER_STATS, 0, stats_size),
-            *(s.arena_size, s.used, s.free, s.largest_free, s.internal_fragmentation),
-            s.external_fragmentation,
-            *(s.live_leases, s.granted, s.expired, s.released, s.refused, s.connections),
-            s.closed_for_guessing,
-        )
+        counts = pack_counts(">", s.requests)
+        head = (VERSION, _SERVER_STATS, 0, stats_size + len(counts))
+        return f_stats.pack(*head, *stats_values(s), len(counts)) + counts
 
     f_arena_map, arena_map_size = fmt.f_arena_map, fmt.s_arena_map.size
 

@@ -194,6 +194,15 @@ def declare(lease_id: Any, mark: int = 0) -> NetworkLayouts:
         "refused" / Int64ub,
         "connections" / Int64ub,
         "closed_for_guessing" / Int64ub,
+        "uptime_ms" / Int64ub,
+        "version_major" / Int32ub,
+        "version_minor" / Int32ub,
+        "version_patch" / Int32ub,
+        "hits" / Int64ub,
+        "misses" / Int64ub,
+        # Per-op request counts, uint64 each in memlease.core.messages.OPS order; the
+        # prefix is their length in bytes (8 per count).
+        "requests" / Prefixed(Int32ub, GreedyBytes),
     )
     # The cells' count is bounded by memlease.core.arena.MAP_CELLS (4096), and by the
     # receiver's max message size like any frame.

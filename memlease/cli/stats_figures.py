@@ -1,0 +1,13 @@
+"""A stats reply as the CLI shows it: JSON records for ``stats``, ``stats`` of a fleet and
+``top``."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from memlease.core.messages import ServerStats
+
+
+def stats_record(stats: ServerStats) -> dict[str, object]:
+    """Every figure by name, as JSON gives it; the request counts by op name."""
+    return {**asdict(stats), "requests": stats.requests_by_op()}

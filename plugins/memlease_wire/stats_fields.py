@@ -1,0 +1,86 @@
+"""The server-stats fields every built-in format carries alike: memlease's release as three
+numbers, and the per-op request counts as a run of 8-byte counts.
+
+The layouts declare them (``version_major``, ``version_minor``, ``version_patch``, and
+``requests``, a length-prefixed run of bytes); these turn them into ServerStats' fields and
+back, in the format's byte order.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from collections.abc import Sequence
+
+from memlease.core.errors import ProtocolError
+from memlease.core.messages import ServerStats
+
+MAX_COUNTS = 1024
+"""Request counts a stats reply may carry: many more ops than any release has."""
+
+_RELEASE = re.compile(r"(\d+)\.(\d+)\.(\d+)")
+
+
+def version_numbers(version: str) -> tuple[int, int, int]:
+    """(major, minor, patch) of a ``major.minor.patch`` version; a pre-release or local
+    suffix (``0.2.0rc1``) is not carried. ProtocolError for a version without them."""
+    found = _RELEASE.match(version)
+    if found is None:
+        raise ProtocolError(f"version {version!r} is not major.minor.patch")
+    major, minor, patch = found.groups()
+    return int(major), int(minor), int(patch)
+
+
+def version_text(major: int, minor: int, patch: int) -> str:
+    """The version as ``major.minor.patch``."""
+    return f"{major}.{minor}.{patch}"
+
+
+def pack_counts(order: str, counts: Sequence[int]) -> bytes:
+    """``counts`` as 8-byte integers end to end (``order``: ``=`` signed native, ``>``
+    unsigned network)."""
+    code = "q" if order == "=" else "Q"
+    return struct.pack(f"{order}{len(counts)}{code}", *counts)
+
+
+def unpack_counts(order: str, buf: bytearray, at: int, room: int) -> tuple[int, ...]:
+    """The counts in the ``room`` bytes at ``at``."""
+    if room % 8 or room > 8 * MAX_COUNTS:
+        raise ProtocolError(
+            f"stats carries {room} bytes of request counts: not a whole number of 8-byte "
+            f"counts, or more than {MAX_COUNTS}"
+        )
+    code = "q" if order == "=" else "Q"
+    return struct.unpack_from(f"{order}{room // 8}{code}", buf, at)
+
+
+def stats_values(s: ServerStats) -> tuple[int | float, ...]:
+    """The fixed fields of a stats reply, in layout order, up to (without) the counts'
+    length."""
+    return (
+        *(s.arena_size, s.used, s.free, s.largest_free, s.internal_fragmentation),
+        s.external_fragmentation,
+        *(s.live_leases, s.granted, s.expired, s.released, s.refused, s.connections),
+        *(s.closed_for_guessing, s.uptime_ms, *version_numbers(s.version), s.hits, s.misses),
+    )
+
+
+def decode_stats(
+    order: str, fixed: struct.Struct, buf: bytearray, at: int, length: int
+) -> ServerStats:
+    """The ServerStats in the ``length`` bytes at ``at``: ``fixed`` unpacks the fixed fields
+    and the counts' length, the counts follow."""
+    values = fixed.unpack_from(buf, at)
+    room = length - fixed.size
+    if values[-1] != room:
+        raise ProtocolError(
+            f"stats claims {values[-1]} bytes of request counts but its frame carries {room}"
+        )
+    counts = unpack_counts(order, buf, at + fixed.size, room)
+    (size, used, free, largest, internal, external, live, granted, expired, released) = values[:10]
+    refused, connections, guessing, uptime, major, minor, patch, hits, misses = values[10:19]
+    return ServerStats(
+        *(size, used, free, largest, internal, external, live, granted, expired, released),
+        *(refused, connections, guessing, uptime, version_text(major, minor, patch)),
+        *(hits, misses, counts),
+    )
