@@ -81,7 +81,7 @@ def test_shipped_config_names_every_key_except_the_optional_lease_cap() -> None:
     text = packaged_default_text()
     for name, key in FILE_KEYS.items():
         leaf = key.rsplit(".", 1)[-1]
-        optional = ("max_lease_size", "max_connections_per_client")
+        optional = ("max_lease_size", "max_connections_per_client", "metrics_listen")
         if name in optional or name.startswith("tls_"):
             assert f"# {leaf} =" in text, key
         elif name == "listeners":

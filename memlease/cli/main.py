@@ -139,6 +139,12 @@ def build_parser() -> _Parser:
         "time a TLS handshake may take from accept",
         "limits.tls_handshake_timeout",
     )
+    flag(
+        "--metrics",
+        "HOST:PORT",
+        "serve Prometheus metrics at http://HOST:PORT/metrics; a port alone listens on "
+        "127.0.0.1 (default: off)",
+    )
     serve.set_defaults(handler=_serve)
 
     add_client_commands(commands, client)
@@ -250,6 +256,7 @@ def _serve(args: argparse.Namespace, registry: ProtocolRegistry | None) -> int:
         "tls_key": args.tls_key,
         "tls_client_ca": args.tls_client_ca,
         "handshake_timeout": args.tls_handshake_timeout,
+        "metrics_listen": args.metrics,
     }
     assert set(flag_values) == set(FLAGS)
     overrides = {name: value for name, value in flag_values.items() if value is not None}

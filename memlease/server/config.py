@@ -31,6 +31,7 @@ from memlease.server.config_values import (
     to_log_level,
     to_ms,
     to_optional_count,
+    to_optional_metrics_address,
     to_optional_path,
     to_optional_size,
     to_seconds,
@@ -99,6 +100,8 @@ class Config:
     tls_certificate: str | None = None
     tls_key: str | None = None
     tls_client_ca: str | None = None
+    # "HOST:PORT" (or a port alone, on loopback) to serve Prometheus metrics on; None: off
+    metrics_listen: str | None = None
 
     def uses_tls(self, listener: Listener) -> bool:
         """Whether ``listener`` speaks TLS: its own ``tls`` if set, else whether [tls] is."""
@@ -153,6 +156,7 @@ _FIELDS: dict[str, tuple[str, str | None, Callable[[object], Any]]] = {
     "tls_certificate": ("tls.certificate", "--tls-cert", to_optional_path),
     "tls_key": ("tls.key", "--tls-key", to_optional_path),
     "tls_client_ca": ("tls.client_ca", "--tls-client-ca", to_optional_path),
+    "metrics_listen": ("metrics.listen", "--metrics", to_optional_metrics_address),
 }
 FILE_KEYS = {name: key for name, (key, _, _) in _FIELDS.items()}
 FLAGS = {name: flag for name, (_, flag, _) in _FIELDS.items() if flag is not None}
@@ -237,7 +241,7 @@ def _file_values(text: str, source: str, given: dict[str, object]) -> dict[str, 
         raise ConfigError(f"{source}: not valid TOML: {exc}") from None
     values: dict[str, Any] = {}
     for key, value in document.items():
-        if key in ("arena", "limits", "tls"):
+        if key in ("arena", "limits", "tls", "metrics"):
             if not isinstance(value, dict):
                 raise ConfigError(f"{source}: [{key}] must be a table, not {_show(value)}")
             for sub, sub_value in value.items():

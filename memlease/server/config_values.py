@@ -115,6 +115,39 @@ def to_optional_path(value: object) -> str | None:
     return None if value is None else to_text(value)
 
 
+METRICS_HOST = "127.0.0.1"
+"""Where the metrics endpoint listens when ``metrics.listen`` gives a port alone."""
+
+
+def parse_metrics_address(text: str) -> tuple[str, int]:
+    """``HOST:PORT``, ``[IPv6]:PORT`` or a ``PORT`` alone (on :data:`METRICS_HOST`), as
+    ``--metrics`` takes it. Raises ValueError."""
+    host, sep, port = text.strip().rpartition(":")
+    if not sep:
+        host = METRICS_HOST
+    elif host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError("write an IPv6 address in brackets: [::1]:9100")
+    if not host:
+        raise ValueError("expected HOST:PORT or PORT, e.g. 127.0.0.1:9100")
+    try:
+        number = int(port)
+    except ValueError:
+        raise ValueError(f"port {port.strip()!r} is not a number") from None
+    if not 0 <= number <= 65535:
+        raise ValueError("a port is a number from 0 to 65535")
+    return host, number
+
+
+def to_optional_metrics_address(value: object) -> str | None:
+    if value is None:
+        return None
+    text = to_text(value)
+    parse_metrics_address(text)
+    return text
+
+
 def to_listeners(value: object) -> tuple[Listener, ...]:
     if isinstance(value, str) or not isinstance(value, list | tuple):
         raise ValueError("expected a list of listeners")

@@ -39,7 +39,7 @@ from memlease.server.config import (
     largest_lease,
     per_client_limit,
 )
-from memlease.server.config_values import Listener
+from memlease.server.config_values import Listener, parse_metrics_address
 from memlease.server.connection import Connection, Limits
 from memlease.server.connection_set import (
     ConnectionSet,
@@ -51,6 +51,8 @@ from memlease.server.connection_task import SCRATCH_SIZE, serve_connection
 from memlease.server.expiry import ExpiryTask
 from memlease.server.glibc_malloc import keep_large_blocks
 from memlease.server.logs import PEER, LogRate, ServerLog, left_out
+from memlease.server.metrics import MetricsEndpoint
+from memlease.server.metrics_collector import server_registry
 from memlease.server.signals import RELOADED, ignore_signals_while_starting, watch_signals
 from memlease.tls import server_context
 
@@ -78,6 +80,10 @@ class BoundListener:
     host: str
     port: int
     tls: bool = False
+
+
+METRICS = "metrics"
+"""The ``protocol`` of the metrics endpoint's :class:`BoundListener`."""
 
 
 @dataclass(frozen=True)
@@ -254,14 +260,20 @@ async def serve(
     if config.tls_certificate is not None and config.tls_key is not None:
         tls = server_context(config.tls_certificate, config.tls_key, config.tls_client_ca)
     opened: list[_OpenListener] = []
+    metrics: list[trio.SocketListener] = []
     try:
         for listener, spec in specs:
             context = tls if config.uses_tls(listener) else None
             opened += await open_listener(config.host, listener, spec, context)
+        if config.metrics_listen is not None:
+            metrics = await _open_metrics(config.metrics_listen)
     except BaseException:
         for entry in opened:
             entry.listener.close()
+        for metrics_listener in metrics:
+            metrics_listener.socket.close()
         raise
+    bound = [entry.bound for entry in opened] + [_bound_metrics(m) for m in metrics]
     expiry = ExpiryTask(service, batch=config.expiry_batch)
     server = _Server(config, connections, expiry, reload)
     async with trio.open_nursery() as watching:
@@ -273,8 +285,14 @@ async def serve(
                     nursery.start_soon(expiry.run)
                     for entry in opened:
                         nursery.start_soon(_accept, entry, service, server, connection_nursery)
-                    _log_startup(config, service, opened)
-                    task_status.started([entry.bound for entry in opened])
+                    if metrics:
+                        metric_registry = server_registry(
+                            service, connections, [spec.name for _, spec in specs]
+                        )
+                        endpoint = MetricsEndpoint(metric_registry, config.request_timeout)
+                        nursery.start_soon(endpoint.serve, metrics)
+                    _log_startup(config, service, opened, bound)
+                    task_status.started(bound)
                     await server.stop.wait()
                     nursery.cancel_scope.cancel()
                 log.info("shutting down: %d connection(s) finishing", len(connections))
@@ -282,6 +300,21 @@ async def serve(
         watching.cancel_scope.cancel()
     log.info("stopped" if server.forced_by is None else "stopped, cut short")
     return server.forced_by
+
+
+async def _open_metrics(listen: str) -> list[trio.SocketListener]:
+    host, port = parse_metrics_address(listen)
+    try:
+        return await trio.open_tcp_listeners(port, host=host)
+    except OSError as exc:
+        raise OSError(
+            exc.errno, f"cannot listen for metrics on {host}:{port}: {exc.strerror or exc}"
+        ) from exc
+
+
+def _bound_metrics(listener: trio.SocketListener) -> BoundListener:
+    address = listener.socket.getsockname()
+    return BoundListener(METRICS, str(address[0]), int(address[1]))
 
 
 async def _accept(
@@ -370,7 +403,9 @@ def _log_refusal(server: _Server, why: Refusal, peer: str, client: str, protocol
     log.warning(_REFUSED[why], peer, protocol, detail, left_out(left), extra={PEER: peer})
 
 
-def _log_startup(config: Config, service: Service, opened: list[_OpenListener]) -> None:
+def _log_startup(
+    config: Config, service: Service, opened: list[_OpenListener], listening: list[BoundListener]
+) -> None:
     figures = service.stats(0.0)
     log.info(
         "arena: %d bytes (min block %d B, largest lease %d B, max ttl %d ms)",
@@ -383,6 +418,10 @@ def _log_startup(config: Config, service: Service, opened: list[_OpenListener]) 
         bound = entry.bound
         tls = " (TLS)" if bound.tls else ""
         log.info("listening: %s on %s:%d%s", bound.protocol, bound.host, bound.port, tls)
+    for metrics in listening:
+        if metrics.protocol == METRICS:
+            host = f"[{metrics.host}]" if ":" in metrics.host else metrics.host
+            log.info("metrics: http://%s:%d/metrics", host, metrics.port)
     plain = sorted({entry.bound.protocol for entry in opened if not entry.bound.tls})
     if plain and not config.is_loopback():
         log.warning(

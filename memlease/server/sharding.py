@@ -48,6 +48,14 @@ def validate_shards(
     count = config.shards
     if not 1 <= count <= MAX_SHARDS:
         raise fail("shards", count, f"use 1 to {MAX_SHARDS} server processes")
+    if config.metrics_listen is not None:
+        # Each shard would need a metrics port of its own: not built yet.
+        raise fail(
+            "metrics_listen",
+            config.metrics_listen,
+            f"not available with {label('shards')} = {count} yet: run one process, or leave "
+            "metrics off",
+        )
     share = config.arena_size // count // config.min_block * config.min_block
     if share < config.min_block:
         raise fail(
