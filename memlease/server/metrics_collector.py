@@ -38,13 +38,16 @@ class ServerCollector(Collector):
             labels=["op", "protocol", "outcome"],
         )
         refused_per_op: Counter[int] = Counter()
+        refusals: dict[int, list[tuple[str, int]]] = {}
         for (slot, code), count in sorted(service.refusals.items()):
             refused_per_op[slot] += count
-            requests.add_metric([OPS[slot].value, ALL_PROTOCOLS, code.name.lower()], count)
+            refusals.setdefault(slot, []).append((code.name.lower(), count))
+        # Grouped by op, ok first: requests handled less those refused
         for slot, handled in enumerate(service.requests):
-            requests.add_metric(
-                [OPS[slot].value, ALL_PROTOCOLS, "ok"], handled - refused_per_op[slot]
-            )
+            op = OPS[slot].value
+            requests.add_metric([op, ALL_PROTOCOLS, "ok"], handled - refused_per_op[slot])
+            for outcome, count in refusals.get(slot, ()):
+                requests.add_metric([op, ALL_PROTOCOLS, outcome], count)
         yield requests
 
         yield GaugeMetricFamily("memlease_leases", "Live leases.", value=len(table))
