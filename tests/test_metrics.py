@@ -189,3 +189,37 @@ def test_the_config_file_key_is_read(tmp_path: Path) -> None:
     path = tmp_path / "server.toml"
     path.write_text('[metrics]\nlisten = "127.0.0.1:9100"\n')
     assert load_config(path).metrics_listen == "127.0.0.1:9100"
+
+
+def closed(samples: Samples, reason: str) -> float:
+    return samples[("memlease_connections_closed_total", (("reason", reason),))]
+
+
+async def test_closed_connections_are_counted_by_reason(
+    start_server: StartServer, autojump_clock: trio.testing.MockClock
+) -> None:
+    server = await start_server(
+        "native", metrics_listen="127.0.0.1:0", idle_timeout=60.0, max_connections=2
+    )
+    async with await server.connect("native") as client:
+        await client.stats()
+    garbage = await server.open_socket("native")
+    await garbage.send_all(b"\xff" * 64)
+    with trio.fail_after(5):  # before the request timeout: cut for its bytes
+        while await garbage.receive_some(1024):
+            pass  # an error reply, then the close
+    await garbage.aclose()
+    idle = await server.open_socket("native")
+    held = await server.open_socket("native")
+    await trio.testing.wait_all_tasks_blocked()
+    refused = await server.open_socket("native")  # past max_connections: closed on accept
+    assert await refused.receive_some(1024) == b""
+    await held.aclose()
+    await trio.sleep(61)  # the idle one is cut
+    assert await idle.receive_some(1024) == b""
+    samples = await scrape(server)
+    assert closed(samples, "client") == 2  # the stats client and the held one
+    assert closed(samples, "bad_input") == 1
+    assert closed(samples, "limit") == 1
+    assert closed(samples, "idle") == 1
+    assert closed(samples, "request_timeout") == 0

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import enum
 import math
+from collections import Counter
 from collections.abc import Iterator
 
 import trio
 
 from memlease.core.messages import Reply
-from memlease.server.connection import Connection, State
+from memlease.server.connection import Connection, Ending, State
 
 HANDSHAKE_SHARE = 4
 """At most 1/4 of max_connections may be mid-TLS-handshake at once: handshakes that stall
@@ -32,6 +33,21 @@ class Refusal(enum.Enum):
     CLIENT_FULL = "the max_connections_per_client limit"
     HANDSHAKES = "the share of TLS handshakes (a quarter of max_connections)"
     CLIENT_HANDSHAKES = "one client's share of TLS handshakes (half of all)"
+
+
+CLOSE_REASONS: dict[Ending | None, str] = {
+    None: "client",
+    Ending.CLIENT: "client",
+    Ending.IDLE: "idle",
+    Ending.REQUEST: "request_timeout",
+    Ending.SEND: "send_timeout",
+    Ending.BAD_INPUT: "bad_input",
+    Ending.GUESSING: "limit",
+    Ending.SHUTDOWN: "shutdown",
+}
+"""The ``reason`` label of ``memlease_connections_closed_total`` for a connection's ending."""
+CLOSED_ELSE = ("tls_handshake", "internal")
+"""The other reasons: a failed TLS handshake, an internal error."""
 
 
 class OpenConnection:
@@ -79,6 +95,9 @@ class ConnectionSet:
         self.handshakes = 0
         self.closed_for_guessing = 0
         """Connections closed for asking for too many unknown ids."""
+        self.closed: Counter[str] = Counter()
+        """Connections closed (or refused on accept: ``limit``, ``shutdown``), by reason
+        (CLOSE_REASONS, CLOSED_ELSE): counted once per connection, at its end."""
         # Unparked whenever memory of the connections' budget is given back.
         self.room = trio.lowlevel.ParkingLot()
         self._per_client: dict[str, int] = {}

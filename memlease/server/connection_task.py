@@ -23,7 +23,7 @@ from trio.lowlevel import ParkingLot
 from memlease.client.connecting import RECEIVE_SIZE
 from memlease.server.accept import close_socket
 from memlease.server.connection import Connection, Ending, Limits, log_ending
-from memlease.server.connection_set import ConnectionSet, OpenConnection
+from memlease.server.connection_set import CLOSE_REASONS, ConnectionSet, OpenConnection
 from memlease.server.logs import PEER
 from memlease.server.socket_io import Bytes, SocketIO, StreamIO
 
@@ -70,6 +70,7 @@ async def serve_connection(
     if scratch is None:
         scratch = bytearray(RECEIVE_SIZE)
     reason = "closed by the client"
+    closed_as = "client"
     stream: trio.SSLStream[trio.abc.Stream] | None = None
     try:
         if tls is None:
@@ -80,6 +81,7 @@ async def serve_connection(
             stream = trio.SSLStream(plain, tls, server_side=True)
             if not await _handshake(stream, entry, limits, connections):
                 reason = "TLS handshake failed"
+                closed_as = "tls_handshake"
                 return
             io = StreamIO(stream, len(scratch))
         await drive(io, entry, after_batch, connections.room)
@@ -87,14 +89,20 @@ async def serve_connection(
         if connection.ending is Ending.GUESSING:
             connections.closed_for_guessing += 1
         reason = connection.ending.value if connection.ending is not None else "?"
+        closed_as = CLOSE_REASONS[connection.ending]
     except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
         reason = f"broken ({exc or type(exc).__name__})"
+    except trio.Cancelled:
+        closed_as = "shutdown"  # the server cut it short
+        raise
     except Exception:
         log.exception(
             "%s: internal error serving a %s connection; closing it", peer, protocol, extra=about
         )
         reason = "internal error"
+        closed_as = "internal"
     finally:
+        connections.closed[closed_as] += 1
         try:
             connection.release()  # its bound leases and watches end with it
             after_batch()  # wakes the expiry task for those left to end

@@ -12,7 +12,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from memlease.core.messages import OPS
 from memlease.core.service import Service
-from memlease.server.connection_set import ConnectionSet
+from memlease.server.connection_set import CLOSE_REASONS, CLOSED_ELSE, ConnectionSet
 
 ALL_PROTOCOLS = "all"
 """The ``protocol`` label of ``memlease_requests_total``: the service counts requests per op
@@ -83,6 +83,17 @@ class ServerCollector(Collector):
         for protocol, count in sorted(open_by_protocol.items()):
             connections.add_metric([protocol], count)
         yield connections
+
+        closed = CounterMetricFamily(
+            "memlease_connections_closed",
+            "Connections closed, by reason; limit and shutdown count those refused on accept.",
+            labels=["reason"],
+        )
+        counted = Counter({name: 0 for name in (*CLOSE_REASONS.values(), *CLOSED_ELSE)})
+        counted.update(self._connections.closed)
+        for reason, count in sorted(counted.items()):
+            closed.add_metric([reason], count)
+        yield closed
 
 
 def server_registry(

@@ -337,6 +337,7 @@ async def _accept(
         refusal = connections.refusal(client, handshake)
         if refusal is not None:
             connection.close()  # nobody waited on it yet: trio has nothing to be told
+            connections.closed["shutdown" if refusal is Refusal.CLOSING else "limit"] += 1
             _log_refusal(server, refusal, peer, client, spec.name)
             return
         # Counted now, not when its task first runs: a batch of accepts must not pass the
