@@ -223,3 +223,8 @@ async def test_closed_connections_are_counted_by_reason(
     assert closed(samples, "limit") == 1
     assert closed(samples, "idle") == 1
     assert closed(samples, "request_timeout") == 0
+
+
+def test_metrics_with_shards_are_refused_until_each_shard_has_a_port() -> None:
+    with pytest.raises(ConfigError, match="--metrics = '9100': not available with --shards = 2"):
+        load_config(None, {"metrics_listen": "9100", "shards": "2"})
