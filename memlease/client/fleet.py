@@ -42,6 +42,7 @@ from memlease.client.server_set import (
     ServerState,
     ServerUnavailable,
     as_address,
+    by_server,
 )
 from memlease.core.errors import ConnectionFailed, NoRoom, ProtocolError, ServerBusy
 from memlease.core.messages import IdKind, LeaseId, LeaseInfo, ServerStats
@@ -176,13 +177,9 @@ class Fleet:
         handles: Iterable[Handle | str],
         call: Callable[[list[LeaseId]], Call[list[LeaseId]]],
     ) -> list[Handle]:
-        by_server: dict[Address, tuple[ServerState, list[LeaseId]]] = {}
-        for handle in handles:
-            lease_id, state = self._route(handle)
-            by_server.setdefault(state.address, (state, []))[1].append(lease_id)
         missing: list[Handle] = []
-        for address, (state, ids) in by_server.items():
-            missing += [Handle(address, i) for i in self._call(state, call(ids))]
+        for state, ids in by_server(map(self._route, handles)):
+            missing += [Handle(state.address, i) for i in self._call(state, call(ids))]
         return missing
 
     def _place(self, size: int, call: Call[T]) -> tuple[ServerState, T]:
@@ -220,7 +217,7 @@ class Fleet:
             raise NoRoom(f"no live server has room for {size} B: {no_room}")
         if busy is not None:
             raise ServerBusy(f"every live server is busy: {busy}")
-        raise ServerUnavailable(self._none_live())
+        raise ServerUnavailable(self._servers.none_live())
 
     def get(self, handle: Handle | str) -> bytes:
         """The whole leased region. Raises LeaseNotFound."""
@@ -332,11 +329,3 @@ class Fleet:
             log.warning("%s; keeping the servers found before", exc)
             return
         self._servers.set_members(found)
-
-    def _none_live(self) -> str:
-        members = self._servers.members
-        if not members:
-            return "the fleet has no servers"
-        return "no server of the fleet is live: " + "; ".join(
-            f"{state.name}: {state.reason or 'no answer'}" for state in members
-        )

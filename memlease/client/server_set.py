@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from memlease.client.handle import BadHandle, format_server, parse_server
 from memlease.core.errors import ConfigError, ConnectionFailed
-from memlease.core.messages import ServerStats
+from memlease.core.messages import LeaseId, ServerStats
 
 DEFAULT_FLEET_TIMEOUT = 1.0
 """Seconds a fleet waits to connect to a server, or for one reply, before marking it down:
@@ -175,3 +175,22 @@ class ServerSet:
         """``state``'s server had no room: ask it again before the next placement."""
         state.stats_at = None
         state.largest_free = 0
+
+    def none_live(self) -> str:
+        """Why no server could take a call: each member's reason, or that there is none."""
+        if not self.members:
+            return "the fleet has no servers"
+        return "no server of the fleet is live: " + "; ".join(
+            f"{state.name}: {state.reason or 'no answer'}" for state in self.members
+        )
+
+
+def by_server(
+    routed: Iterable[tuple[LeaseId, ServerState]],
+) -> list[tuple[ServerState, list[LeaseId]]]:
+    """Lease ids, each with its server, grouped by server in the order first met: a batch
+    over many handles makes one call per server."""
+    groups: dict[Address, tuple[ServerState, list[LeaseId]]] = {}
+    for lease_id, state in routed:
+        groups.setdefault(state.address, (state, []))[1].append(lease_id)
+    return list(groups.values())

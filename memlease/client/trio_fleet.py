@@ -34,6 +34,7 @@ from memlease.client.server_set import (
     ServerState,
     ServerUnavailable,
     as_address,
+    by_server,
 )
 from memlease.client.trio_client import AsyncClient, connect
 from memlease.core.errors import ConnectionFailed, LeaseError, NoRoom, ServerBusy
@@ -171,13 +172,9 @@ class AsyncFleet:
         handles: Iterable[Handle | str],
         call: Callable[[list[LeaseId]], Call[list[LeaseId]]],
     ) -> list[Handle]:
-        by_server: dict[Address, tuple[ServerState, list[LeaseId]]] = {}
-        for handle in handles:
-            lease_id, state = self._route(handle)
-            by_server.setdefault(state.address, (state, []))[1].append(lease_id)
         missing: list[Handle] = []
-        for address, (state, ids) in by_server.items():
-            missing += [Handle(address, i) for i in await self._call(state, call(ids))]
+        for state, ids in by_server(map(self._route, handles)):
+            missing += [Handle(state.address, i) for i in await self._call(state, call(ids))]
         return missing
 
     async def _place(self, size: int, call: Call[T]) -> tuple[ServerState, T]:
@@ -215,13 +212,7 @@ class AsyncFleet:
             raise NoRoom(f"no live server has room for {size} B: {no_room}")
         if busy is not None:
             raise ServerBusy(f"every live server is busy: {busy}")
-        members = servers.members
-        raise ServerUnavailable(
-            "no server of the fleet is live: "
-            + "; ".join(f"{state.name}: {state.reason or 'no answer'}" for state in members)
-            if members
-            else "the fleet has no servers"
-        )
+        raise ServerUnavailable(servers.none_live())
 
     async def get(self, handle: Handle | str) -> bytes:
         """The whole leased region. Raises LeaseNotFound."""
