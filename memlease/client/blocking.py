@@ -173,12 +173,12 @@ class Client:
         its bound connection closed): see next_notice. All or none:
         raises LeaseNotFound, watching none, if one is not live; TooMany past the server's
         limits.max_watches."""
-        self._run(calls.watch(calls.ids_of(lease_ids)))
+        self._run(calls.watch(lease_ids))
 
     def unwatch(self, lease_ids: IdLike | Sequence[IdLike]) -> list[LeaseId]:
         """Stop the notices of these leases; the ids this connection was not watching (not an
         error)."""
-        return self._run(calls.unwatch(calls.ids_of(lease_ids)))
+        return self._run(calls.unwatch(lease_ids))
 
     def stat(self, lease_id: IdLike) -> LeaseInfo:
         """The lease's size, remaining ttl and version. Raises LeaseNotFound."""
@@ -202,7 +202,9 @@ class Client:
             raise ConnectionFailed(f"connection to {self.peer} unusable: {self._broken}")
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
-            self._decode_notices()  # bytes may have come behind the last reply
+            calls.decode_notices(
+                self._codec, self._notices
+            )  # bytes may have come behind the last reply
             while not self._notices:
                 if deadline is None:
                     self._socket.settimeout(None)
@@ -215,7 +217,7 @@ class Client:
                 if not data:
                     raise ConnectionResetError(0, "the server closed the connection")
                 self._codec.feed(data)
-                self._decode_notices()
+                calls.decode_notices(self._codec, self._notices)
         except TimeoutError:
             return None
         except OSError as exc:
@@ -224,12 +226,6 @@ class Client:
             self._break(f"a reply did not follow the protocol ({exc})")
             raise
         return self._notices.popleft()
-
-    def _decode_notices(self) -> None:
-        while (reply := self._codec.next_reply()) is not None:
-            if type(reply) is not Notice:
-                raise ProtocolError(f"a {type(reply).__name__} came with no request")
-            self._notices.append(reply)
 
     def pipeline(self, requests: Sequence[Request]) -> list[Reply]:
         """Send every request in one write and return their replies in order. Refusals come

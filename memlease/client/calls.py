@@ -9,9 +9,10 @@ here, once.
 from __future__ import annotations
 
 import uuid
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from memlease.core.arena import ArenaMap
 from memlease.core.errors import ProtocolError, VersionMismatch, error_for_code
@@ -33,6 +34,7 @@ from memlease.core.messages import (
     LeaseInfo,
     LeaseManyRequest,
     LeaseRequest,
+    Notice,
     ReadRequest,
     ReleaseManyRequest,
     ReleaseRequest,
@@ -48,6 +50,9 @@ from memlease.core.messages import (
     WatchRequest,
     WriteRequest,
 )
+
+if TYPE_CHECKING:
+    from memlease.protocol import ClientCodec
 
 T = TypeVar("T")
 
@@ -268,6 +273,15 @@ def watch(lease_ids: IdLike | Sequence[IdLike]) -> Call[None]:
 
 def unwatch(lease_ids: IdLike | Sequence[IdLike]) -> Call[list[LeaseId]]:
     return Call(UnwatchRequest(ids_of(lease_ids)), _ids)
+
+
+def decode_notices(codec: ClientCodec, into: deque[Notice]) -> None:
+    """Every whole message ``codec`` holds, each a notice, onto ``into``: while no request is
+    outstanding nothing else may come, so anything else is a ProtocolError."""
+    while (reply := codec.next_reply()) is not None:
+        if type(reply) is not Notice:
+            raise ProtocolError(f"a {type(reply).__name__} came with no request")
+        into.append(reply)
 
 
 def ids_of(lease_ids: IdLike | Sequence[IdLike]) -> list[LeaseId]:

@@ -236,12 +236,12 @@ class AsyncClient:
         its bound connection closed): see notices. All or none:
         raises LeaseNotFound, watching none, if one is not live; TooMany past the server's
         limits.max_watches."""
-        await self._run(calls.watch(calls.ids_of(lease_ids)))
+        await self._run(calls.watch(lease_ids))
 
     async def unwatch(self, lease_ids: IdLike | Sequence[IdLike]) -> list[LeaseId]:
         """Stop the notices of these leases; the ids this connection was not watching (not an
         error)."""
-        return await self._run(calls.unwatch(calls.ids_of(lease_ids)))
+        return await self._run(calls.unwatch(lease_ids))
 
     async def stat(self, lease_id: IdLike) -> LeaseInfo:
         """The lease's size, remaining ttl and version. Raises LeaseNotFound."""
@@ -281,14 +281,16 @@ class AsyncClient:
             codec = self._codec
             with trio.CancelScope() as self._listening:
                 try:
-                    self._decode_notices(codec)  # bytes may have come behind the last reply
+                    calls.decode_notices(
+                        codec, self._notices
+                    )  # bytes may have come behind the last reply
                     while not self._notices:
                         # trio's receive is atomic under cancellation: bytes are not lost.
                         data = await self._stream.receive_some(RECEIVE_SIZE)
                         if not data:
                             raise trio.BrokenResourceError("the server closed the connection")
                         codec.feed(data if isinstance(data, bytes) else bytes(data))
-                        self._decode_notices(codec)
+                        calls.decode_notices(codec, self._notices)
                 except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                     reason = f"the connection broke ({exc or type(exc).__name__})"
                     raise await self._break(reason) from None
@@ -299,12 +301,6 @@ class AsyncClient:
                     self._listening = None
         finally:
             self._lock.release()
-
-    def _decode_notices(self, codec: ClientCodec) -> None:
-        while (reply := codec.next_reply()) is not None:
-            if type(reply) is not Notice:
-                raise ProtocolError(f"a {type(reply).__name__} came with no request")
-            self._notices.append(reply)
 
     async def pipeline(self, requests: Sequence[Request]) -> list[Reply]:
         """Send every request in one write and return their replies in order. Refusals come
