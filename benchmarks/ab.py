@@ -65,6 +65,7 @@ sys.meta_path[:] = [f for f in sys.meta_path  # drop the editable install's find
     if not tops & set(getattr(sys.modules.get(getattr(f, "__module__", "")), "MAPPING", {}))]
 import memlease, memlease_native
 from memlease.cli import main
+main = getattr(main, "main", main)  # a module since the layout by layer (memlease/cli/main.py)
 def ours(m): return (getattr(m, "__file__", None) or "").startswith(root)
 if not (ours(memlease) and ours(memlease_native)):
     sys.exit(print("ab: not the copy:", memlease.__file__, memlease_native.__file__) or 3)
