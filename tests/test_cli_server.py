@@ -174,6 +174,21 @@ async def test_stats_shows_uptime_version_hits_misses_and_requests_per_op(
     assert lines["requests"].strip() == "lease 1, get 2, stat 1, stats 2"
 
 
+async def test_stats_shows_how_late_expiry_gave_memory_back(
+    cli: Cli, mock_clock: MockClock
+) -> None:
+    await cli.lease("100", "--ttl", "500ms")
+    await cli.lease("100", "--ttl", "1500ms")
+    mock_clock.jump(1.0)  # the first is freed now, 500 ms after its deadline
+    await trio.testing.wait_all_tasks_blocked()
+    stats = json.loads(await cli.ok("--json", "stats"))
+    assert stats["expired"] == 1
+    assert stats["expiry_lag_us"] == pytest.approx(500_000, abs=1000)
+    text = await cli.ok("stats")
+    assert re.search(r"^expiry lag\s+50\d(\.\d+)? ms in all, mean 50\d ms$", text, re.M), text
+    assert re.search(r"^expiry behind\s+0 ms$", text, re.M), text
+
+
 async def test_top_with_a_count_shows_the_server_over_each_protocol(
     cli: Cli, mock_clock: MockClock
 ) -> None:

@@ -3,16 +3,17 @@ a stateful hypothesis test against a dict model."""
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import random
 import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
-from hypothesis import settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule
-from test_deadline_order import check_order
+from test_deadline_order import check_order, held
 
 from memlease.core.arena import BuddyArena
 from memlease.core.deadline_order import DeadlineOrder
@@ -26,6 +27,7 @@ from memlease.core.errors import (
 )
 from memlease.core.leases import MAX_INT_ID, LeaseTable
 from memlease.core.messages import EndReason, IdKind, LeaseId, Notice
+from memlease.core.seconds_histogram import EXPIRY_LAG_BOUNDS, SecondsHistogram
 from memlease.core.sessions import Session
 
 
@@ -234,6 +236,48 @@ def test_expire_stops_at_the_first_lease_not_due() -> None:
     with pytest.raises(LeaseNotFound):
         table.get(due, 0.0)
     assert len(table) == 1
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.integers(1, 20_000), min_size=1, max_size=60),
+    st.lists(st.tuples(st.integers(0, 30_000), st.integers(1, 40)), min_size=1, max_size=8),
+)
+def test_expiry_lag_counts_each_expired_lease_from_its_deadline_to_its_free(
+    ttls_ms: list[int], expiries: list[tuple[int, int]]
+) -> None:
+    """The lag histogram, counted per chunk by binary search, against each lease's own lag:
+    the microseconds from its deadline to the expire call that freed it."""
+    table = make_table(64 * 1024)
+    start = 0.25
+    deadline_of = {table.grant(16, ttl, start): start + ttl / 1000 for ttl in ttls_ms}
+    model = SecondsHistogram(EXPIRY_LAG_BOUNDS)
+    now = start
+    for step_ms, limit in expiries:
+        now += step_ms / 1000
+        due = sorted((d, lease) for lease, d in deadline_of.items() if d <= now)
+        table.expire(now, limit)
+        for deadline, lease in due:
+            if not held(table, lease):
+                lag_us = int(now * 1_000_000) - int(deadline * 1_000_000)
+                model.counts[bisect.bisect_left(table._lag_bounds_us, lag_us)] += 1
+                model.total += lag_us / 1_000_000
+                del deadline_of[lease]
+    assert table.expiry_lag.counts == model.counts
+    assert table.expiry_lag.count == table.expired
+    assert table.expiry_lag.total == pytest.approx(model.total, abs=1e-6)
+
+
+def test_a_bound_lease_past_its_deadline_at_its_session_end_counts_as_expired_with_its_lag() -> (
+    None
+):
+    table = make_table()
+    session = Session()
+    table.grant(16, 10, 0.0, owner=session)
+    table.end_session(session, 0.5)
+    assert table.expired == table.expiry_lag.count == 1
+    assert table.expiry_lag.total == pytest.approx(0.49)
+    assert table.expiry_lag.cumulative()[-1] == (float("inf"), 1)
 
 
 def test_many_renewals_keep_the_heap_bounded() -> None:

@@ -100,6 +100,25 @@ async def test_expired_leases_are_counted(
     assert samples[("memlease_connections", (("protocol", "native"),))] == 0
 
 
+async def test_expiry_lag_is_a_histogram_from_deadline_to_memory_back(
+    start_server: StartServer, mock_clock: trio.testing.MockClock
+) -> None:
+    server = await start_server("native", metrics_listen="127.0.0.1:0")
+    async with await server.connect("native") as client:
+        await client.lease(100, 1000)
+        await client.lease(100, 1200)
+    mock_clock.jump(1.25)  # the expiry task runs now: 250 and 50 ms after the deadlines
+    await trio.testing.wait_all_tasks_blocked()
+    samples = await scrape(server)
+
+    def bucket(le: str) -> float:
+        return samples[("memlease_expiry_lag_seconds_bucket", (("le", le),))]
+
+    assert (bucket("0.025"), bucket("0.05"), bucket("0.1"), bucket("0.25")) == (0, 1, 1, 2)
+    assert bucket("+Inf") == samples[("memlease_expiry_lag_seconds_count", ())] == 2
+    assert samples[("memlease_expiry_lag_seconds_sum", ())] == pytest.approx(0.3, abs=1e-5)
+
+
 async def test_other_paths_get_404_and_other_methods_405(start_server: StartServer) -> None:
     server = await start_server("native", metrics_listen="127.0.0.1:0")
     status, _, body = await http_get(server, "/")

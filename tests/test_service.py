@@ -96,6 +96,23 @@ def test_every_request_type_round_trip() -> None:
     )
 
 
+def test_stats_tell_the_expiry_lag_and_how_far_expiry_is_behind() -> None:
+    svc = Service.create(4096, max_ttl_ms=10_000, started=100.0)
+    granted_id(svc, ttl_ms=10, now=100.0)  # deadline 100.01
+    granted_id(svc, ttl_ms=30, now=100.0)  # deadline 100.03
+    stats = svc.stats(100.05)
+    assert stats.expiry_lag_us == 0
+    assert stats.expiry_behind_us == pytest.approx(40_000, abs=1)  # the first, 40 ms ago
+    assert svc.expire(100.05, 1) == 1
+    stats = svc.stats(100.05)
+    assert (stats.expired, stats.expiry_lag_us) == (1, pytest.approx(40_000, abs=1))
+    assert stats.expiry_behind_us == pytest.approx(20_000, abs=1)
+    svc.expire(100.06, 10)
+    stats = svc.stats(100.06)
+    assert stats.expiry_lag_us == pytest.approx(40_000 + 30_000, abs=2)
+    assert stats.expiry_behind_us == 0
+
+
 def test_stats_count_requests_per_op_and_reads_as_hits_or_misses() -> None:
     svc = Service.create(4096, max_ttl_ms=10_000, started=100.0)
     live = granted_id(svc, ttl_ms=5000, now=100.0)

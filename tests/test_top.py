@@ -30,6 +30,7 @@ def _stats(uptime_ms: int, **counts: int) -> ServerStats:
         granted=counts.get("granted", 0), expired=counts.get("expired", 0), released=0,
         refused=0, connections=3, uptime_ms=uptime_ms, version="1.2.3",
         hits=counts.get("hits", 0), misses=counts.get("misses", 0), requests=requests,
+        expiry_lag_us=counts.get("lag_us", 0), expiry_behind_us=counts.get("behind_us", 0),
     )  # fmt: skip
 
 
@@ -41,6 +42,18 @@ def test_rates_are_the_change_per_second_of_server_time() -> None:
     assert change.requests["get"] == 1000.0 and change.requests["set"] == 200.0
     assert change.total == 1200.0
     assert (change.granted, change.expired, change.hits, change.misses) == (10, 20, 950, 50)
+
+
+def test_expiry_lag_is_the_mean_over_the_leases_expired_in_between() -> None:
+    before = _stats(10_000, expired=10, lag_us=20_000)
+    after = _stats(11_000, expired=50, lag_us=20_000 + 40 * 1500, behind_us=2500)
+    change = rates(before, after, fallback_seconds=1.0)
+    assert change.expiry_lag_ms == 1.5
+    text = _text(render("h:1", "native", after, change))
+    assert re.search(r"expiry lag\s+mean 1.50 ms\s+behind 2.50 ms", text), text
+    quiet = rates(after, _stats(12_000, expired=50, lag_us=80_000), fallback_seconds=1.0)
+    assert quiet.expiry_lag_ms is None  # none expired: no mean to show
+    assert re.search(r"expiry lag\s+mean -", _text(render("h:1", "native", after, quiet)))
 
 
 def test_a_restarted_server_gives_no_negative_rates() -> None:

@@ -2,8 +2,8 @@
 
 Rates are the difference of two stats replies divided by the server's own time between them
 (the difference of their uptimes), so a slow network does not bend them. Expiry lag (how
-long after its deadline a lease's memory was back) is not in the stats reply: the view shows
-leases expired per second instead; the lag needs the metrics endpoint.
+long after its deadline a lease's memory was back) is the mean over the leases that expired
+between the two replies, from the change of the reply's lag sum over that of ``expired``.
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ class Rates:
     released: float
     hits: float
     misses: float
+    expiry_lag_ms: float | None
+    """The mean expiry lag of the leases that expired in between (None: none did)."""
 
     @property
     def total(self) -> float:
@@ -63,7 +65,15 @@ def rates(before: ServerStats, after: ServerStats, fallback_seconds: float) -> R
         per_second(before.released, after.released),
         per_second(before.hits, after.hits),
         per_second(before.misses, after.misses),
+        _mean_lag_ms(before, after),
     )
+
+
+def _mean_lag_ms(before: ServerStats, after: ServerStats) -> float | None:
+    expired = after.expired - before.expired
+    if expired <= 0:
+        return None
+    return max(after.expiry_lag_us - before.expiry_lag_us, 0) / expired / 1000
 
 
 def render(server: str, protocol: str, stats: ServerStats, change: Rates) -> RenderableType:
@@ -103,7 +113,11 @@ def render(server: str, protocol: str, stats: ServerStats, change: Rates) -> Ren
         f"{change.total:,.0f}/s   reads {reads:,.0f}/s, hits {hit_ratio}   "
         f"refused leases {stats.refused:,} in all",
     )
-    figures.add_row("expiry lag", "not in stats; see expired/s above")
+    lag = "-" if change.expiry_lag_ms is None else f"{change.expiry_lag_ms:,.2f} ms"
+    figures.add_row(
+        "expiry lag",
+        f"mean {lag}   behind {stats.expiry_behind_us / 1000:,.2f} ms",
+    )
     ops = Table(box=None, padding=(0, 2), header_style="bold")
     ops.add_column("op")
     ops.add_column("ops/s", justify="right")

@@ -20,7 +20,10 @@ import secrets
 import struct
 import uuid
 from array import array
+from bisect import bisect_left
 from collections.abc import Callable
+from itertools import islice, repeat
+from operator import add, lshift, rshift, sub
 from typing import NamedTuple
 
 from memlease.core.arena import BuddyArena, format_bytes
@@ -37,6 +40,7 @@ from memlease.core.errors import (
     not_found_message,
 )
 from memlease.core.messages import EndReason, IdKind, LeaseId, Notice
+from memlease.core.seconds_histogram import EXPIRY_LAG_BOUNDS, SecondsHistogram
 from memlease.core.sessions import Session
 
 MAX_INT_ID = 2**31 - 1
@@ -171,6 +175,10 @@ class LeaseTable:
         self.released = 0
         self.refused = 0
         self.closed = 0
+        self.expiry_lag = SecondsHistogram(EXPIRY_LAG_BOUNDS)
+        """Of every lease that expired (its deadline passed, not released): how long after
+        its deadline its memory was back in the arena, to the microsecond."""
+        self._lag_bounds_us = [int(bound * 1_000_000) for bound in EXPIRY_LAG_BOUNDS]
 
     def __len__(self) -> int:
         return self._live
@@ -544,6 +552,7 @@ class LeaseTable:
             self._order.remove((_micros(deadline) << self._slot_bits) | slot)
             if deadline <= now:
                 self._drop(slot, EndReason.EXPIRED)
+                self.expiry_lag.observe(now - deadline)
                 expired += 1
             else:
                 self._drop(slot, EndReason.CLOSED)
@@ -607,6 +616,8 @@ class LeaseTable:
                         break
                     drop(slot)
                     taken += 1
+                if taken:
+                    self._count_lags(head, taken, now)
                 order.drop_head(taken)
                 freed += taken
                 if not taken:
@@ -616,6 +627,26 @@ class LeaseTable:
             self.arena.free_many(freeing)
             self.expired += freed
         return freed
+
+    def _count_lags(self, entries: list[int], taken: int, now: float) -> None:
+        """Count in :attr:`expiry_lag` the first ``taken`` of ``entries`` (the expiry
+        order's, earliest deadline first), freed at ``now``: one binary search per bucket
+        bound, whatever the number of leases, since the entries are in deadline order.
+        (Calls over iterators rather than a loop: the work stays in C.)"""
+        now_us = _micros(now)
+        bits = self._slot_bits
+        # A lag within a bound: a deadline at or after now - bound, so an entry at or after
+        # (now - bound) << bits, whatever its slot bits. How many come before that entry
+        # (lag past the bound) falls as the bounds grow.
+        marks = map(lshift, map(sub, repeat(now_us), self._lag_bounds_us), repeat(bits))
+        past = list(map(bisect_left, repeat(entries), marks, repeat(0), repeat(taken)))
+        histogram = self.expiry_lag
+        # Bucket i: past bound i - 1 (all taken, for the first) and within bound i; the last
+        # bucket (+Inf): past every bound.
+        in_bucket = map(sub, [taken, *past], [*past, 0])
+        histogram.counts[:] = map(add, histogram.counts, in_bucket)
+        deadlines_us = sum(map(rshift, islice(entries, taken), repeat(bits)))
+        histogram.total += (taken * now_us - deadlines_us) / 1_000_000
 
     def next_deadline(self) -> float | None:
         """The earliest deadline of a live lease (monotonic seconds), or None if none is live.

@@ -323,6 +323,13 @@ class ServerStats:
     requests: tuple[int, ...] = ()
     """Requests handled, one count per :class:`Op` in its declaration order (the order of
     :data:`OPS`); a newer server may send more counts than this release names."""
+    expiry_lag_us: int = 0
+    """The sum, over every lease that expired, of the microseconds from its deadline to its
+    memory back in the arena: between two replies, its change over ``expired``'s is the
+    mean lag."""
+    expiry_behind_us: int = 0
+    """How far the expiry task is behind, in microseconds: how long ago the earliest
+    deadline of a lease not yet freed passed (0: none has)."""
     op = Op.STATS
 
     def requests_by_op(self) -> dict[str, int]:

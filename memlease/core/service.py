@@ -244,7 +244,15 @@ class Service:
             hits=self.hits,
             misses=self.misses,
             requests=tuple(self.requests),
+            expiry_lag_us=int(table.expiry_lag.total * 1_000_000),
+            expiry_behind_us=self._behind_us(now),
         )
+
+    def _behind_us(self, now: float) -> int:
+        deadline = self.table.next_deadline()
+        if deadline is None or deadline >= now:
+            return 0
+        return int((now - deadline) * 1_000_000)
 
     @property
     def hits(self) -> int:

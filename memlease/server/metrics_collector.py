@@ -7,10 +7,17 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Iterator
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector, CollectorRegistry
+from prometheus_client.utils import floatToGoString
 
 from memlease.core.messages import OPS
+from memlease.core.seconds_histogram import SecondsHistogram
 from memlease.core.service import Service
 from memlease.server.connection_set import CLOSE_REASONS, CLOSED_ELSE, ConnectionSet
 
@@ -72,6 +79,12 @@ class ServerCollector(Collector):
         yield CounterMetricFamily(
             "memlease_leases_released", "Leases released.", value=table.released
         )
+        yield HistogramMetricFamily(
+            "memlease_expiry_lag_seconds",
+            "Of leases that expired: seconds from the deadline to the memory back in the arena.",
+            buckets=_buckets(table.expiry_lag),
+            sum_value=table.expiry_lag.total,
+        )
 
         open_by_protocol = Counter({name: 0 for name in self._protocols})
         # At most limits.max_connections entries: a scrape stays bounded.
@@ -103,3 +116,14 @@ def server_registry(
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ServerCollector(service, connections, protocols))
     return registry
+
+
+
+def _buckets(histogram: SecondsHistogram) -> list[tuple[str, float]]:
+    """A histogram's ``le`` buckets as prometheus-client takes them."""
+    return [(_le(bound), count) for bound, count in histogram.cumulative()]
+
+
+def _le(bound: float) -> str:
+    """A bucket bound in the exposition's own float format: "+Inf", "0.005"."""
+    return floatToGoString(bound)  # type: ignore[no-untyped-call,no-any-return]

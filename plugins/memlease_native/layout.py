@@ -120,6 +120,8 @@ SERVER_STATS = Struct(
     "version_patch" / Int32sn,
     "hits" / Int64sn,
     "misses" / Int64sn,
+    "expiry_lag_us" / Int64sn,
+    "expiry_behind_us" / Int64sn,
     # Per-op request counts: int64 each, in memlease.core.messages.OPS order; the prefix
     # is their length in bytes (8 per count).
     "requests" / Prefixed(Int64sn, GreedyBytes),

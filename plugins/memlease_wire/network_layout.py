@@ -200,6 +200,8 @@ def declare(lease_id: Any, mark: int = 0) -> NetworkLayouts:
         "version_patch" / Int32ub,
         "hits" / Int64ub,
         "misses" / Int64ub,
+        "expiry_lag_us" / Int64ub,
+        "expiry_behind_us" / Int64ub,
         # Per-op request counts, uint64 each in memlease.core.messages.OPS order; the
         # prefix is their length in bytes (8 per count).
         "requests" / Prefixed(Int32ub, GreedyBytes),

@@ -62,6 +62,7 @@ def stats_values(s: ServerStats) -> tuple[int | float, ...]:
         s.external_fragmentation,
         *(s.live_leases, s.granted, s.expired, s.released, s.refused, s.connections),
         *(s.closed_for_guessing, s.uptime_ms, *version_numbers(s.version), s.hits, s.misses),
+        *(s.expiry_lag_us, s.expiry_behind_us),
     )
 
 
@@ -79,8 +80,9 @@ def decode_stats(
     counts = unpack_counts(order, buf, at + fixed.size, room)
     (size, used, free, largest, internal, external, live, granted, expired, released) = values[:10]
     refused, connections, guessing, uptime, major, minor, patch, hits, misses = values[10:19]
+    lag_us, behind_us = values[19:21]
     return ServerStats(
         *(size, used, free, largest, internal, external, live, granted, expired, released),
         *(refused, connections, guessing, uptime, version_text(major, minor, patch)),
-        *(hits, misses, counts),
+        *(hits, misses, counts, lag_us, behind_us),
     )
