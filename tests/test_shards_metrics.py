@@ -1,6 +1,7 @@
 """``memlease serve --shards N --metrics HOST:PORT``: shard i serves its own metrics on the
 metrics port + i (port 0: a free port each), the supervisor prints them all, a restarted
-shard serves them on the port it had, and ports that would clash or pass 65535 are refused."""
+shard serves them on the port it had (and a reload does not take that for a change), and
+ports that would clash or pass 65535 are refused."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -121,6 +123,16 @@ def test_each_shard_serves_its_own_metrics_and_keeps_its_port_when_restarted(
         pids.append(int(restarted.group(1)))
         assert _figures(metrics[1])[granted] == 0  # a new server, on the same ports
         assert _figures(metrics[0])["memlease_leases"] == 1
+
+        # Reloading the same configuration changes nothing, on the restarted shard too:
+        # the ports it took again are the ones its port 0s stand for.
+        supervisor.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while stderr.read_text().count("SIGHUP: reloaded") < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        log = stderr.read_text()
+        assert log.count("SIGHUP: reloaded: no change to apply") == 2, log
+        assert "takes a restart" not in log
 
         supervisor.send_signal(signal.SIGINT)
         assert supervisor.wait(20) == 0

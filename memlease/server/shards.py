@@ -95,11 +95,24 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def _reload_shard(reload: Callable[[], Config], index: int) -> Config:
+def _reload_shard(
+    reload: Callable[[], Config], index: int, rebound: tuple[Config, BoundPorts] | None
+) -> Config:
     config = reload()
     if config.shards <= index:
         raise ConfigError(f"shards = {config.shards}: a change of shards takes a restart")
-    return shard_configs(config)[index]
+    fresh = shard_configs(config)[index]
+    if rebound is None:
+        return fresh
+    # A restarted shard runs on the ports it took again (where the configuration says 0,
+    # ports the kernel chose): the same configuration read again means those, not a change
+    # that takes a restart.
+    planned, bound = rebound
+    kept = BoundPorts(
+        bound.listeners if fresh.listeners == planned.listeners else fresh.listeners,
+        bound.metrics if fresh.metrics_listen == planned.metrics_listen else None,
+    )
+    return shard_configs(config, {index: kept})[index]
 
 
 # ---------------------------------------------------------------- the supervisor
@@ -138,13 +151,15 @@ class Supervisor:
     # -------------------------------------------------------- starting
 
     def _start(self, shard: _Shard) -> None:
-        bound = None
+        rebound = None
         if shard.listening is not None:  # a restart takes the ports it had
-            bound = {shard.index: _bound_ports(shard.listening)}
-        config = shard_configs(self.config, bound)[shard.index]
+            rebound = (shard_configs(self.config)[shard.index], _bound_ports(shard.listening))
+            config = shard_configs(self.config, {shard.index: rebound[1]})[shard.index]
+        else:
+            config = shard_configs(self.config)[shard.index]
         reload = None
         if self.reload is not None:
-            reload = _ShardReload(self.reload, shard.index)
+            reload = _ShardReload(self.reload, shard.index, rebound)
         receive, send = self._context.Pipe(duplex=False)
         process = self._context.Process(
             target=_shard_main,
@@ -333,9 +348,11 @@ class _ShardReload:
 
     reload: Callable[[], Config]
     index: int
+    rebound: tuple[Config, BoundPorts] | None = None
+    """After a restart: the shard's configuration as planned, and the ports it took again."""
 
     def __call__(self) -> Config:
-        return _reload_shard(self.reload, self.index)
+        return _reload_shard(self.reload, self.index, self.rebound)
 
 
 def _bound_ports(listening: list[tuple[str, str, int, bool]]) -> BoundPorts:
