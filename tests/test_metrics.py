@@ -13,6 +13,7 @@ from memlease.core.errors import ConfigError, LeaseNotFound
 from memlease.server.config import load_config
 from memlease.server.config_values import parse_metrics_address
 from memlease.server.metrics import MAX_HEADER_BYTES, MAX_METRICS_CONNECTIONS
+from memlease.server.sharding import shard_configs
 from tests.conftest import RunningServer, StartServer
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -244,6 +245,7 @@ async def test_closed_connections_are_counted_by_reason(
     assert closed(samples, "request_timeout") == 0
 
 
-def test_metrics_with_shards_are_refused_until_each_shard_has_a_port() -> None:
-    with pytest.raises(ConfigError, match="--metrics = '9100': not available with --shards = 2"):
-        load_config(None, {"metrics_listen": "9100", "shards": "2"})
+def test_metrics_with_shards_give_each_shard_the_metrics_port_plus_its_index() -> None:
+    config = load_config(None, {"metrics_listen": "9100", "shards": "2", "listeners": ["uuid=0"]})
+    shards = shard_configs(config)
+    assert [shard.metrics_listen for shard in shards] == ["127.0.0.1:9100", "127.0.0.1:9101"]

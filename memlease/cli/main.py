@@ -143,7 +143,7 @@ def build_parser() -> _Parser:
         "--metrics",
         "HOST:PORT",
         "serve Prometheus metrics at http://HOST:PORT/metrics; a port alone listens on "
-        "127.0.0.1 (default: off)",
+        "127.0.0.1; shard i of a sharded server on PORT + i (default: off)",
     )
     serve.set_defaults(handler=_serve)
 

@@ -117,6 +117,9 @@ def to_optional_path(value: object) -> str | None:
 
 METRICS_HOST = "127.0.0.1"
 """Where the metrics endpoint listens when ``metrics.listen`` gives a port alone."""
+METRICS = "metrics"
+"""The name the metrics endpoint goes by among a server's bound listeners, where the others
+are named by their protocol."""
 
 
 def parse_metrics_address(text: str) -> tuple[str, int]:

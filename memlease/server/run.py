@@ -39,7 +39,7 @@ from memlease.server.config import (
     largest_lease,
     per_client_limit,
 )
-from memlease.server.config_values import Listener, parse_metrics_address
+from memlease.server.config_values import METRICS, Listener, parse_metrics_address
 from memlease.server.connection import Connection, Limits
 from memlease.server.connection_set import (
     ConnectionSet,
@@ -80,10 +80,6 @@ class BoundListener:
     host: str
     port: int
     tls: bool = False
-
-
-METRICS = "metrics"
-"""The ``protocol`` of the metrics endpoint's :class:`BoundListener`."""
 
 
 @dataclass(frozen=True)

@@ -3,10 +3,12 @@
 One trio loop is one core; a machine with more cores runs more servers, as Redis runs one
 per core, and clients spread leases over them (memlease.Fleet). Each shard is a whole server
 (memlease.server.run) in its own process with its own arena, the configured size split
-evenly; shard i listens on each listener's port + i, and is pinned to its own core where the
-machine has a core for each. The supervisor prints the fleet's addresses, restarts a shard
-that dies (its leases are gone with it), forwards SIGHUP, and on SIGINT or SIGTERM asks every
-shard to stop (each drains as a single server does) and exits 0 once they have.
+evenly; shard i listens on each listener's port + i (and serves its metrics on the metrics
+port + i), and is pinned to its own core where the machine has a core for each. The
+supervisor prints the fleet's addresses (and each shard's metrics address), restarts a shard
+that dies (its leases are gone with it) on the ports it had, forwards SIGHUP, and on SIGINT
+or SIGTERM asks every shard to stop (each drains as a single server does) and exits 0 once
+they have.
 """
 
 from __future__ import annotations
@@ -29,9 +31,9 @@ from typing import Any
 from memlease.client.handle import format_server
 from memlease.core.errors import ConfigError
 from memlease.server.config import Config
-from memlease.server.config_values import Listener
+from memlease.server.config_values import METRICS, Listener
 from memlease.server.logs import log_formatter
-from memlease.server.sharding import cores_for, shard_configs
+from memlease.server.sharding import BoundPorts, cores_for, shard_configs
 
 log = logging.getLogger("memlease")
 
@@ -93,11 +95,24 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def _reload_shard(reload: Callable[[], Config], index: int) -> Config:
+def _reload_shard(
+    reload: Callable[[], Config], index: int, rebound: tuple[Config, BoundPorts] | None
+) -> Config:
     config = reload()
     if config.shards <= index:
         raise ConfigError(f"shards = {config.shards}: a change of shards takes a restart")
-    return shard_configs(config)[index]
+    fresh = shard_configs(config)[index]
+    if rebound is None:
+        return fresh
+    # A restarted shard runs on the ports it took again (where the configuration says 0,
+    # ports the kernel chose): the same configuration read again means those, not a change
+    # that takes a restart.
+    planned, bound = rebound
+    kept = BoundPorts(
+        bound.listeners if fresh.listeners == planned.listeners else fresh.listeners,
+        bound.metrics if fresh.metrics_listen == planned.metrics_listen else None,
+    )
+    return shard_configs(config, {index: kept})[index]
 
 
 # ---------------------------------------------------------------- the supervisor
@@ -136,13 +151,15 @@ class Supervisor:
     # -------------------------------------------------------- starting
 
     def _start(self, shard: _Shard) -> None:
-        ports = None
+        rebound = None
         if shard.listening is not None:  # a restart takes the ports it had
-            ports = {shard.index: [Listener(p, port, tls) for p, _, port, tls in shard.listening]}
-        config = shard_configs(self.config, ports)[shard.index]
+            rebound = (shard_configs(self.config)[shard.index], _bound_ports(shard.listening))
+            config = shard_configs(self.config, {shard.index: rebound[1]})[shard.index]
+        else:
+            config = shard_configs(self.config)[shard.index]
         reload = None
         if self.reload is not None:
-            reload = _ShardReload(self.reload, shard.index)
+            reload = _ShardReload(self.reload, shard.index, rebound)
         receive, send = self._context.Pipe(duplex=False)
         process = self._context.Process(
             target=_shard_main,
@@ -184,7 +201,8 @@ class Supervisor:
         )
 
     def addresses(self) -> dict[str, list[str]]:
-        """Each protocol's servers, shard by shard: a fleet's address list."""
+        """Each protocol's servers, shard by shard: a fleet's address list; and under
+        ``metrics``, each shard's metrics endpoint (a scrape target each)."""
         fleet: dict[str, list[str]] = {}
         for shard in self.shards:
             for protocol, host, port, _ in shard.listening or []:
@@ -330,9 +348,17 @@ class _ShardReload:
 
     reload: Callable[[], Config]
     index: int
+    rebound: tuple[Config, BoundPorts] | None = None
+    """After a restart: the shard's configuration as planned, and the ports it took again."""
 
     def __call__(self) -> Config:
-        return _reload_shard(self.reload, self.index)
+        return _reload_shard(self.reload, self.index, self.rebound)
+
+
+def _bound_ports(listening: list[tuple[str, str, int, bool]]) -> BoundPorts:
+    listeners = [Listener(p, port, tls) for p, _, port, tls in listening if p != METRICS]
+    metrics = next((port for p, _, port, _ in listening if p == METRICS), None)
+    return BoundPorts(tuple(listeners), metrics)
 
 
 def _send(process: BaseProcess, signum: signal.Signals) -> None:
