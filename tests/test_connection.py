@@ -19,6 +19,7 @@ from time_limits_model import (
 
 from memlease.core.errors import ErrorCode
 from memlease.core.messages import (
+    OPS,
     Data,
     Done,
     EndReason,
@@ -37,6 +38,7 @@ from memlease.core.messages import (
     StatsRequest,
     WatchRequest,
 )
+from memlease.core.seconds_histogram import REQUEST_BOUNDS
 from memlease.core.service import Service
 from memlease.core.sessions import Session
 from memlease.protocol import DEFAULT_MAX_MESSAGE, load_protocols
@@ -49,6 +51,7 @@ from memlease.server.connection import (
     Limits,
     State,
 )
+from memlease.server.request_figures import RequestFigures
 
 REGISTRY = load_protocols(warn=False)
 LIMITS = Limits(DEFAULT_MAX_MESSAGE, request_timeout=REQUEST_TIMEOUT, idle_timeout=IDLE_TIMEOUT)
@@ -326,3 +329,65 @@ def test_a_notice_a_request_causes_goes_out_behind_that_requests_reply() -> None
         Done(Op.RELEASE, lease_id),
         Notice(lease_id, EndReason.RELEASED),
     ]
+
+
+# ---------------------------------------------------------------------- metrics figures
+
+
+def _timed_connection(service: Service, figures: RequestFigures) -> Connection:
+    codec = REGISTRY.get("network").server_codec(DEFAULT_MAX_MESSAGE)
+    return Connection(
+        codec, service.handle, LIMITS, 0.0, peer="test", protocol="network", figures=figures
+    )
+
+
+def _count(figures: RequestFigures, op: Op) -> int:
+    return figures.times[OPS.index(op)].count
+
+
+def test_each_request_is_timed_from_its_last_byte_to_its_reply_handed_to_the_socket() -> None:
+    service, figures = Service.create(1 << 20), RequestFigures()
+    connection = _timed_connection(service, figures)
+    assert connection.timed and not _connection().timed
+    lease = service.handle(LeaseRequest(64, 60_000), 0.0).lease_id  # type: ignore[union-attr]
+    connection.received(_wire("network", GetRequest(lease), SetRequest(lease, b"x")))
+    out = connection.next_output(1.0)
+    assert len(out) == 2
+    connection.replies_handed(1.003)  # 3 ms after the bytes came
+    connection.batch_done(1.003)
+    get = figures.times[OPS.index(Op.GET)]
+    assert get.count == 1 and get.total == pytest.approx(0.003)
+    assert get.cumulative()[REQUEST_BOUNDS.index(0.002_5)][1] == 0
+    assert get.cumulative()[REQUEST_BOUNDS.index(0.005)][1] == 1
+    assert _count(figures, Op.SET) == 1 and _count(figures, Op.LEASE) == 0
+    assert not figures.refused
+    # The next batch counts from its own bytes, and only once.
+    connection.received(_wire("network", GetRequest(lease)))
+    connection.next_output(2.0)
+    connection.replies_handed(2.000_01)
+    connection.replies_handed(2.5)  # nothing more was answered
+    connection.batch_done(2.5)
+    assert get.count == 2 and get.total == pytest.approx(0.003_01)
+
+
+def test_refusals_are_counted_by_op_and_code_and_a_large_batch_all_the_same() -> None:
+    service, figures = Service.create(1 << 20), RequestFigures()
+    connection = _timed_connection(service, figures)
+    gets = [GetRequest(1_000_000 + i) for i in range(20)]  # past _COUNT_AT: counted in C
+    connection.received(_wire("network", *gets, ReleaseRequest(7), StatsRequest()))
+    while connection.next_output(0.0):
+        connection.replies_handed(0.000_02)
+    assert _count(figures, Op.GET) == 20 and _count(figures, Op.STATS) == 1
+    assert figures.times[OPS.index(Op.GET)].cumulative()[0] == (REQUEST_BOUNDS[0], 20)
+    assert figures.refused == {
+        (OPS.index(Op.GET), ErrorCode.NOT_FOUND): 20,
+        (OPS.index(Op.RELEASE), ErrorCode.NOT_FOUND): 1,
+    }
+
+
+def test_a_connection_without_figures_counts_nothing_and_takes_no_note() -> None:
+    connection = _connection()
+    connection.received(_wire("network", StatsRequest()))
+    connection.next_output(0.0)
+    connection.replies_handed(1.0)  # a driver may call it all the same
+    assert connection._kinds is None and not connection._refused

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import h11
@@ -52,9 +53,16 @@ async def scrape(server: RunningServer) -> Samples:
     }
 
 
-def requests(samples: Samples, op: str, outcome: str) -> float:
-    labels = (("op", op), ("outcome", outcome), ("protocol", "all"))
+def requests(samples: Samples, op: str, outcome: str, protocol: str = "native") -> float:
+    labels = (("op", op), ("outcome", outcome), ("protocol", protocol))
     return samples[("memlease_requests_total", labels)]
+
+
+def seconds(samples: Samples, op: str, le: str | None = None) -> float:
+    """memlease_request_seconds of ``op``: the count of bucket ``le``, or (None) of all."""
+    if le is None:
+        return samples[("memlease_request_seconds_count", (("op", op),))]
+    return samples[("memlease_request_seconds_bucket", (("le", le), ("op", op)))]
 
 
 async def test_a_scrape_counts_a_known_sequence_of_requests(start_server: StartServer) -> None:
@@ -66,6 +74,10 @@ async def test_a_scrape_counts_a_known_sequence_of_requests(start_server: StartS
         await client.release(granted[2].lease_id)
         with pytest.raises(LeaseNotFound):
             await client.get(granted[2].lease_id)
+    async with await server.connect("uuid") as client:
+        await client.lease(100, 60_000)
+        with pytest.raises(LeaseNotFound):
+            await client.stat(uuid.uuid4())
         samples = await scrape(server)
 
     assert requests(samples, "lease", "ok") == 3
@@ -73,19 +85,33 @@ async def test_a_scrape_counts_a_known_sequence_of_requests(start_server: StartS
     assert requests(samples, "get", "not_found") == 1
     assert requests(samples, "release", "ok") == 1
     assert requests(samples, "set", "ok") == 0
-    assert samples[("memlease_leases", ())] == 2
-    assert samples[("memlease_leases_granted_total", ())] == 3
+    # Each protocol is counted apart.
+    assert requests(samples, "lease", "ok", "uuid") == 1
+    assert requests(samples, "stat", "not_found", "uuid") == 1
+    assert requests(samples, "stat", "ok", "uuid") == requests(samples, "get", "ok", "uuid") == 0
+    assert requests(samples, "stat", "ok") == 0
+    # Each request's time, by op over all protocols: the bucket counts are cumulative, and
+    # a request on loopback is answered within a second.
+    assert seconds(samples, "lease") == 4 and seconds(samples, "get") == 3
+    assert seconds(samples, "release") == seconds(samples, "stat") == 1
+    assert seconds(samples, "set") == 0
+    assert seconds(samples, "get", "1.0") == seconds(samples, "get", "+Inf") == 3
+    buckets = [seconds(samples, "lease", le) for le in ("5e-05", "0.001", "0.1", "+Inf")]
+    assert buckets == sorted(buckets)
+    assert 0 < samples[("memlease_request_seconds_sum", (("op", "lease"),))] < 4
+    assert samples[("memlease_leases", ())] == 3
+    assert samples[("memlease_leases_granted_total", ())] == 4
     assert samples[("memlease_leases_released_total", ())] == 1
     assert samples[("memlease_leases_expired_total", ())] == 0
     used = samples[("memlease_arena_bytes", (("state", "used"),))]
     free = samples[("memlease_arena_bytes", (("state", "free"),))]
-    assert used == 2 * 128  # two leases of 100 B, a 128 B block each
+    assert used == 3 * 128  # three leases of 100 B, a 128 B block each
     assert used + free == samples[("memlease_arena_size_bytes", ())]
     assert samples[("memlease_arena_bytes", (("state", "largest_free"),))] <= free
     assert 0 <= samples[("memlease_arena_fragmentation_ratio", ())] < 1
-    # The client's connection is the only one open, and the other protocol shows 0.
-    assert samples[("memlease_connections", (("protocol", "native"),))] == 1
-    assert samples[("memlease_connections", (("protocol", "uuid"),))] == 0
+    # The uuid client's connection is the only one open, and the other protocol shows 0.
+    assert samples[("memlease_connections", (("protocol", "uuid"),))] == 1
+    assert samples[("memlease_connections", (("protocol", "native"),))] == 0
 
 
 async def test_expired_leases_are_counted(

@@ -45,6 +45,7 @@ from memlease.core.sessions import Session
 from memlease.protocol import Bytes, ServerCodec
 from memlease.server.budget import RECEIVE_ROOM, Holding, MemoryBudget
 from memlease.server.logs import PEER, REPEATS
+from memlease.server.request_figures import RequestFigures
 
 log = logging.getLogger("memlease")
 
@@ -140,9 +141,11 @@ class Connection:
         "_end_session",
         "_ending_after_send",
         "_fed",
+        "_figures",
         "_grace_until",
         "_handle",
         "_holding",
+        "_kinds",
         "_limits",
         "_log_refusals",
         "_misses",
@@ -150,6 +153,8 @@ class Connection:
         "_notices_sent",
         "_partial_since",
         "_pushed",
+        "_received_at",
+        "_refused",
         "_session",
         "_unserved",
         "detail",
@@ -160,6 +165,7 @@ class Connection:
         "protocol",
         "send_buffers",
         "state",
+        "timed",
     )
 
     def __init__(
@@ -176,6 +182,7 @@ class Connection:
         session: Session | None = None,
         end_session: Callable[[Session], object] | None = None,
         notices_sent: Callable[[int], object] | None = None,
+        figures: RequestFigures | None = None,
     ) -> None:
         self._codec = codec
         # The connection's part in the lease table (bound and watched leases), ended with it.
@@ -221,6 +228,15 @@ class Connection:
         self._misses_since = now
         # Until then, batches that name ids are refused: they passed the miss limit.
         self._batches_refused_until = -math.inf
+        # With metrics: the protocol's figures, and what this batch answered since the last
+        # send (each request's type; the refusals), counted once that send is handed over.
+        self._figures = figures
+        self.timed = figures is not None
+        """Whether the driver must call :meth:`replies_handed` after each send."""
+        self._kinds: list[type] | None = None if figures is None else []
+        self._refused: list[tuple[type, ErrorCode]] = []
+        # When this batch's bytes came: its requests' last byte (None between batches).
+        self._received_at: float | None = None
 
     # ------------------------------------------------------------------ events
 
@@ -335,12 +351,17 @@ class Connection:
         handle = self._handle
         session = self._session
         refusing_batches = now < self._batches_refused_until
+        kinds = self._kinds
+        if kinds is not None and self._received_at is None:
+            self._received_at = now
         held = 0
         try:
             request = next_request()
             if request is not None:
                 self._decoded = True
             while request is not None:
+                if kinds is not None:
+                    kinds.append(type(request))
                 reply: Reply
                 if refusing_batches and type(request) in _MISS_BATCHES:
                     reply = self._too_many_misses(request)
@@ -363,7 +384,11 @@ class Connection:
                                 out.extend(codec.encode_reply_parts(reply))
                             return out
                         reply = self._busy(request, len(data))
+                        if kinds is not None:
+                            self._refused.append((type(request), ErrorCode.SERVER_BUSY))
                 elif kind is ErrorReply:
+                    if kinds is not None:
+                        self._refused.append((type(request), reply.code))  # type: ignore[union-attr]
                     if self._log_refusals:
                         _log_refusal(self.peer, request, reply)  # type: ignore[arg-type]
                     if reply.code is ErrorCode.NOT_FOUND and self._missed(now):  # type: ignore[union-attr]
@@ -397,6 +422,17 @@ class Connection:
             self.detail = str(exc)
             self._ending_after_send = Ending.BAD_INPUT
             return out
+
+    def replies_handed(self, now: float) -> None:
+        """The bytes of the last :meth:`next_output` went to the socket (all, or the part it
+        took at once) at ``now``: with metrics, the requests they answer are counted, each
+        with its time from its last byte to now."""
+        figures, kinds = self._figures, self._kinds
+        if figures is None or kinds is None or self._received_at is None:
+            return
+        figures.served(kinds, self._refused, now - self._received_at)
+        kinds.clear()
+        self._refused.clear()
 
     def _busy(self, request: Request, size: int) -> ErrorReply:
         """A refusal of a large reply the memory budget has no room for."""
@@ -471,6 +507,7 @@ class Connection:
     def batch_done(self, now: float) -> None:
         """Everything received so far is answered and sent: what the connection waits for
         next, and until when."""
+        self._received_at = None
         if self._ending_after_send is not None:
             self._end(self._ending_after_send)
             return

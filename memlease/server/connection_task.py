@@ -157,6 +157,7 @@ async def _serve(
     receive, receive_into = io.receive, io.receive_into
     send_now = io.send_now
     current_time = trio.current_time
+    timed = connection.timed
     while True:
         if connection.has_output:
             now = current_time()
@@ -184,6 +185,8 @@ async def _serve(
                 break
             after_batch()  # before the send: a slow reader must not delay an expiry
             rest = send_now(out)  # no wait between building replies and this
+            if timed:
+                connection.replies_handed(current_time())
             if rest is not None:
                 connection.send_held(len(rest))
                 now = await _send_rest(io, connection, scope, rest, now)

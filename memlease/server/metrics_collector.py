@@ -1,11 +1,11 @@
-"""The server's figures as Prometheus metrics, read from the service and the open connections
-at scrape time: counting stays where it already is (the service's counters), and a scrape
-costs the request path nothing."""
+"""The server's figures as Prometheus metrics, read at scrape time from the service, the open
+connections and each protocol's request figures (which the connections count into once per
+send): a scrape adds nothing to the request path."""
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator, Mapping
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -20,43 +20,27 @@ from memlease.core.messages import OPS
 from memlease.core.seconds_histogram import SecondsHistogram
 from memlease.core.service import Service
 from memlease.server.connection_set import CLOSE_REASONS, CLOSED_ELSE, ConnectionSet
-
-ALL_PROTOCOLS = "all"
-"""The ``protocol`` label of ``memlease_requests_total``: the service counts requests per op
-and refusal only, not per protocol (that would be more work on every request)."""
+from memlease.server.request_figures import RequestFigures
 
 
 class ServerCollector(Collector):
-    """The metrics of one server: ``service``'s counters and gauges, and ``connections``
-    open by protocol (every one of ``protocols`` appears, 0 when none is open)."""
+    """The metrics of one server: ``service``'s counters and gauges, ``connections`` open
+    by protocol, and each protocol's ``figures`` (every protocol appears, 0 when idle)."""
 
     def __init__(
-        self, service: Service, connections: ConnectionSet, protocols: Iterable[str]
+        self,
+        service: Service,
+        connections: ConnectionSet,
+        figures: Mapping[str, RequestFigures],
     ) -> None:
         self._service = service
         self._connections = connections
-        self._protocols = tuple(dict.fromkeys(protocols))
+        self._figures = figures
+        self._protocols = tuple(figures)
 
     def collect(self) -> Iterator[Metric]:
-        service, table = self._service, self._service.table
-        requests = CounterMetricFamily(
-            "memlease_requests",
-            "Requests handled, by op and outcome (ok, or the error code refusing it).",
-            labels=["op", "protocol", "outcome"],
-        )
-        refused_per_op: Counter[int] = Counter()
-        refusals: dict[int, list[tuple[str, int]]] = {}
-        for (slot, code), count in sorted(service.refusals.items()):
-            refused_per_op[slot] += count
-            refusals.setdefault(slot, []).append((code.name.lower(), count))
-        # Grouped by op, ok first: requests handled less those refused
-        for slot, handled in enumerate(service.requests):
-            op = OPS[slot].value
-            requests.add_metric([op, ALL_PROTOCOLS, "ok"], handled - refused_per_op[slot])
-            for outcome, count in refusals.get(slot, ()):
-                requests.add_metric([op, ALL_PROTOCOLS, outcome], count)
-        yield requests
-
+        table = self._service.table
+        yield from self._requests()
         yield GaugeMetricFamily("memlease_leases", "Live leases.", value=len(table))
         figures = table.arena.figures()
         arena = GaugeMetricFamily("memlease_arena_bytes", "Arena bytes by state.", labels=["state"])
@@ -109,12 +93,48 @@ class ServerCollector(Collector):
         yield closed
 
 
+    def _requests(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily(
+            "memlease_requests",
+            "Requests answered, by op, protocol and outcome (ok, or the error code refusing "
+            "it); counted once the reply is handed to the socket.",
+            labels=["op", "protocol", "outcome"],
+        )
+        for protocol, figures in sorted(self._figures.items()):
+            refused: dict[int, list[tuple[str, int]]] = {}
+            for (slot, code), count in sorted(figures.refused.items()):
+                refused.setdefault(slot, []).append((code.name.lower(), count))
+            # Grouped by op, ok first: requests answered less those refused.
+            for slot, times in enumerate(figures.times):
+                op = OPS[slot].value
+                refusals = refused.get(slot, [])
+                ok = times.count - sum(count for _, count in refusals)
+                requests.add_metric([op, protocol, "ok"], ok)
+                for outcome, count in refusals:
+                    requests.add_metric([op, protocol, outcome], count)
+        yield requests
+
+        seconds = HistogramMetricFamily(
+            "memlease_request_seconds",
+            "Seconds from a request's last byte to its reply handed to the socket, by op.",
+            labels=["op"],
+        )
+        for slot, each_op in enumerate(OPS):
+            per_protocol = [figures.times[slot] for figures in self._figures.values()]
+            if not per_protocol:
+                continue
+            merged = per_protocol[0].merged(per_protocol[1:])
+            seconds.add_metric([each_op.value], _buckets(merged), merged.total)
+        yield seconds
+
+
 def server_registry(
-    service: Service, connections: ConnectionSet, protocols: Iterable[str]
+    service: Service, connections: ConnectionSet, figures: Mapping[str, RequestFigures]
 ) -> CollectorRegistry:
-    """A registry of the server's metrics alone (no process or platform collectors)."""
+    """A registry of the server's metrics alone (no process or platform collectors);
+    ``figures``: each protocol's request figures, by protocol name."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(ServerCollector(service, connections, protocols))
+    registry.register(ServerCollector(service, connections, figures))
     return registry
 
 

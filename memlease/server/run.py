@@ -53,6 +53,7 @@ from memlease.server.glibc_malloc import keep_large_blocks
 from memlease.server.logs import PEER, LogRate, ServerLog, left_out
 from memlease.server.metrics import MetricsEndpoint
 from memlease.server.metrics_collector import server_registry
+from memlease.server.request_figures import RequestFigures
 from memlease.server.signals import RELOADED, ignore_signals_while_starting, watch_signals
 from memlease.tls import server_context
 
@@ -146,6 +147,8 @@ class _Server:
         self.misses = MissLedger(config.max_unknown_ids_per_second)
         self.budget = MemoryBudget(config.connection_memory, connections.room.unpark_all)
         self._after_batch = expiry.deadline_may_have_moved
+        self.figures: dict[str, RequestFigures] = {}
+        """With metrics: each protocol's requests as the metrics count them."""
         # One receive buffer for all connections: each receive is consumed before an await.
         self._scratch = bytearray(SCRATCH_SIZE)
         self.apply(config)
@@ -272,6 +275,8 @@ async def serve(
     bound = [entry.bound for entry in opened] + [_bound_metrics(m) for m in metrics]
     expiry = ExpiryTask(service, batch=config.expiry_batch)
     server = _Server(config, connections, expiry, reload)
+    if metrics:
+        server.figures = {spec.name: RequestFigures() for _, spec in specs}
     async with trio.open_nursery() as watching:
         if handle_signals:
             await watching.start(watch_signals, server, watching)
@@ -282,9 +287,7 @@ async def serve(
                     for entry in opened:
                         nursery.start_soon(_accept, entry, service, server, connection_nursery)
                     if metrics:
-                        metric_registry = server_registry(
-                            service, connections, [spec.name for _, spec in specs]
-                        )
+                        metric_registry = server_registry(service, connections, server.figures)
                         endpoint = MetricsEndpoint(metric_registry, config.request_timeout)
                         nursery.start_soon(endpoint.serve, metrics)
                     _log_startup(config, service, opened, bound)
@@ -351,6 +354,7 @@ async def _accept(
             session=session,
             end_session=end_session,
             notices_sent=service.table.notices_sent,
+            figures=server.figures.get(spec.name),
         )
         opened = OpenConnection(rules, client, handshaking=handshake)
         session.notify = opened.push
