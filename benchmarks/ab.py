@@ -4,6 +4,7 @@ by side in one run (docs/performance.md, "A/B script"). Run it with the venv's p
     .venv/bin/python benchmarks/ab.py                        # 2f2406d vs the tree, 3 rounds of 3 s
     .venv/bin/python benchmarks/ab.py --baseline 1733bdd --rounds 5 --cases pipelined,one-in-flight
     .venv/bin/python benchmarks/ab.py --rounds 1 --duration 1s --json /tmp/ab.json
+    .venv/bin/python benchmarks/ab.py --baseline HEAD --new-args="--metrics 0"   # what a flag costs
 
 It uses only ``memlease serve`` and ``memlease bench`` (next to that python), no internals. Each
 run gets a fresh server on core 0 (``taskset -c 0``) and the load on core 1 (``taskset -c 1
@@ -22,7 +23,8 @@ rotating by one per round (a connection per request leaves TIME_WAIT sockets for
   every baseline run: WRAPPER exits with status 3 unless ``memlease`` and ``memlease_native``
   come from TMP, and on its clean shutdown (SIGTERM) logs ``ab-check:`` with every loaded module
   of the copy's top-level packages not from TMP; the harness stops unless that says ``none``.
-- new: ``memlease serve --listen native=PORT --arena 256MiB`` (the working tree, editable).
+- new: ``memlease serve --listen native=PORT --arena 256MiB`` (the working tree, editable),
+  with ``--new-args`` after it.
 - ceiling: ``python benchmarks/echo_native.py PORT`` from the working tree.
 
 Per run: ops/s as the bench reports it (``median.ops_per_s``, measured time only), and server
@@ -39,6 +41,7 @@ import argparse
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -119,7 +122,7 @@ def stop(proc: Proc) -> None:
     LIVE.discard(proc)
 
 
-def start(target: str, port: int, copy: Path, log: Path) -> Proc:
+def start(target: str, port: int, copy: Path, log: Path, new_args: list[str]) -> Proc:
     py, serve = str(BIN / "python"), ["serve", "--listen", f"native={port}", "--arena", "256MiB"]
     env: dict[str, str] = {}
     if target == "baseline":
@@ -129,7 +132,7 @@ def start(target: str, port: int, copy: Path, log: Path) -> Proc:
                "AB_TOPS": ",".join(tops)}
         cmd = [py, "-P", "-c", WRAPPER, *serve]
     elif target == "new":
-        cmd = [str(BIN / "memlease"), *serve]
+        cmd = [str(BIN / "memlease"), *serve, *new_args]
     else:
         cmd = [py, str(REPO / "benchmarks" / "echo_native.py"), str(port)]
     with log.open("wb") as out:
@@ -172,7 +175,7 @@ def run_one(rnd: int, case: str, target: str, copy: Path, args: argparse.Namespa
     log = copy.parent / f"{target}-{case}-{rnd}.log"
     row: Row = {"round": rnd, "case": case, "target": target, "port": port}
     try:
-        proc = start(target, port, copy, log)
+        proc = start(target, port, copy, log, shlex.split(args.new_args))
         try:
             before = cpu_ticks(proc.pid)
             result = bench(case, port, args, copy.parent)
@@ -229,6 +232,7 @@ def main() -> int:
     p.add_argument("--duration", type=seconds, default="3s", help="measured time per run")
     p.add_argument("--warmup", type=seconds, default="500ms", help="its CPU counts in µs/op")
     p.add_argument("--json", type=Path, metavar="PATH", help="write the raw results here")
+    p.add_argument("--new-args", default="", help="more `serve` flags for the tree's server")
     args = p.parse_args()
     cases = [c for c in args.cases.split(",") if c]
     if bad := [c for c in cases if c not in CASES]:
