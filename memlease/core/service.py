@@ -7,7 +7,7 @@ escapes ``handle`` as an exception. No clock and no I/O: the server passes ``now
 from __future__ import annotations
 
 import math
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -130,10 +130,6 @@ class Service:
         """Requests handled (refused ones too), per op in the order of OPS."""
         self.misses = 0
         """Reads (get, gets, read, stat) refused because their id is unknown or expired."""
-        self.refusals: Counter[tuple[int, ErrorCode]] = Counter()
-        """Refused requests by (op number, as ``requests`` is indexed; error code): counted
-        on the refusal path only, so a metric of outcomes costs the accepted ones nothing
-        (those accepted = ``requests[n]`` less the op's refusals)."""
         self._routes = {
             kind: (handler, OPS.index(kind.op)) for kind, handler in self._handlers.items()
         }
@@ -180,7 +176,6 @@ class Service:
             return handler(request, now, session)
         except LeaseError as exc:
             self.refused_requests += 1
-            self.refusals[counted, exc.code] += 1
             if exc.code is ErrorCode.NOT_FOUND and counted in _READ_SLOTS:
                 self.misses += 1
             return ErrorReply(
