@@ -85,24 +85,23 @@ def _count(text: str) -> int:
     return value
 
 
-def _ttl_ms(text: str) -> int:
-    try:
-        ms = round(parse_duration(text) * 1000)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
-    if ms < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: a ttl is at least 1ms")
-    return ms
+def _milliseconds(what: str) -> Callable[[str], int]:
+    """An argparse type: a duration of at least 1 ms, as whole ms; ``what`` names it."""
+
+    def parse(text: str) -> int:
+        try:
+            ms = round(parse_duration(text) * 1000)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
+        if ms < 1:
+            raise argparse.ArgumentTypeError(f"{text!r}: {what} is at least 1ms")
+        return ms
+
+    return parse
 
 
-def _timeout_ms(text: str) -> int:
-    try:
-        ms = round(parse_duration(text) * 1000)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
-    if ms < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: a timeout is at least 1ms")
-    return ms
+_ttl_ms = _milliseconds("a ttl")
+_timeout_ms = _milliseconds("a timeout")
 
 
 def parse_lease_id(text: str, spec: ProtocolSpec) -> LeaseId:
