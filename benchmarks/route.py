@@ -54,7 +54,7 @@ def per_message_ns(
         received(view)
         while next_output(1.0):
             if metrics:
-                handed(1.000_02)  # as the server's task does after each send
+                handed(1.0, 1.000_02)  # as the server's task does after each send
         batch_done(1.0)
     return (time.process_time_ns() - start) / (batches * depth)
 

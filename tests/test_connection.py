@@ -353,7 +353,7 @@ def test_each_request_is_timed_from_its_last_byte_to_its_reply_handed_to_the_soc
     connection.received(_wire("network", GetRequest(lease), SetRequest(lease, b"x")))
     out = connection.next_output(1.0)
     assert len(out) == 2
-    connection.replies_handed(1.003)  # 3 ms after the bytes came
+    connection.replies_handed(1.0, 1.003)  # 3 ms after the bytes came
     connection.batch_done(1.003)
     get = figures.times[OPS.index(Op.GET)]
     assert get.count == 1 and get.total == pytest.approx(0.003)
@@ -364,8 +364,8 @@ def test_each_request_is_timed_from_its_last_byte_to_its_reply_handed_to_the_soc
     # The next batch counts from its own bytes, and only once.
     connection.received(_wire("network", GetRequest(lease)))
     connection.next_output(2.0)
-    connection.replies_handed(2.000_01)
-    connection.replies_handed(2.5)  # nothing more was answered
+    connection.replies_handed(2.0, 2.000_01)
+    connection.replies_handed(2.0, 2.5)  # nothing more was answered
     connection.batch_done(2.5)
     assert get.count == 2 and get.total == pytest.approx(0.003_01)
 
@@ -373,10 +373,10 @@ def test_each_request_is_timed_from_its_last_byte_to_its_reply_handed_to_the_soc
 def test_refusals_are_counted_by_op_and_code_and_a_large_batch_all_the_same() -> None:
     service, figures = Service.create(1 << 20), RequestFigures()
     connection = _timed_connection(service, figures)
-    gets = [GetRequest(1_000_000 + i) for i in range(20)]  # past _COUNT_AT: counted in C
+    gets = [GetRequest(1_000_000 + i) for i in range(20)]
     connection.received(_wire("network", *gets, ReleaseRequest(7), StatsRequest()))
     while connection.next_output(0.0):
-        connection.replies_handed(0.000_02)
+        connection.replies_handed(0.0, 0.000_02)
     assert _count(figures, Op.GET) == 20 and _count(figures, Op.STATS) == 1
     assert figures.times[OPS.index(Op.GET)].cumulative()[0] == (REQUEST_BOUNDS[0], 20)
     assert figures.refused == {
@@ -389,5 +389,5 @@ def test_a_connection_without_figures_counts_nothing_and_takes_no_note() -> None
     connection = _connection()
     connection.received(_wire("network", StatsRequest()))
     connection.next_output(0.0)
-    connection.replies_handed(1.0)  # a driver may call it all the same
+    connection.replies_handed(0.0, 1.0)  # a driver may call it all the same
     assert connection._kinds is None and not connection._refused

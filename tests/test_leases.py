@@ -260,7 +260,9 @@ def test_expiry_lag_counts_each_expired_lease_from_its_deadline_to_its_free(
         for deadline, lease in due:
             if not held(table, lease):
                 lag_us = int(now * 1_000_000) - int(deadline * 1_000_000)
-                model.counts[bisect.bisect_left(table._lag_bounds_us, lag_us)] += 1
+                # Bounds in whole microseconds (exact for these), from the constant itself.
+                bounds_us = [round(bound * 1_000_000) for bound in EXPIRY_LAG_BOUNDS]
+                model.counts[bisect.bisect_left(bounds_us, lag_us)] += 1
                 model.total += lag_us / 1_000_000
                 del deadline_of[lease]
     assert table.expiry_lag.counts == model.counts

@@ -633,9 +633,9 @@ def _stats(args: argparse.Namespace, registry: ProtocolRegistry | None) -> int:
         stats = client.stats()
     record = stats_record(stats)
     shown: dict[str, object] = {**record, "uptime_ms": format_duration(stats.uptime_ms)}
-    mean = f", mean {stats.expiry_lag_us / stats.expired / 1000:.3g} ms" if stats.expired else ""
-    shown["expiry_lag_us"] = f"{stats.expiry_lag_us / 1000:g} ms in all{mean}"
-    shown["expiry_behind_us"] = f"{stats.expiry_behind_us / 1000:g} ms"
+    mean = f", mean {stats.expiry_lag_us / stats.expired / 1000:,.3f} ms" if stats.expired else ""
+    shown["expiry_lag_us"] = f"{stats.expiry_lag_us / 1000:,.3f} ms in all{mean}"
+    shown["expiry_behind_us"] = f"{stats.expiry_behind_us / 1000:,.3f} ms"
     del shown["requests"]  # shown last: the longest line
     shown["requests"] = ", ".join(f"{op} {n}" for op, n in stats.requests_by_op().items() if n)
     names = {

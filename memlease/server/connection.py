@@ -153,7 +153,6 @@ class Connection:
         "_notices_sent",
         "_partial_since",
         "_pushed",
-        "_received_at",
         "_refused",
         "_session",
         "_unserved",
@@ -235,8 +234,6 @@ class Connection:
         """Whether the driver must call :meth:`replies_handed` after each send."""
         self._kinds: list[type] | None = None if figures is None else []
         self._refused: list[tuple[type, ErrorCode]] = []
-        # When this batch's bytes came: its requests' last byte (None between batches).
-        self._received_at: float | None = None
 
     # ------------------------------------------------------------------ events
 
@@ -352,8 +349,6 @@ class Connection:
         session = self._session
         refusing_batches = now < self._batches_refused_until
         kinds = self._kinds
-        if kinds is not None and self._received_at is None:
-            self._received_at = now
         held = 0
         try:
             request = next_request()
@@ -423,14 +418,14 @@ class Connection:
             self._ending_after_send = Ending.BAD_INPUT
             return out
 
-    def replies_handed(self, now: float) -> None:
-        """The bytes of the last :meth:`next_output` went to the socket (all, or the part it
-        took at once) at ``now``: with metrics, the requests they answer are counted, each
-        with its time from its last byte to now."""
+    def replies_handed(self, received: float, now: float) -> None:
+        """The bytes of the last :meth:`next_output` are all in the kernel's hands at
+        ``now``, and the requests they answer came whole by ``received``: with metrics, those
+        requests are counted, each with the time between."""
         figures, kinds = self._figures, self._kinds
-        if figures is None or kinds is None or self._received_at is None:
+        if figures is None or kinds is None:
             return
-        figures.served(kinds, self._refused, now - self._received_at)
+        figures.served(kinds, self._refused, now - received)
         kinds.clear()
         self._refused.clear()
 
@@ -507,7 +502,6 @@ class Connection:
     def batch_done(self, now: float) -> None:
         """Everything received so far is answered and sent: what the connection waits for
         next, and until when."""
-        self._received_at = None
         if self._ending_after_send is not None:
             self._end(self._ending_after_send)
             return

@@ -160,7 +160,7 @@ async def _serve(
     timed = connection.timed
     while True:
         if connection.has_output:
-            now = current_time()
+            now = received = current_time()
         else:
             while not connection.may_receive():
                 await _room(connection, room)  # back pressure: the memory budget is spent
@@ -172,7 +172,7 @@ async def _serve(
                     connection.received_into(await receive_into(target))
             if connection.ending is not None:
                 return
-            now = current_time()
+            now = received = current_time()  # the batch's requests' last byte came by now
             if scope.deadline <= now < connection.due:
                 return  # an early deadline fell due in this pass: answer under a new scope
         while connection.has_output:
@@ -185,8 +185,6 @@ async def _serve(
                 break
             after_batch()  # before the send: a slow reader must not delay an expiry
             rest = send_now(out)  # no wait between building replies and this
-            if timed:
-                connection.replies_handed(current_time())
             if rest is not None:
                 connection.send_held(len(rest))
                 now = await _send_rest(io, connection, scope, rest, now)
@@ -195,6 +193,8 @@ async def _serve(
                 # The send kept only the shutdown grace: a wait for room in this batch is
                 # bounded by the connection's own limit again.
                 scope.deadline = connection.due
+            if timed:  # all of it in the kernel's hands (a TLS stream's too) by now
+                connection.replies_handed(received, current_time())
         connection.batch_done(now)
         if connection.ending is not None:
             return

@@ -3,12 +3,12 @@ how long each took from its last byte to its reply handed to the socket, and the
 
 Only a server with metrics on keeps them: its connections note each request's type as they
 answer it, and hand the list over once the replies went to the socket (one call per send,
-not per request), with the time they took.
+not per request), with the time from the requests' last byte to the replies all in the
+kernel's hands.
 """
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from collections import Counter
 from typing import get_args
 
@@ -18,10 +18,6 @@ from memlease.core.seconds_histogram import REQUEST_BOUNDS, SecondsHistogram
 
 _SLOT_OF: dict[type, int] = {kind: OPS.index(kind.op) for kind in get_args(Request)}
 """A request type's op, as its index in OPS."""
-
-_COUNT_AT = 8
-"""Requests in one send from which counting them by type first (in C) is cheaper than a step
-per request."""
 
 
 class RequestFigures:
@@ -38,25 +34,13 @@ class RequestFigures:
         """Requests of types ``kinds`` were answered, their replies handed to the socket
         ``seconds`` after their last byte came; ``refused``: those of them refused, with
         their error codes. A type that is no request of this release is not counted."""
-        bucket = bisect_left(REQUEST_BOUNDS, seconds)
         times = self.times
         slot_of = _SLOT_OF.get
-        if len(kinds) < _COUNT_AT:
-            for kind in kinds:
-                slot = slot_of(kind)
-                if slot is not None:
-                    histogram = times[slot]
-                    histogram.counts[bucket] += 1
-                    histogram.total += seconds
-        else:
-            # A send answers few kinds of request: a count per kind, in C.
-            for kind in set(kinds):
-                count = kinds.count(kind)
-                slot = slot_of(kind)
-                if slot is not None:
-                    histogram = times[slot]
-                    histogram.counts[bucket] += count
-                    histogram.total += seconds * count
+        # A send answers few kinds of request: a count per kind, in C.
+        for kind in set(kinds):
+            slot = slot_of(kind)
+            if slot is not None:
+                times[slot].observe(seconds, kinds.count(kind))
         for kind, code in refused:
             slot = slot_of(kind)
             if slot is not None:
