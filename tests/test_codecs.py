@@ -271,29 +271,63 @@ def test_a_uuid_reply_to_an_int_protocol_codec_is_a_protocol_error() -> None:
         NETWORK.server_codec(MAX).encode_reply(Granted(uuid.uuid4(), 1, 1))
 
 
+_MORE = 16
+"""Bytes of the stats figures after the request counts (expiry lag, expiry behind)."""
+
+
+def _stats_frame(name: str, counts: bytes, claim: int, after: bytes) -> bytes:
+    """A stats reply of ``name`` whose counts are ``counts``, their length field saying
+    ``claim``, and ``after`` in place of the figures after them; the frame's own length
+    fits what it carries."""
+    good = SPECS[name].server_codec(MAX).encode_reply(ServerStats(*range(5), 0.5, *range(7)))
+    width, order = (8, "little") if name == "native" else (4, "big")
+    fixed = bytearray(good[: len(good) - _MORE])  # no counts: the length field ends it
+    fixed[-width:] = claim.to_bytes(width, order)
+    frame = fixed + counts + after
+    header = 12 if name == "native" else 8
+    frame[header - width : header] = (len(frame) - header).to_bytes(width, order)
+    return bytes(frame)
+
+
+def _decoded_stats(name: str, frame: bytes) -> Reply | None:
+    client = SPECS[name].client_codec(MAX)
+    client.encode_request(StatsRequest())
+    client.feed(frame)
+    return client.next_reply()
+
+
 @pytest.mark.parametrize("name", sorted(SPECS))
 @pytest.mark.parametrize(
-    ("counts", "claim", "why"),
-    [(b"\0" * 12, 12, "whole number"), (b"\0" * 16, 8, "claims 8 bytes"),
-     (b"\0" * 8 * 1025, 8 * 1025, "more than 1024")],
-    ids=["not-8-byte-counts", "length-disagrees", "too-many-counts"],
+    ("counts", "claim", "after", "why"),
+    [(b"\0" * 12, 12, bytes(_MORE), "whole number"),
+     (b"\0" * 16, 40, bytes(_MORE), "claims 40 bytes"),
+     (b"\0" * 8 * 1025, 8 * 1025, bytes(_MORE), "more than 1024"),
+     (b"\0" * 16, 16, bytes(8), "8 bytes after its request counts")],
+    ids=["not-8-byte-counts", "past-the-frame", "too-many-counts", "figures-cut-short"],
 )  # fmt: skip
 def test_a_stats_reply_with_bad_request_counts_is_a_protocol_error(
-    name: str, counts: bytes, claim: int, why: str
+    name: str, counts: bytes, claim: int, after: bytes, why: str
 ) -> None:
-    spec = SPECS[name]
-    good = spec.server_codec(MAX).encode_reply(ServerStats(*range(5), 0.5, *range(7)))
-    frame = FRAMES[name][1].parse(good)
-    frame.payload.requests = counts
-    bad = bytearray(FRAMES[name][1].build(frame))
-    # The inner length field (the last of the fixed part) claims ``claim`` bytes.
-    width, order = (8, "little") if name == "native" else (4, "big")
-    bad[len(good) - width : len(good)] = claim.to_bytes(width, order)
-    client = spec.client_codec(MAX)
-    client.encode_request(StatsRequest())
-    client.feed(bytes(bad))
     with pytest.raises(ProtocolError, match=why):
-        client.next_reply()
+        _decoded_stats(name, _stats_frame(name, counts, claim, after))
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_stats_from_a_server_before_the_expiry_figures_read_as_zero(name: str) -> None:
+    stats = _decoded_stats(name, _stats_frame(name, bytes(16), 16, b""))
+    assert isinstance(stats, ServerStats)
+    assert (stats.requests, stats.expiry_lag_us, stats.expiry_behind_us) == ((0, 0), 0, 0)
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_stats_figures_a_newer_server_adds_after_the_known_ones_are_passed_over(
+    name: str,
+) -> None:
+    order = "little" if name == "native" else "big"
+    known = (7).to_bytes(8, order) + (9).to_bytes(8, order)
+    stats = _decoded_stats(name, _stats_frame(name, bytes(8), 8, known + b"\xff" * 24))
+    assert isinstance(stats, ServerStats)
+    assert (stats.requests, stats.expiry_lag_us, stats.expiry_behind_us) == ((0,), 7, 9)
 
 
 def test_a_stats_version_that_is_not_major_minor_patch_cannot_be_encoded() -> None:

@@ -89,6 +89,7 @@ from memlease_native.codec import (
     S_RENEW,
     S_RENEW_MANY,
     S_SERVER_STATS,
+    S_SERVER_STATS_MORE,
     S_STATUS,
     S_VERSION_DONE,
     S_WRITE,
@@ -430,7 +431,7 @@ class _ReplyPairing:
 
     def stats(self, buf: bytearray, at: int, length: int) -> Reply:
         self._answered(_STATS)
-        return decode_stats("=", S_SERVER_STATS, buf, at, length)
+        return decode_stats("=", S_SERVER_STATS, S_SERVER_STATS_MORE, buf, at, length)
 
     def arena_map(self, buf: bytearray, at: int, length: int) -> Reply:
         self._answered(Op.ARENA_MAP)

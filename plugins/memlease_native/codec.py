@@ -18,7 +18,7 @@ from memlease_wire.framing import (
     short_text,
     take_tail,
 )
-from memlease_wire.stats_fields import pack_counts, stats_values
+from memlease_wire.stats_fields import more_stats_values, pack_counts, stats_values
 
 from memlease.core.errors import ErrorCode, ProtocolError
 from memlease.core.messages import (
@@ -74,6 +74,7 @@ S_STATUS = derive(L.DATA_SET).fixed
 S_DONE = derive(L.DONE).fixed
 S_LEASE_INFO = derive(L.LEASE_INFO).fixed
 S_SERVER_STATS = derive(L.SERVER_STATS).fixed
+S_SERVER_STATS_MORE = derive(L.SERVER_STATS_MORE).fixed
 S_ERROR = derive(L.ERROR).fixed
 S_CAS = derive(L.CAS).fixed
 S_LEASE_MANY = derive(L.LEASE_MANY).fixed
@@ -367,8 +368,9 @@ def _encode_lease_info(reply: LeaseInfo) -> bytes:
 
 def _encode_server_stats(s: ServerStats) -> bytes:
     counts = pack_counts("=", s.requests)
-    size = S_SERVER_STATS.size + len(counts)
-    return F_SERVER_STATS.pack(_T_SERVER_STATS, size, *stats_values(s), len(counts)) + counts
+    size = S_SERVER_STATS.size + len(counts) + S_SERVER_STATS_MORE.size
+    head = F_SERVER_STATS.pack(_T_SERVER_STATS, size, *stats_values(s), len(counts))
+    return head + counts + S_SERVER_STATS_MORE.pack(*more_stats_values(s))
 
 
 def _encode_arena_map(reply: ArenaMapReply) -> bytes:

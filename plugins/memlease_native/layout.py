@@ -120,12 +120,13 @@ SERVER_STATS = Struct(
     "version_patch" / Int32sn,
     "hits" / Int64sn,
     "misses" / Int64sn,
-    "expiry_lag_us" / Int64sn,
-    "expiry_behind_us" / Int64sn,
     # Per-op request counts: int64 each, in memlease.core.messages.OPS order; the prefix
     # is their length in bytes (8 per count).
     "requests" / Prefixed(Int64sn, GreedyBytes),
 )
+# Figures added after the counts, so that a client that knows fewer reads those it knows
+# (memlease_wire.stats_fields); any added later come after these.
+SERVER_STATS_MORE = Struct("expiry_lag_us" / Int64sn, "expiry_behind_us" / Int64sn)
 # At most memlease.core.arena.MAP_CELLS (4096) cells, one byte each.
 ARENA_MAP_DATA = Struct(
     "arena_size" / Int64sn,
@@ -173,7 +174,7 @@ REPLIES: dict[int, Struct] = {
     NativeType.READ_DATA: READ_DATA,
     NativeType.DONE: DONE,
     NativeType.LEASE_INFO: LEASE_INFO,
-    NativeType.SERVER_STATS: SERVER_STATS,
+    NativeType.SERVER_STATS: SERVER_STATS + SERVER_STATS_MORE,
     NativeType.ERROR: ERROR,
     NativeType.GETS_DATA: GETS_DATA,
     NativeType.CAS_RESULT: CAS_RESULT,

@@ -81,6 +81,7 @@ class NetworkFormat:
         self.s_granted = derive(L.granted).fixed
         self.s_lease_info = derive(L.lease_info).fixed
         self.s_server_stats = derive(L.server_stats).fixed
+        self.s_server_stats_more = derive(L.server_stats_more).fixed
         self.s_error = derive(L.error).fixed
         self.s_done_version = derive(L.done_version).fixed
         self.s_gets_data = derive(L.gets_data).fixed

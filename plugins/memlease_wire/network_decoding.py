@@ -164,6 +164,7 @@ def reply_rules(fmt: NetworkFormat) -> dict[int, PayloadRule[Reply]]:
     absent = fmt.ids.absent
     s_id, s_data, s_granted = fmt.s_id, fmt.s_id_and_data, fmt.s_granted
     s_info, s_stats, s_error = fmt.s_lease_info, fmt.s_server_stats, fmt.s_error
+    s_stats_more = fmt.s_server_stats_more
     s_done_version, s_gets_data, s_cas_result = (
         fmt.s_done_version,
         fmt.s_gets_data,
@@ -240,7 +241,7 @@ def reply_rules(fmt: NetworkFormat) -> dict[int, PayloadRule[Reply]]:
         return Notice(raw if to_uuid is None else to_uuid(raw), why)
 
     def stats(buf: bytearray, at: int, length: int) -> Reply:
-        return decode_stats(">", s_stats, buf, at, length)
+        return decode_stats(">", s_stats, s_stats_more, buf, at, length)
 
     s_arena_map = fmt.s_arena_map
 

@@ -51,7 +51,7 @@ from memlease_wire.network_layout import (
     NetType,
 )
 from memlease_wire.ranges import out_of_range
-from memlease_wire.stats_fields import pack_counts, stats_values
+from memlease_wire.stats_fields import more_stats_values, pack_counts, stats_values
 
 if TYPE_CHECKING:
     from memlease_wire.network_codec import NetworkFormat
@@ -88,6 +88,7 @@ def reply_encoders(fmt: NetworkFormat) -> dict[type, Callable[[Any], bytes]]:
     uuid_ids = fmt.uuid_ids
     f_id, f_data, f_granted = fmt.f_id, fmt.f_id_and_data, fmt.f_granted
     f_info, f_stats, f_error = fmt.f_lease_info, fmt.f_server_stats, fmt.f_error
+    s_more = fmt.s_server_stats_more
     id_size, data_size, granted_size = fmt.s_id.size, fmt.s_id_and_data.size, fmt.s_granted.size
     info_size, stats_size, error_size = (
         fmt.s_lease_info.size,
@@ -167,8 +168,9 @@ def reply_encoders(fmt: NetworkFormat) -> dict[type, Callable[[Any], bytes]]:
 
     def server_stats(s: ServerStats) -> bytes:
         counts = pack_counts(">", s.requests)
-        head = (VERSION, _SERVER_STATS, 0, stats_size + len(counts))
-        return f_stats.pack(*head, *stats_values(s), len(counts)) + counts
+        head = (VERSION, _SERVER_STATS, 0, stats_size + len(counts) + s_more.size)
+        fixed = f_stats.pack(*head, *stats_values(s), len(counts))
+        return fixed + counts + s_more.pack(*more_stats_values(s))
 
     f_arena_map, arena_map_size = fmt.f_arena_map, fmt.s_arena_map.size
 

@@ -137,6 +137,7 @@ class NetworkLayouts:
     granted: Struct
     lease_info: Struct
     server_stats: Struct
+    server_stats_more: Struct
     error: Struct
     arena_map: Struct
     done_version: Struct
@@ -200,12 +201,13 @@ def declare(lease_id: Any, mark: int = 0) -> NetworkLayouts:
         "version_patch" / Int32ub,
         "hits" / Int64ub,
         "misses" / Int64ub,
-        "expiry_lag_us" / Int64ub,
-        "expiry_behind_us" / Int64ub,
         # Per-op request counts, uint64 each in memlease.core.messages.OPS order; the
         # prefix is their length in bytes (8 per count).
         "requests" / Prefixed(Int32ub, GreedyBytes),
     )
+    # Figures added after the counts, so that a client that knows fewer reads those it knows
+    # (memlease_wire.stats_fields); any added later come after these.
+    server_stats_more = Struct("expiry_lag_us" / Int64ub, "expiry_behind_us" / Int64ub)
     # The cells' count is bounded by memlease.core.arena.MAP_CELLS (4096), and by the
     # receiver's max message size like any frame.
     arena_map = Struct(
@@ -238,7 +240,7 @@ def declare(lease_id: Any, mark: int = 0) -> NetworkLayouts:
         NetType.RENEW_DONE: id_only,
         NetType.RELEASE_DONE: id_only,
         NetType.LEASE_INFO: lease_info,
-        NetType.SERVER_STATS: server_stats,
+        NetType.SERVER_STATS: server_stats + server_stats_more,
         NetType.GETS: id_only,
         NetType.CAS: cas,
         NetType.LEASE_MANY: lease_many,
@@ -281,6 +283,7 @@ def declare(lease_id: Any, mark: int = 0) -> NetworkLayouts:
         granted,
         lease_info,
         server_stats,
+        server_stats_more,
         error,
         arena_map,
         done_version,

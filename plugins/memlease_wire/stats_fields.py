@@ -1,9 +1,13 @@
 """The server-stats fields every built-in format carries alike: memlease's release as three
-numbers, and the per-op request counts as a run of 8-byte counts.
+numbers, the per-op request counts as a run of 8-byte counts, and the figures after them.
 
 The layouts declare them (``version_major``, ``version_minor``, ``version_patch``, and
-``requests``, a length-prefixed run of bytes); these turn them into ServerStats' fields and
-back, in the format's byte order.
+``requests``, a length-prefixed run of bytes; then the "more" figures); these turn them into
+ServerStats' fields and back, in the format's byte order.
+
+Figures added to stats go after the counts, after those already there: a client reads the
+figures it knows and passes over any that follow (a newer server's), and one talking to a
+server that sends none of the "more" figures (a release before them) reads them as 0.
 """
 
 from __future__ import annotations
@@ -62,25 +66,40 @@ def stats_values(s: ServerStats) -> tuple[int | float, ...]:
         s.external_fragmentation,
         *(s.live_leases, s.granted, s.expired, s.released, s.refused, s.connections),
         *(s.closed_for_guessing, s.uptime_ms, *version_numbers(s.version), s.hits, s.misses),
-        *(s.expiry_lag_us, s.expiry_behind_us),
     )
 
 
+def more_stats_values(s: ServerStats) -> tuple[int, ...]:
+    """The figures after the counts, in layout order."""
+    return s.expiry_lag_us, s.expiry_behind_us
+
+
 def decode_stats(
-    order: str, fixed: struct.Struct, buf: bytearray, at: int, length: int
+    order: str, fixed: struct.Struct, more: struct.Struct, buf: bytearray, at: int, length: int
 ) -> ServerStats:
     """The ServerStats in the ``length`` bytes at ``at``: ``fixed`` unpacks the fixed fields
-    and the counts' length, the counts follow."""
+    and the counts' length, the counts follow, then ``more``'s figures (all of them, or none
+    from a server before them), then maybe figures this release does not know."""
     values = fixed.unpack_from(buf, at)
     room = length - fixed.size
-    if values[-1] != room:
+    counted = values[-1]
+    if counted > room:
         raise ProtocolError(
-            f"stats claims {values[-1]} bytes of request counts but its frame carries {room}"
+            f"stats claims {counted} bytes of request counts but its frame carries {room}"
         )
-    counts = unpack_counts(order, buf, at + fixed.size, room)
+    counts = unpack_counts(order, buf, at + fixed.size, counted)
+    after = room - counted
+    if after >= more.size:
+        lag_us, behind_us = more.unpack_from(buf, at + fixed.size + counted)
+    elif after == 0:
+        lag_us = behind_us = 0  # a server before these figures
+    else:
+        raise ProtocolError(
+            f"stats carries {after} bytes after its request counts: fewer than the "
+            f"{more.size} of its expiry figures"
+        )
     (size, used, free, largest, internal, external, live, granted, expired, released) = values[:10]
     refused, connections, guessing, uptime, major, minor, patch, hits, misses = values[10:19]
-    lag_us, behind_us = values[19:21]
     return ServerStats(
         *(size, used, free, largest, internal, external, live, granted, expired, released),
         *(refused, connections, guessing, uptime, version_text(major, minor, patch)),
