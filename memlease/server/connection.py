@@ -422,12 +422,11 @@ class Connection:
         """The bytes of the last :meth:`next_output` are all in the kernel's hands at
         ``now``, and the requests they answer came whole by ``received``: with metrics, those
         requests are counted, each with the time between."""
-        figures, kinds = self._figures, self._kinds
-        if figures is None or kinds is None:
-            return
-        figures.served(kinds, self._refused, now - received)
-        kinds.clear()
-        self._refused.clear()
+        kinds = self._kinds
+        if kinds:  # None without metrics; empty when only pushed messages went
+            self._figures.served(kinds, self._refused, now - received)  # type: ignore[union-attr]
+            kinds.clear()
+            self._refused.clear()
 
     def _busy(self, request: Request, size: int) -> ErrorReply:
         """A refusal of a large reply the memory budget has no room for."""

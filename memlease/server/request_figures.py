@@ -27,6 +27,7 @@ class RequestFigures:
     def __init__(self) -> None:
         self.times = [SecondsHistogram(REQUEST_BOUNDS) for _ in OPS]
         self.refused: Counter[tuple[int, ErrorCode]] = Counter()
+        self._times_of = {kind: self.times[slot] for kind, slot in _SLOT_OF.items()}
 
     def served(
         self, kinds: list[type], refused: list[tuple[type, ErrorCode]], seconds: float
@@ -34,14 +35,13 @@ class RequestFigures:
         """Requests of types ``kinds`` were answered, their replies handed to the socket
         ``seconds`` after their last byte came; ``refused``: those of them refused, with
         their error codes. A type that is no request of this release is not counted."""
-        times = self.times
-        slot_of = _SLOT_OF.get
+        times_of = self._times_of.get
         # A send answers few kinds of request: a count per kind, in C.
         for kind in set(kinds):
-            slot = slot_of(kind)
-            if slot is not None:
-                times[slot].observe(seconds, kinds.count(kind))
+            times = times_of(kind)
+            if times is not None:
+                times.observe(seconds, kinds.count(kind))
         for kind, code in refused:
-            slot = slot_of(kind)
+            slot = _SLOT_OF.get(kind)
             if slot is not None:
                 self.refused[slot, code] += 1
