@@ -64,6 +64,10 @@ the memory budget must have room for, beside the largest message, for any batch 
 _HEAD_ROOM = 256
 """More than any protocol's header of a data reply."""
 
+DECODE_MOST = 64
+"""Requests decoded at once, before any is handled: enough that a call per batch costs
+little per request, few enough that what they hold beside the received bytes stays small."""
+
 SHUTDOWN_DRAIN = 0.1
 """Seconds a connection waiting for a request still has once shutdown begins, so that a
 request already sent (or readable in the same instant as the signal) is served, not dropped."""
@@ -136,6 +140,7 @@ class Connection:
         "_client_missed",
         "_codec",
         "_copies",
+        "_decode_error",
         "_decoded",
         "_end_session",
         "_ending_after_send",
@@ -150,6 +155,8 @@ class Connection:
         "_notices_sent",
         "_partial_since",
         "_pushed",
+        "_requests",
+        "_served",
         "_session",
         "_unserved",
         "detail",
@@ -211,6 +218,11 @@ class Connection:
         # When the first byte of a message not yet whole came; None between messages.
         self._partial_since: float | None = None
         self._decoded = False
+        # Requests decoded and not yet answered: those of _requests from _served on, then
+        # the error that stopped decoding, if one did.
+        self._requests: list[Request] = []
+        self._served = 0
+        self._decode_error: ProtocolError | None = None
         self._fed = False
         self._grace_until: float | None = None
         self._pushed: deque[Reply] = deque()
@@ -330,17 +342,21 @@ class Connection:
         if not self._unserved:
             self.has_output = False
             return out
-        next_request = codec.next_request
         encode_reply = codec.encode_reply
         handle = self._handle
         session = self._session
         refusing_batches = now < self._batches_refused_until
+        requests = self._requests
+        served = self._served
         held = 0
         try:
-            request = next_request()
-            if request is not None:
-                self._decoded = True
-            while request is not None:
+            while True:
+                if served == len(requests):
+                    served = self._decode_more(requests)
+                    if not requests:
+                        break
+                request = requests[served]
+                served += 1
                 reply: Reply
                 if refusing_batches and type(request) in _MISS_BATCHES:
                     reply = self._too_many_misses(request)
@@ -357,6 +373,7 @@ class Connection:
                         if holding is None or holding.budget.fits(
                             sum(map(len, out)) + len(data) + _HEAD_ROOM + self.send_buffers
                         ):
+                            self._served = served
                             if type(data) is bytes:
                                 out.append(encode_reply(reply))
                             else:  # the lease itself: send it before it can change
@@ -368,6 +385,7 @@ class Connection:
                         _log_refusal(self.peer, request, reply)  # type: ignore[arg-type]
                     if reply.code is ErrorCode.NOT_FOUND and self._missed(now):  # type: ignore[union-attr]
                         out.append(encode_reply(reply))
+                        self._served = len(requests)  # the rest is never handled
                         self._unserved = False
                         self.has_output = bool(pushed)
                         self._ending_after_send = Ending.GUESSING
@@ -385,8 +403,11 @@ class Connection:
                 out.append(encoded)
                 held += len(encoded)
                 if held > SEND_AT:
+                    self._served = served
                     return out
-                request = next_request()
+            self._served = 0
+            if self._decode_error is not None:
+                raise self._decode_error  # once the requests before it are answered
             self._unserved = False
             # A request may have ended a lease this connection watches: its notice is queued.
             self.has_output = bool(pushed)
@@ -397,6 +418,19 @@ class Connection:
             self.detail = str(exc)
             self._ending_after_send = Ending.BAD_INPUT
             return out
+
+    def _decode_more(self, requests: list[Request]) -> int:
+        """Replace ``requests`` (all served) with the next ones received; 0, where serving
+        them starts. An error that stops decoding is kept, to be answered after them."""
+        requests.clear()
+        if self._decode_error is None:
+            try:
+                self._codec.next_requests(requests, DECODE_MOST)
+            except ProtocolError as exc:
+                self._decode_error = exc
+            if requests:
+                self._decoded = True
+        return 0
 
     def _busy(self, request: Request, size: int) -> ErrorReply:
         """A refusal of a large reply the memory budget has no room for."""

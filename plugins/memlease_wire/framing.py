@@ -209,46 +209,68 @@ class FrameDecoder(Generic[T]):
 
     def next_message(self) -> T | None:
         """The next whole message, or None until more bytes arrive. Raises ProtocolError."""
+        into: list[T] = []
+        self.next_messages(into, 1)
+        return into[0] if into else None
+
+    def next_messages(self, into: list[T], most: int) -> None:
+        """Append the whole messages received, up to ``most``, to ``into`` in order; none
+        until more bytes arrive. Raises ProtocolError, the messages before the malformed
+        one appended first; every later call raises it again."""
         if self._broken is not None:
             raise ProtocolError(self._broken)
         if self._frame is not None:
-            return self._large_message()
+            message = self._large_message()
+            if message is None:
+                return
+            into.append(message)
+            most -= 1
         buf = self._buf
         start = self._start
-        payload = start + self._header
-        if len(buf) < payload:
-            early = self._early
-            if early is not None and len(buf) - start >= early.size:
-                (key,) = early.unpack_from(buf, start)
-                if key not in self._rules:
-                    raise self._fail(self._unknown_type(key))
-            return None
-        key, length = self._unpack(buf, start)
-        rule = self._rules.get(key)
-        if rule is None:
-            raise self._fail(self._unknown_type(key))
-        fixed, most, decode, _ = rule
-        if not fixed <= length <= most:
-            raise self._fail(self._bad_length(rule[3], length))
-        end = payload + length
-        if len(buf) < end:
-            size = end - start
-            if size >= LARGE_FRAME and (len(buf) - start) * _RESERVE_AT >= size:
-                may_hold = self._may_hold
-                if may_hold is None or may_hold(size):
-                    self._begin_large(size)
-            return None
-        try:
-            message: T = decode(buf, payload, length)
-        except ProtocolError as exc:
-            raise self._fail(str(exc)) from None
-        if end == len(buf) and end >= _COMPACT_AT:
+        header = self._header
+        unpack = self._unpack
+        rules = self._rules
+        size = len(buf)
+        # One loop for a whole receive: what is looked up once per call here was once per
+        # message when each message was a call, the largest part of decoding small ones.
+        while most > 0:
+            payload = start + header
+            if size < payload:
+                early = self._early
+                if early is not None and size - start >= early.size:
+                    (key,) = early.unpack_from(buf, start)
+                    if key not in rules:
+                        raise self._fail(self._unknown_type(key))
+                break
+            key, length = unpack(buf, start)
+            rule = rules.get(key)
+            if rule is None:
+                raise self._fail(self._unknown_type(key))
+            fixed, longest, decode, _ = rule
+            if not fixed <= length <= longest:
+                raise self._fail(self._bad_length(rule[3], length))
+            end = payload + length
+            if size < end:
+                whole = end - start
+                if whole >= LARGE_FRAME and (size - start) * _RESERVE_AT >= whole:
+                    may_hold = self._may_hold
+                    if may_hold is None or may_hold(whole):
+                        self._start = start
+                        self._begin_large(whole)
+                        return
+                break
+            try:
+                into.append(decode(buf, payload, length))
+            except ProtocolError as exc:
+                raise self._fail(str(exc)) from None
+            start = end
+            most -= 1
+        if start == size and start >= _COMPACT_AT:
             # All of a large buffer is taken: free it now, not at the next receive (an idle
             # connection would hold its last message's bytes until then).
             buf.clear()
-            end = 0
-        self._start = end
-        return message
+            start = 0
+        self._start = start
 
     def _begin_large(self, size: int) -> None:
         # Everything after the read offset is the start of this frame.
