@@ -13,6 +13,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from mypy_extensions import mypyc_attr
+
 from memlease.core.errors import ErrorCode, ProtocolError
 
 T = TypeVar("T")
@@ -37,11 +39,15 @@ _RESERVE_AT = 8
 alone: a peer must send bytes for the server to hold a multiple of them."""
 
 
+# Under mypyc (the optional compiled build) a native class cannot subclass bytearray.
+@mypyc_attr(native_class=False)
 class FrameBuffer(bytearray):
     """A large frame's own buffer. It is handed over with the frame's message and never
     reused, so the message's data may be a view of it."""
 
 
+# Generic and slotted, so not a native class under mypyc: read per format, not per message.
+@mypyc_attr(native_class=False)
 @dataclass(frozen=True, slots=True)
 class PayloadRule(Generic[T]):
     """How to decode one message type: its fixed-width part, whether a variable-length tail
@@ -88,6 +94,8 @@ def _compile(
     return table
 
 
+# The codecs subclass it, compiled or not.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class FrameDecoder(Generic[T]):
     """Whole messages out of a byte stream of ``header | payload`` frames.
 
