@@ -243,6 +243,20 @@ def test_replies_go_out_in_pieces_of_about_send_at_bytes() -> None:
     assert len(pieces) == 3 and all(size <= SEND_AT + 60_100 for size in pieces)
 
 
+def test_a_receive_after_a_batch_sent_in_pieces_is_answered_from_its_first_request() -> None:
+    service = Service.create(4 << 20)
+    granted = service.handle(LeaseRequest(60_000, 10_000), 0.0)
+    assert isinstance(granted, Granted)
+    lease_id = granted.lease_id
+    connection = _connection("network", service)
+    gets = [GetRequest(lease_id)] * 40  # three pieces of about SEND_AT bytes
+    assert len(_replies("network", _serve(connection, _wire("network", *gets), 0.0))) == 40
+    then = [SetRequest(lease_id, b"after"), GetRequest(lease_id)]
+    replies = _replies("network", _serve(connection, _wire("network", *then), 0.1))
+    assert replies[0] == Done(Op.SET, lease_id, 2)
+    assert isinstance(replies[1], Data) and replies[1].data[:5] == b"after"
+
+
 def test_a_pushed_message_goes_between_two_pipelined_replies_intact() -> None:
     service = Service.create(1 << 20)
     granted = service.handle(LeaseRequest(64, 10_000), 0.0)

@@ -342,6 +342,7 @@ class Connection:
         if not self._unserved:
             self.has_output = False
             return out
+        next_requests = codec.next_requests
         encode_reply = codec.encode_reply
         handle = self._handle
         session = self._session
@@ -349,12 +350,24 @@ class Connection:
         requests = self._requests
         served = self._served
         held = 0
+        more = True  # whether the codec may hold whole requests it has not given yet
         try:
             while True:
                 if served == len(requests):
-                    served = self._decode_more(requests)
+                    if served:  # all served: let them go
+                        requests.clear()
+                        served = 0
+                    if not more or self._decode_error is not None:
+                        break
+                    try:
+                        next_requests(requests, DECODE_MOST)
+                    except ProtocolError as exc:
+                        self._decode_error = exc  # answered after the requests before it
                     if not requests:
                         break
+                    self._decoded = True
+                    # Fewer than asked for: the rest is not whole yet, no need to ask again.
+                    more = len(requests) == DECODE_MOST
                 request = requests[served]
                 served += 1
                 reply: Reply
@@ -418,19 +431,6 @@ class Connection:
             self.detail = str(exc)
             self._ending_after_send = Ending.BAD_INPUT
             return out
-
-    def _decode_more(self, requests: list[Request]) -> int:
-        """Replace ``requests`` (all served) with the next ones received; 0, where serving
-        them starts. An error that stops decoding is kept, to be answered after them."""
-        requests.clear()
-        if self._decode_error is None:
-            try:
-                self._codec.next_requests(requests, DECODE_MOST)
-            except ProtocolError as exc:
-                self._decode_error = exc
-            if requests:
-                self._decoded = True
-        return 0
 
     def _busy(self, request: Request, size: int) -> ErrorReply:
         """A refusal of a large reply the memory budget has no room for."""

@@ -222,9 +222,9 @@ class FrameDecoder(Generic[T]):
         return into[0] if into else None
 
     def next_messages(self, into: list[T], most: int) -> None:
-        """Append the whole messages received, up to ``most``, to ``into`` in order; none
-        until more bytes arrive. Raises ProtocolError, the messages before the malformed
-        one appended first; every later call raises it again."""
+        """Append the whole messages received, up to ``most``, to ``into`` in order; fewer
+        than ``most`` when no more are whole. Raises ProtocolError, the messages before the
+        malformed one appended first; every later call raises it again."""
         if self._broken is not None:
             raise ProtocolError(self._broken)
         if self._frame is not None:
