@@ -88,6 +88,20 @@ class ServerCodec(abc.ABC):
 
     # ------------------------------------------------------------------ may give, for speed
 
+    def next_requests(self, into: list[Request], most: int) -> None:
+        """Append the whole requests received, up to ``most``, to ``into`` in order: what
+        as many :meth:`next_request` calls give, in one call (the server asks for a
+        receive's requests at once). Fewer than ``most`` means no whole request is left
+        until more bytes arrive: the server does not ask again before then. Raises
+        ProtocolError as :meth:`next_request` does, the requests before the malformed one
+        appended first: they are served before the connection closes."""
+        next_request = self.next_request
+        for _ in range(most):
+            request = next_request()
+            if request is None:
+                return
+            into.append(request)
+
     copies_fed_bytes: bool = False
     """True when :meth:`feed` copies what it is given: the server may then pass a view of
     its shared receive buffer instead of bytes of its own."""

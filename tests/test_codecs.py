@@ -334,3 +334,46 @@ def test_a_stats_version_that_is_not_major_minor_patch_cannot_be_encoded() -> No
     stats = ServerStats(*range(5), 0.5, *range(7), version="tip")
     with pytest.raises(ProtocolError, match=r"not major\.minor\.patch"):
         NETWORK.server_codec(MAX).encode_reply(stats)
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+@FEW
+@given(data=st.data(), most=st.integers(1, 5))
+def test_next_requests_gives_what_next_request_gives_at_most_most_a_call_fewer_at_the_end(
+    name: str, data: st.DataObject, most: int
+) -> None:
+    spec: ProtocolSpec = SPECS[name]
+    requests = [r for r, _ in data.draw(st.lists(exchange(name), min_size=1, max_size=12))]
+    client, server = spec.client_codec(MAX), spec.server_codec(MAX)
+    wire = b"".join(client.encode_request(request) for request in requests)
+    got: list[Request] = []
+    for chunk in split(wire, data.draw(st.lists(st.integers(0, len(wire)), max_size=8))):
+        server.feed(chunk)
+        while True:
+            batch: list[Request] = []
+            server.next_requests(batch, most)
+            assert len(batch) <= most
+            got.extend(batch)
+            if len(batch) < most:  # then nothing more is whole: the server asks no more
+                server.next_requests(batch, most)
+                assert batch == got[len(got) - len(batch) :]
+                break
+    assert got == requests and server.buffered() == 0
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_next_requests_gives_the_requests_before_a_malformed_one_then_raises_again(
+    name: str,
+) -> None:
+    spec: ProtocolSpec = SPECS[name]
+    lease_id = uuid.UUID(int=7) if name == "uuid" else 7
+    requests: list[Request] = [SetRequest(lease_id, b"abc"), GetRequest(lease_id)]
+    client, server = spec.client_codec(MAX), spec.server_codec(MAX)
+    server.feed(b"".join(client.encode_request(r) for r in requests) + b"\x7f" * 16)
+    got: list[Request] = []
+    with pytest.raises(ProtocolError) as first:
+        server.next_requests(got, 64)
+    assert got == requests
+    with pytest.raises(ProtocolError) as again:
+        server.next_requests(got, 64)
+    assert got == requests and str(first.value) in str(again.value)

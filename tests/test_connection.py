@@ -41,8 +41,9 @@ from memlease.core.messages import (
 from memlease.core.seconds_histogram import REQUEST_BOUNDS
 from memlease.core.service import Service
 from memlease.core.sessions import Session
-from memlease.protocol import DEFAULT_MAX_MESSAGE, load_protocols
+from memlease.protocol import DEFAULT_MAX_MESSAGE, ServerCodec, load_protocols
 from memlease.server.connection import (
+    DECODE_MOST,
     MAX_MISSES,
     SEND_AT,
     SHUTDOWN_DRAIN,
@@ -171,6 +172,60 @@ def test_bad_input_gets_an_error_reply_then_the_connection_ends() -> None:
     assert connection.ending is Ending.BAD_INPUT and "version" in connection.detail
 
 
+class OnlyRequiredCodec(ServerCodec):
+    """The network codec seen through the four methods a codec must give: the connection
+    then decodes through ServerCodec's own next_requests."""
+
+    def __init__(self, max_message: int) -> None:
+        self._inner = REGISTRY.get("network").server_codec(max_message)
+
+    def feed(self, data: bytes) -> None:
+        self._inner.feed(data)
+
+    def next_request(self) -> Request | None:
+        return self._inner.next_request()
+
+    def encode_reply(self, reply: Reply) -> bytes:
+        return self._inner.encode_reply(reply)
+
+    def buffered(self) -> int:
+        return self._inner.buffered()
+
+
+@pytest.mark.parametrize("codec", ["network", "only the required methods"])
+def test_requests_before_bad_input_are_answered_then_the_error_and_the_end(codec: str) -> None:
+    service = Service.create(1 << 20)
+    granted = service.handle(LeaseRequest(8, 10_000), 0.0)
+    assert isinstance(granted, Granted)
+    lease_id = granted.lease_id
+    server_codec = (
+        OnlyRequiredCodec(DEFAULT_MAX_MESSAGE)
+        if codec != "network"
+        else REGISTRY.get("network").server_codec(DEFAULT_MAX_MESSAGE)
+    )
+    connection = Connection(server_codec, service.handle, LIMITS, 0.0, peer="t", protocol="network")
+    wire = _wire("network", SetRequest(lease_id, b"12345678"), GetRequest(lease_id))
+    replies = _replies("network", _serve(connection, wire + b"\x7f" * 16, 0.0))
+    assert [type(r) for r in replies] == [Done, Data, ErrorReply]
+    assert replies[1].data == b"12345678"  # type: ignore[union-attr]
+    assert replies[2].code is ErrorCode.BAD_REQUEST  # type: ignore[union-attr]
+    assert connection.ending is Ending.BAD_INPUT and "version 127" in connection.detail
+
+
+def test_a_receive_of_many_more_requests_than_decoded_at_once_is_answered_in_order() -> None:
+    service = Service.create(1 << 20)
+    granted = service.handle(LeaseRequest(4, 10_000), 0.0)
+    assert isinstance(granted, Granted)
+    lease_id = granted.lease_id
+    connection = _connection("network", service)
+    values = [i.to_bytes(4, "big") for i in range(2 * DECODE_MOST + 3)]
+    pairs = [(SetRequest(lease_id, v), GetRequest(lease_id)) for v in values]
+    replies = _replies("network", _serve(connection, _wire("network", *sum(pairs, ())), 0.0))
+    # Each get sees the set just before it: nothing is handled ahead of its turn.
+    assert [r.data for r in replies[1::2]] == values  # type: ignore[union-attr]
+    assert len(replies) == 2 * len(values) and connection.ending is None
+
+
 def test_the_client_closing_ends_the_connection() -> None:
     connection = _connection()
     connection.receive_buffer()
@@ -189,6 +244,20 @@ def test_replies_go_out_in_pieces_of_about_send_at_bytes() -> None:
     while out := connection.next_output(0.0):
         pieces.append(sum(map(len, out)))
     assert len(pieces) == 3 and all(size <= SEND_AT + 60_100 for size in pieces)
+
+
+def test_a_receive_after_a_batch_sent_in_pieces_is_answered_from_its_first_request() -> None:
+    service = Service.create(4 << 20)
+    granted = service.handle(LeaseRequest(60_000, 10_000), 0.0)
+    assert isinstance(granted, Granted)
+    lease_id = granted.lease_id
+    connection = _connection("network", service)
+    gets = [GetRequest(lease_id)] * 40  # three pieces of about SEND_AT bytes
+    assert len(_replies("network", _serve(connection, _wire("network", *gets), 0.0))) == 40
+    then = [SetRequest(lease_id, b"after"), GetRequest(lease_id)]
+    replies = _replies("network", _serve(connection, _wire("network", *then), 0.1))
+    assert replies[0] == Done(Op.SET, lease_id, 2)
+    assert isinstance(replies[1], Data) and replies[1].data[:5] == b"after"
 
 
 def test_a_pushed_message_goes_between_two_pipelined_replies_intact() -> None:

@@ -286,9 +286,11 @@ def test_no_id_map_holds_more_than_a_small_share_of_the_leases() -> None:
     table = LeaseTable(BuddyArena((leases + 1) * 32, min_block=32), max_ttl_ms=60_000)
     for i in range(leases):
         table.grant(1, 1000, 0.0, IdKind.UUID if i % 2 else IdKind.INT)
+    # Every attribute, whether the table keeps them in a __dict__ or (compiled) does not.
+    values = [getattr(table, name) for name in dir(table) if not name.startswith("__")]
     dicts = [
         d
-        for value in vars(table).values()
+        for value in values
         for d in (value if isinstance(value, list) else [value])
         if isinstance(d, dict)
     ]

@@ -65,6 +65,10 @@ the memory budget must have room for, beside the largest message, for any batch 
 _HEAD_ROOM = 256
 """More than any protocol's header of a data reply."""
 
+DECODE_MOST = 64
+"""Requests decoded at once, before any is handled: enough that a call per batch costs
+little per request, few enough that what they hold beside the received bytes stays small."""
+
 SHUTDOWN_DRAIN = 0.1
 """Seconds a connection waiting for a request still has once shutdown begins, so that a
 request already sent (or readable in the same instant as the signal) is served, not dropped."""
@@ -137,6 +141,7 @@ class Connection:
         "_client_missed",
         "_codec",
         "_copies",
+        "_decode_error",
         "_decoded",
         "_end_session",
         "_ending_after_send",
@@ -154,6 +159,8 @@ class Connection:
         "_partial_since",
         "_pushed",
         "_refused",
+        "_requests",
+        "_served",
         "_session",
         "_unserved",
         "detail",
@@ -217,6 +224,11 @@ class Connection:
         # When the first byte of a message not yet whole came; None between messages.
         self._partial_since: float | None = None
         self._decoded = False
+        # Requests decoded and not yet answered: those of _requests from _served on, then
+        # the error that stopped decoding, if one did.
+        self._requests: list[Request] = []
+        self._served = 0
+        self._decode_error: ProtocolError | None = None
         self._fed = False
         self._grace_until: float | None = None
         self._pushed: deque[Reply] = deque()
@@ -343,18 +355,35 @@ class Connection:
         if not self._unserved:
             self.has_output = False
             return out
-        next_request = codec.next_request
+        next_requests = codec.next_requests
         encode_reply = codec.encode_reply
         handle = self._handle
         session = self._session
         refusing_batches = now < self._batches_refused_until
         kinds = self._kinds
+        requests = self._requests
+        served = self._served
         held = 0
+        more = True  # whether the codec may hold whole requests it has not given yet
         try:
-            request = next_request()
-            if request is not None:
-                self._decoded = True
-            while request is not None:
+            while True:
+                if served == len(requests):
+                    if served:  # all served: let them go
+                        requests.clear()
+                        served = 0
+                    if not more or self._decode_error is not None:
+                        break
+                    try:
+                        next_requests(requests, DECODE_MOST)
+                    except ProtocolError as exc:
+                        self._decode_error = exc  # answered after the requests before it
+                    if not requests:
+                        break
+                    self._decoded = True
+                    # Fewer than asked for: the rest is not whole yet, no need to ask again.
+                    more = len(requests) == DECODE_MOST
+                request = requests[served]
+                served += 1
                 if kinds is not None:
                     kinds.append(type(request))
                 reply: Reply
@@ -373,6 +402,7 @@ class Connection:
                         if holding is None or holding.budget.fits(
                             sum(map(len, out)) + len(data) + _HEAD_ROOM + self.send_buffers
                         ):
+                            self._served = served
                             if type(data) is bytes:
                                 out.append(encode_reply(reply))
                             else:  # the lease itself: send it before it can change
@@ -388,6 +418,7 @@ class Connection:
                         _log_refusal(self.peer, request, reply)  # type: ignore[arg-type]
                     if reply.code is ErrorCode.NOT_FOUND and self._missed(now):  # type: ignore[union-attr]
                         out.append(encode_reply(reply))
+                        self._served = len(requests)  # the rest is never handled
                         self._unserved = False
                         self.has_output = bool(pushed)
                         self._ending_after_send = Ending.GUESSING
@@ -405,8 +436,11 @@ class Connection:
                 out.append(encoded)
                 held += len(encoded)
                 if held > SEND_AT:
+                    self._served = served
                     return out
-                request = next_request()
+            self._served = 0
+            if self._decode_error is not None:
+                raise self._decode_error  # once the requests before it are answered
             self._unserved = False
             # A request may have ended a lease this connection watches: its notice is queued.
             self.has_output = bool(pushed)

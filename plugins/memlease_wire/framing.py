@@ -13,6 +13,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from mypy_extensions import mypyc_attr
+
 from memlease.core.errors import ErrorCode, ProtocolError
 
 T = TypeVar("T")
@@ -37,11 +39,15 @@ _RESERVE_AT = 8
 alone: a peer must send bytes for the server to hold a multiple of them."""
 
 
+# Under mypyc (the optional compiled build) a native class cannot subclass bytearray.
+@mypyc_attr(native_class=False)
 class FrameBuffer(bytearray):
     """A large frame's own buffer. It is handed over with the frame's message and never
     reused, so the message's data may be a view of it."""
 
 
+# Generic and slotted, so not a native class under mypyc: read per format, not per message.
+@mypyc_attr(native_class=False)
 @dataclass(frozen=True, slots=True)
 class PayloadRule(Generic[T]):
     """How to decode one message type: its fixed-width part, whether a variable-length tail
@@ -88,6 +94,8 @@ def _compile(
     return table
 
 
+# The codecs subclass it, compiled or not.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class FrameDecoder(Generic[T]):
     """Whole messages out of a byte stream of ``header | payload`` frames.
 
@@ -209,46 +217,68 @@ class FrameDecoder(Generic[T]):
 
     def next_message(self) -> T | None:
         """The next whole message, or None until more bytes arrive. Raises ProtocolError."""
+        into: list[T] = []
+        self.next_messages(into, 1)
+        return into[0] if into else None
+
+    def next_messages(self, into: list[T], most: int) -> None:
+        """Append the whole messages received, up to ``most``, to ``into`` in order; fewer
+        than ``most`` when no more are whole. Raises ProtocolError, the messages before the
+        malformed one appended first; every later call raises it again."""
         if self._broken is not None:
             raise ProtocolError(self._broken)
         if self._frame is not None:
-            return self._large_message()
+            message = self._large_message()
+            if message is None:
+                return
+            into.append(message)
+            most -= 1
         buf = self._buf
         start = self._start
-        payload = start + self._header
-        if len(buf) < payload:
-            early = self._early
-            if early is not None and len(buf) - start >= early.size:
-                (key,) = early.unpack_from(buf, start)
-                if key not in self._rules:
-                    raise self._fail(self._unknown_type(key))
-            return None
-        key, length = self._unpack(buf, start)
-        rule = self._rules.get(key)
-        if rule is None:
-            raise self._fail(self._unknown_type(key))
-        fixed, most, decode, _ = rule
-        if not fixed <= length <= most:
-            raise self._fail(self._bad_length(rule[3], length))
-        end = payload + length
-        if len(buf) < end:
-            size = end - start
-            if size >= LARGE_FRAME and (len(buf) - start) * _RESERVE_AT >= size:
-                may_hold = self._may_hold
-                if may_hold is None or may_hold(size):
-                    self._begin_large(size)
-            return None
-        try:
-            message: T = decode(buf, payload, length)
-        except ProtocolError as exc:
-            raise self._fail(str(exc)) from None
-        if end == len(buf) and end >= _COMPACT_AT:
+        header = self._header
+        unpack = self._unpack
+        rules = self._rules
+        size = len(buf)
+        # One loop for a whole receive: what is looked up once per call here was once per
+        # message when each message was a call, the largest part of decoding small ones.
+        while most > 0:
+            payload = start + header
+            if size < payload:
+                early = self._early
+                if early is not None and size - start >= early.size:
+                    (key,) = early.unpack_from(buf, start)
+                    if key not in rules:
+                        raise self._fail(self._unknown_type(key))
+                break
+            key, length = unpack(buf, start)
+            rule = rules.get(key)
+            if rule is None:
+                raise self._fail(self._unknown_type(key))
+            fixed, longest, decode, _ = rule
+            if not fixed <= length <= longest:
+                raise self._fail(self._bad_length(rule[3], length))
+            end = payload + length
+            if size < end:
+                whole = end - start
+                if whole >= LARGE_FRAME and (size - start) * _RESERVE_AT >= whole:
+                    may_hold = self._may_hold
+                    if may_hold is None or may_hold(whole):
+                        self._start = start
+                        self._begin_large(whole)
+                        return
+                break
+            try:
+                into.append(decode(buf, payload, length))
+            except ProtocolError as exc:
+                raise self._fail(str(exc)) from None
+            start = end
+            most -= 1
+        if start == size and start >= _COMPACT_AT:
             # All of a large buffer is taken: free it now, not at the next receive (an idle
             # connection would hold its last message's bytes until then).
             buf.clear()
-            end = 0
-        self._start = end
-        return message
+            start = 0
+        self._start = start
 
     def _begin_large(self, size: int) -> None:
         # Everything after the read offset is the start of this frame.
