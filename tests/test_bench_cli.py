@@ -109,7 +109,13 @@ def _start_bench(extra: list[str], *, into_run: bool) -> tuple[subprocess.Popen[
     processes are starting (``into_run``: past setup, into the run)."""
     command = [*BENCH, "--duration", "60s", "--warmup", "0s", "-c", "2", "--workers", "2"]
     proc = subprocess.Popen(
-        [*command, *extra], stderr=subprocess.PIPE, text=True, start_new_session=True
+        [*command, *extra],
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        # As at a terminal: a test run started in the background (nohup ... &) ignores
+        # SIGINT, and a child would inherit that and never see the Ctrl-C.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     want_servers = 1 + len(PEERS)
     deadline = time.monotonic() + 30
