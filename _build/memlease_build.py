@@ -32,3 +32,8 @@ def get_requires_for_build_wheel(config_settings: dict[str, Any] | None = None) 
 
 def get_requires_for_build_editable(config_settings: dict[str, Any] | None = None) -> list[str]:
     return list(_MYPYC)
+
+
+def get_requires_for_build_sdist(config_settings: dict[str, Any] | None = None) -> list[str]:
+    # setup.py imports mypyc whenever MEMLEASE_MYPYC=1, an sdist's build too.
+    return list(_MYPYC)

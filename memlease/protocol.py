@@ -92,7 +92,8 @@ class ServerCodec(abc.ABC):
         """Append the whole requests received, up to ``most``, to ``into`` in order: what
         as many :meth:`next_request` calls give, in one call (the server asks for a
         receive's requests at once). Fewer than ``most`` means no whole request is left
-        until more bytes arrive: the server does not ask again before then. Raises
+        until more bytes arrive: the server need not ask again before then (it may, and
+        then gets none). Raises
         ProtocolError as :meth:`next_request` does, the requests before the malformed one
         appended first: they are served before the connection closes."""
         next_request = self.next_request

@@ -120,3 +120,34 @@ async def test_no_connection_object_is_in_a_reference_cycle() -> None:
         io = SocketIO(ours, bytearray(1024))
         for item in (connection, entry, io):
             assert not _in_a_cycle(item), type(item).__name__
+
+
+@pytest.mark.parametrize("name", BUILT_IN)
+def test_a_connection_ended_by_bad_input_is_freed_without_the_collector(
+    name: str, no_collector: None
+) -> None:
+    """Requests, then a malformed message: the requests are answered, then the error, and
+    nothing the connection holds (its codec's buffers, the requests) waits for a collection."""
+    from memlease.core.messages import GetRequest
+    from memlease.core.service import Service
+    from memlease.server.connection import Connection, Ending, Limits
+
+    service = Service.create(1 << 20)
+    limits = Limits(DEFAULT_MAX_MESSAGE, request_timeout=10.0, idle_timeout=60.0)
+    spec = REGISTRY.get(name)
+    connection = Connection(
+        spec.server_codec(DEFAULT_MAX_MESSAGE), service.handle, limits, 0.0,
+        peer="p", protocol=name,
+    )  # fmt: skip
+    client = spec.client_codec(DEFAULT_MAX_MESSAGE)
+    wire = client.encode_request(GetRequest(_lease_id(name)))  # type: ignore[arg-type]
+    connection.received(wire + b"\x7f" * 16)
+    while connection.next_output(0.0):
+        pass
+    connection.batch_done(0.0)
+    assert connection.ending is Ending.BAD_INPUT
+    assert not _in_a_cycle(connection)
+    before = sum(1 for o in gc.get_objects() if type(o) is Connection)
+    del connection
+    after = sum(1 for o in gc.get_objects() if type(o) is Connection)
+    assert after == before - 1, "the connection outlived its last reference"

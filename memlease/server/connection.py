@@ -228,7 +228,7 @@ class Connection:
         # the error that stopped decoding, if one did.
         self._requests: list[Request] = []
         self._served = 0
-        self._decode_error: ProtocolError | None = None
+        self._decode_error: str | None = None
         self._fed = False
         self._grace_until: float | None = None
         self._pushed: deque[Reply] = deque()
@@ -376,7 +376,9 @@ class Connection:
                     try:
                         next_requests(requests, DECODE_MOST)
                     except ProtocolError as exc:
-                        self._decode_error = exc  # answered after the requests before it
+                        # Answered after the requests before it. Its message alone is kept:
+                        # the error's traceback would hold this connection in a cycle.
+                        self._decode_error = str(exc)
                     if not requests:
                         break
                     self._decoded = True
@@ -440,7 +442,7 @@ class Connection:
                     return out
             self._served = 0
             if self._decode_error is not None:
-                raise self._decode_error  # once the requests before it are answered
+                raise ProtocolError(self._decode_error)  # the requests before it answered
             self._unserved = False
             # A request may have ended a lease this connection watches: its notice is queued.
             self.has_output = bool(pushed)
