@@ -74,12 +74,3 @@ class SecondsHistogram:
             running += count
             buckets.append((bound, running))
         return buckets
-
-    def merged(self, others: Iterable[SecondsHistogram]) -> SecondsHistogram:
-        """A new histogram holding this one's values and ``others``' (same bounds)."""
-        merged = SecondsHistogram(self.bounds)
-        for histogram in (self, *others):
-            if histogram.bounds != self.bounds:
-                raise ValueError("histograms with different bounds cannot be merged")
-            merged.add(histogram.counts, histogram.total)
-        return merged

@@ -17,7 +17,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
 from memlease.core.messages import OPS
-from memlease.core.seconds_histogram import SecondsHistogram
+from memlease.core.seconds_histogram import REQUEST_BOUNDS, SecondsHistogram
 from memlease.core.service import Service
 from memlease.server.connection_set import CLOSE_REASONS, CLOSED_ELSE, ConnectionSet
 from memlease.server.request_figures import RequestFigures
@@ -36,7 +36,6 @@ class ServerCollector(Collector):
         self._service = service
         self._connections = connections
         self._figures = figures
-        self._protocols = tuple(figures)
 
     def collect(self) -> Iterator[Metric]:
         table = self._service.table
@@ -70,7 +69,7 @@ class ServerCollector(Collector):
             sum_value=table.expiry_lag.total,
         )
 
-        open_by_protocol = Counter({name: 0 for name in self._protocols})
+        open_by_protocol = Counter({name: 0 for name in self._figures})
         # At most limits.max_connections entries: a scrape stays bounded.
         for entry in self._connections:
             open_by_protocol[entry.connection.protocol] += 1
@@ -120,10 +119,10 @@ class ServerCollector(Collector):
             labels=["op"],
         )
         for slot, each_op in enumerate(OPS):
-            per_protocol = [figures.times[slot] for figures in self._figures.values()]
-            if not per_protocol:
-                continue
-            merged = per_protocol[0].merged(per_protocol[1:])
+            # Over all protocols: the metric is labelled by op alone.
+            merged = SecondsHistogram(REQUEST_BOUNDS)
+            for figures in self._figures.values():
+                merged.add(figures.times[slot].counts, figures.times[slot].total)
             seconds.add_metric([each_op.value], _buckets(merged), merged.total)
         yield seconds
 
