@@ -3,11 +3,9 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
-
-from memlease.core.messages import ServerStats
+from memlease.core.messages import ServerStats, fields_of
 
 
 def stats_record(stats: ServerStats) -> dict[str, object]:
     """Every figure by name, as JSON gives it; the request counts by op name."""
-    return {**asdict(stats), "requests": stats.requests_by_op()}
+    return {**fields_of(stats), "requests": stats.requests_by_op()}

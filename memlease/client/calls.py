@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 from memlease.core.arena import ArenaMap
@@ -96,7 +96,7 @@ def complete(request: Request, reply: Reply) -> Reply:
 
 def _filled(request: Request, granted: Granted) -> Granted:
     if isinstance(request, LeaseRequest) and granted.size == 0 and granted.ttl_ms == 0:
-        return replace(granted, size=request.size, ttl_ms=request.ttl_ms)
+        return Granted(granted.lease_id, request.size, request.ttl_ms)
     return granted
 
 
