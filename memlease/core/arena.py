@@ -18,10 +18,11 @@ from __future__ import annotations
 from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Final
 
 from memlease.core.errors import BadSize, ConfigError, InternalError, NoRoom
 
-_UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
+_UNITS: Final = ("B", "KiB", "MiB", "GiB", "TiB")
 
 
 def format_bytes(n: int) -> str:
@@ -51,7 +52,7 @@ class ArenaFigures:
     live_blocks: int
 
 
-MAP_CELLS = 4096
+MAP_CELLS: Final = 4096
 """The most cells an arena map has: its size bound (one byte a cell) and its time bound."""
 
 

@@ -24,7 +24,7 @@ from bisect import bisect_left
 from collections.abc import Callable
 from itertools import islice, repeat
 from operator import add, lshift, rshift, sub
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from memlease.core.arena import BuddyArena, format_bytes
 from memlease.core.deadline_order import DeadlineOrder
@@ -43,19 +43,19 @@ from memlease.core.messages import EndReason, IdKind, LeaseId, Notice
 from memlease.core.seconds_histogram import EXPIRY_LAG_BOUNDS, SecondsHistogram
 from memlease.core.sessions import Session
 
-MAX_INT_ID = 2**31 - 1
+MAX_INT_ID: Final = 2**31 - 1
 """Int ids are positive 31-bit: they fit the native protocol's int32."""
 
-_ID_ATTEMPTS = 64
+_ID_ATTEMPTS: Final = 64
 """Draws of a fresh id before giving up: with a CSPRNG, a repeat this long means a broken source."""
 
-_ID_SHARDS = 256
+_ID_SHARDS: Final = 256
 """The id maps are split into this many dicts by the id's low bits. A dict that grows, or
 that many deletions have filled with dummies, copies every entry in one insert: 50 ms at
 1.4M leases, and with 2M leases and churn it happens again and again. A shard copies 1/256."""
-_SHARD = _ID_SHARDS - 1
+_SHARD: Final = _ID_SHARDS - 1
 
-RECLAIM_STEP = 4096
+RECLAIM_STEP: Final = 4096
 """The most expired leases a grant without room frees before it looks for a block again."""
 
 

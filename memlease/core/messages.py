@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import enum
 import uuid
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 
 from memlease.core.errors import ErrorCode
 
@@ -54,7 +54,7 @@ class Op(enum.Enum):
     ARENA_MAP = "arena_map"
 
 
-OPS: tuple[Op, ...] = tuple(Op)
+OPS: Final[tuple[Op, ...]] = tuple(Op)
 """Every op in declaration order: the order of the per-op request counts of stats. New ops
 are declared last, so a count keeps its place from release to release."""
 

@@ -11,17 +11,18 @@ client gets a SERVER_BUSY error and may try again). So the total never passes th
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Final
 
-RECEIVE_ROOM = 64 * 1024
+RECEIVE_ROOM: Final = 64 * 1024
 """What one receive may add to a connection's buffers: the server reads at most this much
 at a time (its shared receive buffer's size)."""
 
 
-STREAM_PIECE = 256 * 1024
+STREAM_PIECE: Final = 256 * 1024
 """Bytes a stream without partial sends (TLS) is given at a time: a reader that takes a
 large reply slowly but steadily shows progress piece by piece."""
 
-STREAM_SEND_ROOM = STREAM_PIECE + RECEIVE_ROOM
+STREAM_SEND_ROOM: Final = STREAM_PIECE + RECEIVE_ROOM
 """What such a stream holds of a blocked send beside the bytes left: its piece, encrypted,
 and a record's worth more."""
 

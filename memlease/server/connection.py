@@ -29,6 +29,7 @@ import math
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Final
 
 from memlease.core.errors import ErrorCode, ProtocolError
 from memlease.core.messages import (
@@ -49,34 +50,34 @@ from memlease.server.request_figures import RequestFigures
 
 log = logging.getLogger("memlease")
 
-SEND_AT = 1 << 20
+SEND_AT: Final = 1 << 20
 """Reply bytes a batch holds before sending them and decoding more: a pipeline of gets for a
 large lease would otherwise make one batch's replies as large as the lease times the number
 of gets that fit in one receive."""
 
-SHARE_AT = 64 * 1024
+SHARE_AT: Final = 64 * 1024
 """Smallest get reply sent from the lease's own memory rather than copied: such a reply goes
 out before the next request is handled, which below this size costs more than the copy."""
 
-ANSWER_ROOM = SEND_AT + SHARE_AT
+ANSWER_ROOM: Final = SEND_AT + SHARE_AT
 """The most a batch of small replies holds (SEND_AT, plus one reply below SHARE_AT): what
 the memory budget must have room for, beside the largest message, for any batch to go."""
 
-_HEAD_ROOM = 256
+_HEAD_ROOM: Final = 256
 """More than any protocol's header of a data reply."""
 
-DECODE_MOST = 64
+DECODE_MOST: Final = 64
 """Requests decoded at once, before any is handled: enough that a call per batch costs
 little per request, few enough that what they hold beside the received bytes stays small."""
 
-SHUTDOWN_DRAIN = 0.1
+SHUTDOWN_DRAIN: Final = 0.1
 """Seconds a connection waiting for a request still has once shutdown begins, so that a
 request already sent (or readable in the same instant as the signal) is served, not dropped."""
 
 
-_MISSES_NAMED = (Op.RENEW_MANY, Op.RELEASE_MANY)
+_MISSES_NAMED: Final = (Op.RENEW_MANY, Op.RELEASE_MANY)
 """Batches whose reply names the ids they did not find."""
-_MISS_BATCHES = (RenewManyRequest, ReleaseManyRequest)
+_MISS_BATCHES: Final = (RenewManyRequest, ReleaseManyRequest)
 
 
 class Ending(enum.Enum):
@@ -103,7 +104,7 @@ class State(enum.Enum):
     CLOSED = "closed"
 
 
-MAX_MISSES = 1000
+MAX_MISSES: Final = 1000
 """Requests for unknown ids (expired, released, never granted) a connection may make in one
 second by default; past it, it is closed. Int ids are 31 bits: one connection guessing at
 full speed found other tenants' leases among 100,000 live ones within seconds."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Sequence
+from typing import Final
 
 from memlease_wire.derive import derive
 from memlease_wire.framing import (
@@ -60,53 +61,53 @@ from memlease.protocol import Bytes, ServerCodec
 from memlease_native import layout as L
 from memlease_native.layout import NativeType as T
 
-PROTOCOL = "native"
-MAX_ID = 0x7FFFFFFF
+PROTOCOL: Final = "native"
+MAX_ID: Final = 0x7FFFFFFF
 
-S_HEADER = derive(L.HEADER).fixed
-S_LEASE = derive(L.LEASE).fixed
-S_ID = derive(L.ACCESS_DATA_REQUEST).fixed
-S_ID_AND_DATA = derive(L.SET_DATA).fixed
-S_READ = derive(L.READ).fixed
-S_WRITE = derive(L.WRITE).fixed
-S_RENEW = derive(L.RENEW).fixed
-S_STATUS = derive(L.DATA_SET).fixed
-S_DONE = derive(L.DONE).fixed
-S_LEASE_INFO = derive(L.LEASE_INFO).fixed
-S_SERVER_STATS = derive(L.SERVER_STATS).fixed
-S_SERVER_STATS_MORE = derive(L.SERVER_STATS_MORE).fixed
-S_ERROR = derive(L.ERROR).fixed
-S_CAS = derive(L.CAS).fixed
-S_LEASE_MANY = derive(L.LEASE_MANY).fixed
-S_GETS_DATA = derive(L.GETS_DATA).fixed
-S_CAS_RESULT = derive(L.CAS_RESULT).fixed
-S_NOTICE = derive(L.NOTICE).fixed
-S_VERSION_DONE = derive(L.VERSION_DONE).fixed
-S_ARENA_MAP_DATA = derive(L.ARENA_MAP_DATA).fixed
+S_HEADER: Final = derive(L.HEADER).fixed
+S_LEASE: Final = derive(L.LEASE).fixed
+S_ID: Final = derive(L.ACCESS_DATA_REQUEST).fixed
+S_ID_AND_DATA: Final = derive(L.SET_DATA).fixed
+S_READ: Final = derive(L.READ).fixed
+S_WRITE: Final = derive(L.WRITE).fixed
+S_RENEW: Final = derive(L.RENEW).fixed
+S_STATUS: Final = derive(L.DATA_SET).fixed
+S_DONE: Final = derive(L.DONE).fixed
+S_LEASE_INFO: Final = derive(L.LEASE_INFO).fixed
+S_SERVER_STATS: Final = derive(L.SERVER_STATS).fixed
+S_SERVER_STATS_MORE: Final = derive(L.SERVER_STATS_MORE).fixed
+S_ERROR: Final = derive(L.ERROR).fixed
+S_CAS: Final = derive(L.CAS).fixed
+S_LEASE_MANY: Final = derive(L.LEASE_MANY).fixed
+S_GETS_DATA: Final = derive(L.GETS_DATA).fixed
+S_CAS_RESULT: Final = derive(L.CAS_RESULT).fixed
+S_NOTICE: Final = derive(L.NOTICE).fixed
+S_VERSION_DONE: Final = derive(L.VERSION_DONE).fixed
+S_ARENA_MAP_DATA: Final = derive(L.ARENA_MAP_DATA).fixed
 # The fixed parts of the id-list layouts, up to and with the count (the ids follow).
-S_RENEW_MANY = struct.Struct("=ii")
-S_COUNT = struct.Struct("=i")
-S_IDS_REPLY = struct.Struct("=ii")
+S_RENEW_MANY: Final = struct.Struct("=ii")
+S_COUNT: Final = struct.Struct("=i")
+S_IDS_REPLY: Final = struct.Struct("=ii")
 
 # Whole-frame forms (header and fixed payload in one pack) for the encoders.
-F_LEASE = derive(L.HEADER, L.LEASE).fixed
-F_ID = derive(L.HEADER, L.ACCESS_DATA_REQUEST).fixed
-F_ID_AND_DATA = derive(L.HEADER, L.SET_DATA).fixed
-F_READ = derive(L.HEADER, L.READ).fixed
-F_WRITE = derive(L.HEADER, L.WRITE).fixed
-F_RENEW = derive(L.HEADER, L.RENEW).fixed
-F_STATUS = derive(L.HEADER, L.DATA_SET).fixed
-F_DONE = derive(L.HEADER, L.DONE).fixed
-F_LEASE_INFO = derive(L.HEADER, L.LEASE_INFO).fixed
-F_SERVER_STATS = derive(L.HEADER, L.SERVER_STATS).fixed
-F_ERROR = derive(L.HEADER, L.ERROR).fixed
-F_CAS = derive(L.HEADER, L.CAS).fixed
-F_LEASE_MANY = derive(L.HEADER, L.LEASE_MANY).fixed
-F_GETS_DATA = derive(L.HEADER, L.GETS_DATA).fixed
-F_CAS_RESULT = derive(L.HEADER, L.CAS_RESULT).fixed
-F_NOTICE = derive(L.HEADER, L.NOTICE).fixed
-F_VERSION_DONE = derive(L.HEADER, L.VERSION_DONE).fixed
-F_ARENA_MAP_DATA = derive(L.HEADER, L.ARENA_MAP_DATA).fixed
+F_LEASE: Final = derive(L.HEADER, L.LEASE).fixed
+F_ID: Final = derive(L.HEADER, L.ACCESS_DATA_REQUEST).fixed
+F_ID_AND_DATA: Final = derive(L.HEADER, L.SET_DATA).fixed
+F_READ: Final = derive(L.HEADER, L.READ).fixed
+F_WRITE: Final = derive(L.HEADER, L.WRITE).fixed
+F_RENEW: Final = derive(L.HEADER, L.RENEW).fixed
+F_STATUS: Final = derive(L.HEADER, L.DATA_SET).fixed
+F_DONE: Final = derive(L.HEADER, L.DONE).fixed
+F_LEASE_INFO: Final = derive(L.HEADER, L.LEASE_INFO).fixed
+F_SERVER_STATS: Final = derive(L.HEADER, L.SERVER_STATS).fixed
+F_ERROR: Final = derive(L.HEADER, L.ERROR).fixed
+F_CAS: Final = derive(L.HEADER, L.CAS).fixed
+F_LEASE_MANY: Final = derive(L.HEADER, L.LEASE_MANY).fixed
+F_GETS_DATA: Final = derive(L.HEADER, L.GETS_DATA).fixed
+F_CAS_RESULT: Final = derive(L.HEADER, L.CAS_RESULT).fixed
+F_NOTICE: Final = derive(L.HEADER, L.NOTICE).fixed
+F_VERSION_DONE: Final = derive(L.HEADER, L.VERSION_DONE).fixed
+F_ARENA_MAP_DATA: Final = derive(L.HEADER, L.ARENA_MAP_DATA).fixed
 
 
 def pack_ids(lease_ids: Sequence[LeaseId]) -> bytes:
@@ -123,9 +124,9 @@ def unpack_ids(buf: bytearray, at: int, count: int, room: int, what: str) -> lis
     return list(struct.unpack_from(f"={count}i", buf, at))
 
 
-HEADER_SIZE = S_HEADER.size
+HEADER_SIZE: Final = S_HEADER.size
 
-OP_TYPE: dict[Op, int] = {
+OP_TYPE: Final[dict[Op, int]] = {
     Op.LEASE: T.LEASE,
     Op.SET: T.SET_DATA,
     Op.GET: T.ACCESS_DATA,
@@ -144,34 +145,37 @@ OP_TYPE: dict[Op, int] = {
     Op.UNWATCH: T.UNWATCH,
     Op.ARENA_MAP: T.ARENA_MAP,
 }
-TYPE_OP: dict[int, Op] = {code: op for op, code in OP_TYPE.items()}
+TYPE_OP: Final[dict[int, Op]] = {code: op for op, code in OP_TYPE.items()}
 
 # The hot paths use plain ints and module-level aliases: an IntEnum or Enum member looked up
 # on its class, or an Enum used as a dict key, costs a Python-level call each time.
-TYPE_OF_OP: dict[str, int] = {op._value_: int(code) for op, code in OP_TYPE.items()}
-_GET, _SET, _LEASE = Op.GET, Op.SET, Op.LEASE
-_GETS, _WRITE = Op.GETS, Op.WRITE
-_T_WRITE = int(T.WRITE)
-_T_GETS_DATA = int(T.GETS_DATA)
-_T_CAS_RESULT = int(T.CAS_RESULT)
-_T_GRANTED_MANY = int(T.GRANTED_MANY)
-_T_IDS = int(T.IDS)
-_T_NOTICE = int(T.NOTICE)
-_T_VERSION_DONE = int(T.VERSION_DONE)
-_T_LEASED = int(T.LEASED)
-_T_ACCESS_DATA = int(T.ACCESS_DATA)
-_T_DATA_SET = int(T.DATA_SET)
-_T_READ_DATA = int(T.READ_DATA)
-_T_DONE = int(T.DONE)
-_T_LEASE_INFO = int(T.LEASE_INFO)
-_T_SERVER_STATS = int(T.SERVER_STATS)
-_T_ERROR = int(T.ERROR)
-_ID_SIZE = S_ID.size
-_ID_AND_DATA_SIZE = S_ID_AND_DATA.size
-_WRITE_SIZE = S_WRITE.size
-_SET_DONE = F_STATUS.pack(T.DATA_SET, S_STATUS.size, L.DATA_SET_OK)
-_LEASE_REFUSED = F_ID.pack(T.LEASED, S_ID.size, L.LEASE_REFUSED)
-_OUT_OF_RANGE = ErrorCode.OUT_OF_RANGE
+TYPE_OF_OP: Final[dict[str, int]] = {op._value_: int(code) for op, code in OP_TYPE.items()}
+_GET: Final = Op.GET
+_SET: Final = Op.SET
+_LEASE: Final = Op.LEASE
+_GETS: Final = Op.GETS
+_WRITE: Final = Op.WRITE
+_T_WRITE: Final = int(T.WRITE)
+_T_GETS_DATA: Final = int(T.GETS_DATA)
+_T_CAS_RESULT: Final = int(T.CAS_RESULT)
+_T_GRANTED_MANY: Final = int(T.GRANTED_MANY)
+_T_IDS: Final = int(T.IDS)
+_T_NOTICE: Final = int(T.NOTICE)
+_T_VERSION_DONE: Final = int(T.VERSION_DONE)
+_T_LEASED: Final = int(T.LEASED)
+_T_ACCESS_DATA: Final = int(T.ACCESS_DATA)
+_T_DATA_SET: Final = int(T.DATA_SET)
+_T_READ_DATA: Final = int(T.READ_DATA)
+_T_DONE: Final = int(T.DONE)
+_T_LEASE_INFO: Final = int(T.LEASE_INFO)
+_T_SERVER_STATS: Final = int(T.SERVER_STATS)
+_T_ERROR: Final = int(T.ERROR)
+_ID_SIZE: Final = S_ID.size
+_ID_AND_DATA_SIZE: Final = S_ID_AND_DATA.size
+_WRITE_SIZE: Final = S_WRITE.size
+_SET_DONE: Final = F_STATUS.pack(T.DATA_SET, S_STATUS.size, L.DATA_SET_OK)
+_LEASE_REFUSED: Final = F_ID.pack(T.LEASED, S_ID.size, L.LEASE_REFUSED)
+_OUT_OF_RANGE: Final = ErrorCode.OUT_OF_RANGE
 
 
 # ---------------------------------------------------------------- server side
@@ -259,7 +263,7 @@ def _ids_of(
     return ids
 
 
-REQUEST_RULES: dict[int, PayloadRule[Request]] = {
+REQUEST_RULES: Final[dict[int, PayloadRule[Request]]] = {
     T.LEASE: PayloadRule("lease", S_LEASE.size, False, _lease),
     T.SET_DATA: PayloadRule("set", S_ID_AND_DATA.size, True, _set),
     T.ACCESS_DATA: PayloadRule("get", S_ID.size, False, _get),
@@ -440,10 +444,10 @@ def encode_reply(reply: Reply) -> bytes:
     raise ProtocolError(f"{PROTOCOL}: no native form for a {type(reply).__name__} reply")
 
 
-EARLY_KEY = struct.Struct("=l")
+EARLY_KEY: Final = struct.Struct("=l")
 """The type field alone: a network or uuid stats request (8 bytes) is shorter than a native
 header (12), and is refused on its first 4 bytes instead of waited for."""
-_NETWORK_REQUEST_TYPES = range(0x01, 0x13)
+_NETWORK_REQUEST_TYPES: Final = range(0x01, 0x13)
 
 
 def describe_type(key: int) -> str:

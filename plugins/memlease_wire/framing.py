@@ -11,7 +11,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Final, Generic, TypeVar
 
 from mypy_extensions import mypyc_attr
 
@@ -25,16 +25,16 @@ PayloadDecoder = Callable[[bytearray, int, int], T]
 
 # Compacting only once the consumed prefix is large and at least half the buffer keeps the
 # cost of `del buf[:start]` amortised O(1) per byte.
-_COMPACT_AT = 64 * 1024
-_SMALL_TAIL = 1024
+_COMPACT_AT: Final = 64 * 1024
+_SMALL_TAIL: Final = 1024
 # bytes(buf[a:b]) copies twice and costs three times what a struct "Ns" unpack does; one
 # precomputed form per small length (about 140 KB in all) keeps 64-byte payloads cheap.
-_TAIL_FORMS = tuple(struct.Struct(f"{n}s") for n in range(_SMALL_TAIL))
+_TAIL_FORMS: Final = tuple(struct.Struct(f"{n}s") for n in range(_SMALL_TAIL))
 
-LARGE_FRAME = 256 * 1024
+LARGE_FRAME: Final = 256 * 1024
 """A frame of at least this many bytes gets a buffer of its own, which the caller can receive
 into (``receive_buffer``) and whose message's data is a view of it: no copy on the way in."""
-_RESERVE_AT = 8
+_RESERVE_AT: Final = 8
 """A large frame's buffer is made once 1/8 of the frame has arrived, not on its header
 alone: a peer must send bytes for the server to hold a multiple of them."""
 
@@ -63,7 +63,7 @@ _Compiled = dict[int, tuple[int, int, "PayloadDecoder[Any]", "PayloadRule[Any]"]
 # Per (rules, header size, max message): a server makes a decoder per connection, and
 # building this table was 4 % of the server's time with a connection per request.
 _compiled: dict[tuple[int, int, int], tuple[Mapping[int, PayloadRule[Any]], _Compiled]] = {}
-_COMPILED_KEPT = 64
+_COMPILED_KEPT: Final = 64
 
 
 def _compile(
@@ -239,6 +239,9 @@ class FrameDecoder(Generic[T]):
         unpack = self._unpack
         rules = self._rules
         size = len(buf)
+        # Declared, so that the compiled build keeps them as machine ints (struct gives Any).
+        key: int
+        length: int
         # One loop for a whole receive: what is looked up once per call here was once per
         # message when each message was a call, the largest part of decoding small ones.
         while most > 0:
