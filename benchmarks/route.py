@@ -40,7 +40,7 @@ def per_message_ns(
     codec = spec.server_codec(DEFAULT_MAX_MESSAGE)
     figures = RequestFigures() if metrics else None
     connection = Connection(
-        codec, service.handle, limits, 0.0, peer="bench", protocol=protocol, figures=figures
+        codec, service, limits, 0.0, peer="bench", protocol=protocol, figures=figures
     )
     received, next_output, batch_done = (
         connection.received,

@@ -26,7 +26,7 @@ BIG = 4 << 20
 def _connection(service: Service, budget: MemoryBudget) -> Connection:
     codec = REGISTRY.get("network").server_codec(DEFAULT_MAX_MESSAGE)
     return Connection(
-        codec, service.handle, LIMITS, 0.0, peer="p", protocol="network", budget=budget
+        codec, service, LIMITS, 0.0, peer="p", protocol="network", budget=budget
     )
 
 
@@ -126,7 +126,7 @@ def test_closing_gives_everything_back() -> None:
 def test_without_a_budget_nothing_waits() -> None:
     service = Service.create(16 << 20)
     codec = REGISTRY.get("network").server_codec(DEFAULT_MAX_MESSAGE)
-    connection = Connection(codec, service.handle, LIMITS, 0.0, peer="p", protocol="network")
+    connection = Connection(codec, service, LIMITS, 0.0, peer="p", protocol="network")
     assert connection.may_receive() and connection.may_answer()
     connection.received(_wire(GetRequest(_big_lease(service))))
     assert isinstance(connection.next_output(0.0), list)

@@ -61,7 +61,7 @@ LIMITS = Limits(DEFAULT_MAX_MESSAGE, request_timeout=REQUEST_TIMEOUT, idle_timeo
 def _connection(protocol: str = "network", service: Service | None = None) -> Connection:
     service = service or Service.create(1 << 20)
     codec = REGISTRY.get(protocol).server_codec(DEFAULT_MAX_MESSAGE)
-    return Connection(codec, service.handle, LIMITS, 0.0, peer="test", protocol=protocol)
+    return Connection(codec, service, LIMITS, 0.0, peer="test", protocol=protocol)
 
 
 def _wire(protocol: str, *requests: Request) -> bytes:
@@ -203,7 +203,7 @@ def test_requests_before_bad_input_are_answered_then_the_error_and_the_end(codec
         if codec != "network"
         else REGISTRY.get("network").server_codec(DEFAULT_MAX_MESSAGE)
     )
-    connection = Connection(server_codec, service.handle, LIMITS, 0.0, peer="t", protocol="network")
+    connection = Connection(server_codec, service, LIMITS, 0.0, peer="t", protocol="network")
     wire = _wire("network", SetRequest(lease_id, b"12345678"), GetRequest(lease_id))
     replies = _replies("network", _serve(connection, wire + b"\x7f" * 16, 0.0))
     assert [type(r) for r in replies] == [Done, Data, ErrorReply]
@@ -352,7 +352,7 @@ def _watching_connection(service: Service) -> tuple[Connection, Session]:
     session = Session()
     connection = Connection(
         REGISTRY.get("network").server_codec(DEFAULT_MAX_MESSAGE),
-        service.handle,
+        service,
         LIMITS,
         0.0,
         peer="test",
@@ -406,7 +406,7 @@ def test_a_notice_a_request_causes_goes_out_behind_that_requests_reply() -> None
 def _timed_connection(service: Service, figures: RequestFigures) -> Connection:
     codec = REGISTRY.get("network").server_codec(DEFAULT_MAX_MESSAGE)
     return Connection(
-        codec, service.handle, LIMITS, 0.0, peer="test", protocol="network", figures=figures
+        codec, service, LIMITS, 0.0, peer="test", protocol="network", figures=figures
     )
 
 

@@ -23,6 +23,7 @@ import trustme
 from conftest import RunningServer, StartServer
 
 from memlease.core.messages import StatsRequest
+from memlease.core.service import Service
 from memlease.server.accept import client_of
 from memlease.server.config import Config, per_client_limit
 from memlease.server.config_values import Listener
@@ -341,7 +342,14 @@ class _Codec:
 
 
 def _entry(client: str, handshaking: bool = False) -> OpenConnection:
-    rules = Connection(_Codec(), None, Limits(1024, 10.0, 60.0), 0.0, peer="p", protocol="x")  # type: ignore[arg-type]
+    rules = Connection(
+        _Codec(),  # type: ignore[arg-type]
+        Service.create(1 << 16),
+        Limits(1024, 10.0, 60.0),
+        0.0,
+        peer="p",
+        protocol="x",
+    )
     return OpenConnection(rules, client, handshaking=handshaking)
 
 

@@ -49,7 +49,7 @@ async def test_a_push_wakes_a_waiting_connection_and_the_next_request_is_served(
     limits = Limits(DEFAULT_MAX_MESSAGE, request_timeout=10.0, idle_timeout=60.0)
     codec = registry.get("network").server_codec(DEFAULT_MAX_MESSAGE)
     connection = Connection(
-        codec, service.handle, limits, trio.current_time(), peer="p", protocol="network"
+        codec, service, limits, trio.current_time(), peer="p", protocol="network"
     )
     entry = OpenConnection(connection)
     client = _Client(registry, theirs)

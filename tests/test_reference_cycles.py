@@ -110,7 +110,7 @@ async def test_no_connection_object_is_in_a_reference_cycle() -> None:
     limits = Limits(DEFAULT_MAX_MESSAGE, request_timeout=10.0, idle_timeout=60.0)
     codec = REGISTRY.get("native").server_codec(DEFAULT_MAX_MESSAGE)
     connection = Connection(
-        codec, service.handle, limits, trio.current_time(), peer="p", protocol="native"
+        codec, service, limits, trio.current_time(), peer="p", protocol="native"
     )
     entry = OpenConnection(connection)
     connections = ConnectionSet(10)
@@ -136,7 +136,7 @@ def test_a_connection_ended_by_bad_input_is_freed_without_the_collector(
     limits = Limits(DEFAULT_MAX_MESSAGE, request_timeout=10.0, idle_timeout=60.0)
     spec = REGISTRY.get(name)
     connection = Connection(
-        spec.server_codec(DEFAULT_MAX_MESSAGE), service.handle, limits, 0.0,
+        spec.server_codec(DEFAULT_MAX_MESSAGE), service, limits, 0.0,
         peer="p", protocol=name,
     )  # fmt: skip
     client = spec.client_codec(DEFAULT_MAX_MESSAGE)

@@ -34,7 +34,7 @@ async def test_a_wait_for_memory_before_answering_counts_in_the_request_time(
     figures, room = RequestFigures(), ParkingLot()
     budget = MemoryBudget(4 << 20, room.unpark_all)
     connection = Connection(
-        CODEC(DEFAULT_MAX_MESSAGE), Service.create(1 << 20).handle, LIMITS,
+        CODEC(DEFAULT_MAX_MESSAGE), Service.create(1 << 20), LIMITS,
         trio.current_time(), peer="test", protocol="network", figures=figures, budget=budget,
     )  # fmt: skip
     client, server = trio.testing.memory_stream_pair()
@@ -58,7 +58,7 @@ async def test_a_reply_counts_once_the_client_took_it_over_a_stream(
 ) -> None:
     figures = RequestFigures()
     connection = Connection(
-        CODEC(DEFAULT_MAX_MESSAGE), Service.create(1 << 20).handle, LIMITS,
+        CODEC(DEFAULT_MAX_MESSAGE), Service.create(1 << 20), LIMITS,
         trio.current_time(), peer="test", protocol="network", figures=figures,
     )  # fmt: skip
     # A stream that takes bytes only as the client reads them, as a TLS stream's send waits.

@@ -43,7 +43,7 @@ def test_the_service_answers_a_get_with_a_read_only_view_of_the_region() -> None
 def _connection(service: Service, protocol: str = "native") -> Connection:
     codec = REGISTRY.get(protocol).server_codec(DEFAULT_MAX_MESSAGE)
     limits = Limits(DEFAULT_MAX_MESSAGE, request_timeout=10.0, idle_timeout=60.0)
-    return Connection(codec, service.handle, limits, 0.0, peer="test", protocol=protocol)
+    return Connection(codec, service, limits, 0.0, peer="test", protocol=protocol)
 
 
 @pytest.mark.parametrize("protocol", ["native", "network"])

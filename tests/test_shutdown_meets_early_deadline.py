@@ -73,7 +73,7 @@ class _Exchange:
         codec = self.spec.server_codec(limits.max_message)
         now = trio.current_time()
         connection = Connection(
-            codec, self.service.handle, limits, now, peer="peer", protocol=self.spec.name
+            codec, self.service, limits, now, peer="peer", protocol=self.spec.name
         )
         entry = OpenConnection(connection)
         self.connections.add(entry)

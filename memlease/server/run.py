@@ -320,7 +320,7 @@ async def _accept(
     entry: _OpenListener, service: Service, server: _Server, nursery: trio.Nursery
 ) -> None:
     spec, tls = entry.spec, entry.tls
-    make_codec, handle = spec.server_codec, service.handle
+    make_codec = spec.server_codec
 
     def end_session(session: Session) -> None:
         service.end_session(session, trio.current_time())
@@ -344,7 +344,7 @@ async def _accept(
         session = Session()
         rules = Connection(
             make_codec(max_message),
-            handle,
+            service,
             server.limits,
             trio.current_time(),
             peer=peer,
