@@ -460,3 +460,45 @@ def test_a_connection_without_figures_counts_nothing_and_takes_no_note() -> None
     connection.next_output(0.0)
     connection.replies_handed(0.0, 1.0)  # a driver may call it all the same
     assert connection._kinds is None and not connection._refused
+
+
+class _FutureRequest:
+    """A request of a type this server does not know, as a newer codec might give."""
+
+    op = Op.RENEW
+    lease_id = 3
+
+
+class _FutureCodec(ServerCodec):
+    """The native codec, giving a request of its own for each stats request."""
+
+    def __init__(self) -> None:
+        self.native = REGISTRY.get("native").server_codec(DEFAULT_MAX_MESSAGE)
+
+    def feed(self, data: bytes) -> None:
+        self.native.feed(data)
+
+    def next_request(self) -> Request | None:
+        request = self.native.next_request()
+        return _FutureRequest() if type(request) is StatsRequest else request  # type: ignore[return-value]
+
+    def encode_reply(self, reply: Reply) -> bytes:
+        return self.native.encode_reply(reply)
+
+    def buffered(self) -> int:
+        return self.native.buffered()
+
+
+def test_a_request_type_the_server_does_not_know_is_refused_and_the_connection_goes_on() -> None:
+    connection = Connection(
+        _FutureCodec(), Service.create(1 << 20), LIMITS, 0.0, peer="test", protocol="native"
+    )
+    client = REGISTRY.get("native").client_codec(DEFAULT_MAX_MESSAGE)
+    for request in (StatsRequest(), LeaseRequest(64, 1000)):
+        client.encode_request(request)  # the client pairs replies with its requests
+    sent = _serve(connection, _wire("native", StatsRequest(), LeaseRequest(64, 1000)), 1.0)
+    client.feed(sent)
+    refusal, granted = client.next_reply(), client.next_reply()
+    assert isinstance(refusal, ErrorReply) and refusal.code is ErrorCode.UNSUPPORTED
+    assert "_FutureRequest is not supported" in refusal.message
+    assert isinstance(granted, Granted) and connection.ending is None

@@ -38,7 +38,6 @@ from memlease.core.messages import (
     RenewManyRequest,
     RenewRequest,
     Reply,
-    Request,
     ServerStats,
     SetRequest,
     StatRequest,
@@ -144,9 +143,12 @@ class Service:
             started=started,
         )
 
-    def handle(self, request: Request, now: float, session: Session | None = None) -> Reply:
+    def handle(self, request: object, now: float, session: Session | None = None) -> Reply:
         """The reply to ``request`` at monotonic time ``now``, from the connection whose
-        ``session`` it is (None: bound leases and watches are refused)."""
+        ``session`` it is (None: bound leases and watches are refused). ``request`` is a
+        :data:`Request`; anything else (a codec's own type) is refused as unsupported. It is
+        typed ``object`` so that the compiled build refuses it too, rather than failing its
+        type check."""
         try:
             return self._dispatch(request, now, session)
         except LeaseError as exc:
@@ -154,10 +156,13 @@ class Service:
             if exc.code is ErrorCode.NOT_FOUND and type(request) in _READ_REQUESTS:
                 self.misses += 1
             return ErrorReply(
-                exc.code, str(exc), op=request.op, lease_id=getattr(request, "lease_id", None)
+                exc.code,
+                str(exc),
+                op=getattr(request, "op", None),
+                lease_id=getattr(request, "lease_id", None),
             )
 
-    def _dispatch(self, request: Request, now: float, session: Session | None) -> Reply:
+    def _dispatch(self, request: object, now: float, session: Session | None) -> Reply:
         # By exact type, the common requests first: compiled, each test is one comparison and
         # each handler a direct call, where a table of bound methods cost a lookup and a
         # generic call per request. Each counts itself at its op's place in OPS.

@@ -29,7 +29,7 @@ import math
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, cast
 
 from memlease.core.errors import ErrorCode, ProtocolError
 from memlease.core.messages import (
@@ -227,7 +227,9 @@ class Connection:
         self._decoded = False
         # Requests decoded and not yet answered: those of _requests from _served on, then
         # the error that stopped decoding, if one did.
-        self._requests: list[Request] = []
+        # Objects, not Requests: a codec may give one this server does not know, which the
+        # service refuses (UNSUPPORTED); typed Request, the compiled build would fail on it.
+        self._requests: list[object] = []
         self._served = 0
         self._decode_error: str | None = None
         self._fed = False
@@ -375,7 +377,7 @@ class Connection:
                     if not more or self._decode_error is not None:
                         break
                     try:
-                        next_requests(requests, DECODE_MOST)
+                        next_requests(cast("list[Request]", requests), DECODE_MOST)
                     except ProtocolError as exc:
                         # Answered after the requests before it. Its message alone is kept:
                         # the error's traceback would hold this connection in a cycle.
@@ -390,7 +392,7 @@ class Connection:
                 if kinds is not None:
                     kinds.append(type(request))
                 reply: Reply
-                if refusing_batches and type(request) in _MISS_BATCHES:
+                if refusing_batches and isinstance(request, _MISS_BATCHES):
                     reply = self._too_many_misses(request)
                 else:
                     reply = service.handle(request, now, session)
@@ -411,14 +413,14 @@ class Connection:
                             else:  # the lease itself: send it before it can change
                                 out.extend(codec.encode_reply_parts(reply))
                             return out
-                        reply = self._busy(request, len(data))
+                        reply = self._busy(reply, len(data))  # type: ignore[arg-type]
                         if kinds is not None:
                             self._refused.append((type(request), ErrorCode.SERVER_BUSY))
                 elif kind is ErrorReply:
                     if kinds is not None:
                         self._refused.append((type(request), reply.code))  # type: ignore[union-attr]
                     if self._log_refusals:
-                        _log_refusal(self.peer, request, reply)  # type: ignore[arg-type]
+                        _log_refusal(self.peer, reply)  # type: ignore[arg-type]
                     if reply.code is ErrorCode.NOT_FOUND and self._missed(now):  # type: ignore[union-attr]
                         out.append(encode_reply(reply))
                         self._served = len(requests)  # the rest is never handled
@@ -465,18 +467,18 @@ class Connection:
             kinds.clear()
             self._refused.clear()
 
-    def _busy(self, request: Request, size: int) -> ErrorReply:
+    def _busy(self, data: Data, size: int) -> ErrorReply:
         """A refusal of a large reply the memory budget has no room for."""
         budget = self._holding.budget  # type: ignore[union-attr]
         return ErrorReply(
             ErrorCode.SERVER_BUSY,
             f"server busy: its memory for replies not yet taken ({budget.limit} B, "
             f"limits.connection_memory) has no room for {size} B now; try again later",
-            op=request.op,
-            lease_id=getattr(request, "lease_id", None),
+            op=data.op,
+            lease_id=data.lease_id,
         )
 
-    def _too_many_misses(self, request: Request) -> ErrorReply:
+    def _too_many_misses(self, request: RenewManyRequest | ReleaseManyRequest) -> ErrorReply:
         limit = self._limits.max_misses_per_second
         return ErrorReply(
             ErrorCode.TOO_MANY,
@@ -600,11 +602,11 @@ class Connection:
         self.ending = ending
 
 
-def _log_refusal(peer: str, request: Request, reply: ErrorReply) -> None:
+def _log_refusal(peer: str, reply: ErrorReply) -> None:
     # A miss is what a client with a stale id, or a guessing one, causes many times a second.
     level = logging.DEBUG if reply.code is ErrorCode.NOT_FOUND else logging.INFO
     if log.isEnabledFor(level):
-        op, code = request.op.value, reply.code.name
+        op, code = "request" if reply.op is None else reply.op.value, reply.code.name
         # Marked as repeating: a client can be refused thousands of times a second.
         about = {REPEATS: True, PEER: peer}
         log.log(level, "%s: %s refused (%s): %s", peer, op, code, reply.message, extra=about)
