@@ -149,8 +149,62 @@ class Service:
         :data:`Request`; anything else (a codec's own type) is refused as unsupported. It is
         typed ``object`` so that the compiled build refuses it too, rather than failing its
         type check."""
+        # By exact type, the common requests first: compiled, each test is one comparison and
+        # each handler a direct call, where a table of bound methods cost a lookup and a
+        # generic call per request. Each counts itself at its op's place in OPS.
+        requests = self.requests
         try:
-            return self._dispatch(request, now, session)
+            if type(request) is GetRequest:
+                requests[_AT_GET] += 1
+                return self._get(request, now)
+            if type(request) is SetRequest:
+                requests[_AT_SET] += 1
+                return self._set(request, now)
+            if type(request) is LeaseRequest:
+                requests[_AT_LEASE] += 1
+                return self._lease(request, now, session)
+            if type(request) is ReadRequest:
+                requests[_AT_READ] += 1
+                return self._read(request, now)
+            if type(request) is WriteRequest:
+                requests[_AT_WRITE] += 1
+                return self._write(request, now)
+            if type(request) is RenewRequest:
+                requests[_AT_RENEW] += 1
+                return self._renew(request, now)
+            if type(request) is ReleaseRequest:
+                requests[_AT_RELEASE] += 1
+                return self._release(request, now)
+            if type(request) is GetsRequest:
+                requests[_AT_GETS] += 1
+                return self._gets(request, now)
+            if type(request) is CasRequest:
+                requests[_AT_CAS] += 1
+                return self._cas(request, now)
+            if type(request) is StatRequest:
+                requests[_AT_STAT] += 1
+                return self._stat(request, now)
+            if type(request) is StatsRequest:
+                requests[_AT_STATS] += 1
+                return self.stats(now)
+            if type(request) is LeaseManyRequest:
+                requests[_AT_LEASE_MANY] += 1
+                return self._lease_many(request, now, session)
+            if type(request) is RenewManyRequest:
+                requests[_AT_RENEW_MANY] += 1
+                return self._renew_many(request, now)
+            if type(request) is ReleaseManyRequest:
+                requests[_AT_RELEASE_MANY] += 1
+                return self._release_many(request, now)
+            if type(request) is WatchRequest:
+                requests[_AT_WATCH] += 1
+                return self._watch(request, now, session)
+            if type(request) is UnwatchRequest:
+                requests[_AT_UNWATCH] += 1
+                return self._unwatch(request, now, session)
+            if type(request) is ArenaMapRequest:
+                requests[_AT_ARENA_MAP] += 1
+                return self._arena_map()
         except LeaseError as exc:
             self.refused_requests += 1
             if exc.code is ErrorCode.NOT_FOUND and type(request) in _READ_REQUESTS:
@@ -161,63 +215,6 @@ class Service:
                 op=getattr(request, "op", None),
                 lease_id=getattr(request, "lease_id", None),
             )
-
-    def _dispatch(self, request: object, now: float, session: Session | None) -> Reply:
-        # By exact type, the common requests first: compiled, each test is one comparison and
-        # each handler a direct call, where a table of bound methods cost a lookup and a
-        # generic call per request. Each counts itself at its op's place in OPS.
-        requests = self.requests
-        if type(request) is GetRequest:
-            requests[_AT_GET] += 1
-            return self._get(request, now)
-        if type(request) is SetRequest:
-            requests[_AT_SET] += 1
-            return self._set(request, now)
-        if type(request) is LeaseRequest:
-            requests[_AT_LEASE] += 1
-            return self._lease(request, now, session)
-        if type(request) is ReadRequest:
-            requests[_AT_READ] += 1
-            return self._read(request, now)
-        if type(request) is WriteRequest:
-            requests[_AT_WRITE] += 1
-            return self._write(request, now)
-        if type(request) is RenewRequest:
-            requests[_AT_RENEW] += 1
-            return self._renew(request, now)
-        if type(request) is ReleaseRequest:
-            requests[_AT_RELEASE] += 1
-            return self._release(request, now)
-        if type(request) is GetsRequest:
-            requests[_AT_GETS] += 1
-            return self._gets(request, now)
-        if type(request) is CasRequest:
-            requests[_AT_CAS] += 1
-            return self._cas(request, now)
-        if type(request) is StatRequest:
-            requests[_AT_STAT] += 1
-            return self._stat(request, now)
-        if type(request) is StatsRequest:
-            requests[_AT_STATS] += 1
-            return self.stats(now)
-        if type(request) is LeaseManyRequest:
-            requests[_AT_LEASE_MANY] += 1
-            return self._lease_many(request, now, session)
-        if type(request) is RenewManyRequest:
-            requests[_AT_RENEW_MANY] += 1
-            return self._renew_many(request, now)
-        if type(request) is ReleaseManyRequest:
-            requests[_AT_RELEASE_MANY] += 1
-            return self._release_many(request, now)
-        if type(request) is WatchRequest:
-            requests[_AT_WATCH] += 1
-            return self._watch(request, now, session)
-        if type(request) is UnwatchRequest:
-            requests[_AT_UNWATCH] += 1
-            return self._unwatch(request, now, session)
-        if type(request) is ArenaMapRequest:
-            requests[_AT_ARENA_MAP] += 1
-            return self._arena_map()
         self.refused_requests += 1
         return ErrorReply(
             ErrorCode.UNSUPPORTED,
