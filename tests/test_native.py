@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from memlease_native import layout
 from memlease_native.client_codec import NativeClientCodec
-from memlease_native.codec import NativeServerCodec
+from memlease_native.server_codec import NativeServerCodec
 
 from memlease.core.errors import ErrorCode, ProtocolError
 from memlease.core.messages import (

@@ -6,7 +6,7 @@ Host byte order, C int and long widths, int32 lease ids; see docs/protocols.md.
 from memlease.core.messages import IdKind
 from memlease.protocol import ProtocolSpec, hookimpl
 from memlease_native.client_codec import NativeClientCodec
-from memlease_native.codec import NativeServerCodec
+from memlease_native.server_codec import NativeServerCodec
 
 NATIVE = ProtocolSpec(
     name="native",

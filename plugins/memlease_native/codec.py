@@ -1,4 +1,5 @@
-"""The native format's struct forms (derived from ``layout``) and the server's codec.
+"""The native format's struct forms (derived from ``layout``) and the server's decoding and
+encoding (its codec class, which ties them to the interface, is ``server_codec``).
 
 Replies to the original's own requests (lease, set, get) keep the original's forms, refusals
 included, so the C++ client always understands them; memlease's own operations answer with
@@ -13,13 +14,11 @@ from typing import Final
 
 from memlease_wire.derive import derive
 from memlease_wire.framing import (
-    FrameDecoder,
     PayloadRule,
     short_text,
     take_tail,
 )
 from memlease_wire.stats_fields import more_stats_values, pack_counts, stats_values
-from mypy_extensions import mypyc_attr
 
 from memlease.core.errors import ErrorCode, ProtocolError
 from memlease.core.messages import (
@@ -57,7 +56,6 @@ from memlease.core.messages import (
     WatchRequest,
     WriteRequest,
 )
-from memlease.protocol import Bytes, ServerCodec
 from memlease_native import layout as L
 from memlease_native.layout import NativeType as T
 
@@ -458,56 +456,3 @@ def describe_type(key: int) -> str:
         other = "uuid" if flags else "network"
         return f"a {other} frame (type {kind}), it seems; this side speaks {PROTOCOL}"
     return f"unknown message type {key}"
-
-
-# An ordinary class, compiled or not: it subclasses the interface, which is not compiled, and
-# so holds the (compiled) frame decoder rather than being one.
-@mypyc_attr(native_class=False)
-class NativeServerCodec(ServerCodec):
-    """The server's end of one native connection."""
-
-    __slots__ = ("_frames",)
-
-    copies_fed_bytes = True
-
-    def __init__(self, max_message: int) -> None:
-        self._frames: FrameDecoder[Request] = FrameDecoder(
-            protocol=PROTOCOL,
-            header=S_HEADER,
-            rules=REQUEST_RULES,
-            max_message=max_message,
-            unknown=describe_type,
-            early_key=EARLY_KEY,
-        )
-
-    def feed(self, data: Bytes) -> None:
-        self._frames.feed(data)
-
-    def next_request(self) -> Request | None:
-        return self._frames.next_message()
-
-    def next_requests(self, into: list[Request], most: int) -> None:
-        self._frames.next_messages(into, most)
-
-    def buffered(self) -> int:
-        return self._frames.buffered()
-
-    def receive_buffer(self) -> memoryview | None:
-        return self._frames.receive_buffer()
-
-    def received(self, count: int) -> None:
-        self._frames.received(count)
-
-    def memory(self) -> int:
-        return self._frames.memory()
-
-    def limit_memory(self, may_hold: Callable[[int], bool]) -> None:
-        self._frames.limit_memory(may_hold)
-
-    # The module's function itself, not a wrapper: a call per reply.
-    encode_reply = staticmethod(encode_reply)
-
-    def encode_reply_parts(self, reply: Reply) -> Sequence[Bytes]:
-        if type(reply) is Data:
-            return encode_data_parts(reply)
-        return (encode_reply(reply),)
