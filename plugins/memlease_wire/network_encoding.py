@@ -237,7 +237,11 @@ def _write(fmt: NetworkFormat, request: WriteRequest, max_message: int) -> bytes
     return head + request.data
 
 
-def _id_only(fmt: NetworkFormat, request: GetRequest, max_message: int) -> bytes:
+def _id_only(
+    fmt: NetworkFormat,
+    request: GetRequest | ReleaseRequest | StatRequest | GetsRequest,
+    max_message: int,
+) -> bytes:
     lease_id = _request_id(fmt, request.lease_id)
     kind = TYPE_OF_OP[request.op._value_]
     return fmt.f_id.pack(VERSION, kind, 0, fmt.s_id.size, lease_id)
