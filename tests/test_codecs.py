@@ -17,6 +17,7 @@ from memlease_native import NATIVE
 from memlease_native import layout as native_layout
 from memlease_network import NETWORK
 from memlease_uuid import UUID
+from memlease_wire.stats_fields import unpack_counts
 
 from memlease.core.arena import MAP_CELLS
 from memlease.core.errors import ErrorCode, ProtocolError
@@ -311,6 +312,12 @@ def test_a_stats_reply_with_bad_request_counts_is_a_protocol_error(
         _decoded_stats(name, _stats_frame(name, counts, claim, after))
 
 
+def test_a_negative_length_of_request_counts_is_a_protocol_error() -> None:
+    # The native form's length field is signed: a length below 0 was a struct.error.
+    with pytest.raises(ProtocolError, match="negative"):
+        unpack_counts("=", bytearray(16), 0, -8)
+
+
 @pytest.mark.parametrize("name", sorted(SPECS))
 def test_stats_from_a_server_before_the_expiry_figures_read_as_zero(name: str) -> None:
     stats = _decoded_stats(name, _stats_frame(name, bytes(16), 16, b""))
@@ -376,3 +383,10 @@ def test_next_requests_gives_the_requests_before_a_malformed_one_then_raises_aga
     with pytest.raises(ProtocolError) as again:
         server.next_requests(got, 64)
     assert got == requests and str(first.value) in str(again.value)
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+@pytest.mark.parametrize("thing", [GetRequest(5), None], ids=["a-request", "none"])
+def test_encoding_what_is_not_a_reply_is_a_protocol_error(name: str, thing: object) -> None:
+    with pytest.raises(ProtocolError, match=r"no .*form for a"):
+        SPECS[name].server_codec(MAX).encode_reply(thing)  # type: ignore[arg-type]

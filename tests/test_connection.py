@@ -465,22 +465,24 @@ def test_a_connection_without_figures_counts_nothing_and_takes_no_note() -> None
 class _FutureRequest:
     """A request of a type this server does not know, as a newer codec might give."""
 
-    op = Op.RENEW
-    lease_id = 3
+    def __init__(self, op: object, lease_id: object) -> None:
+        self.op = op
+        self.lease_id = lease_id
 
 
 class _FutureCodec(ServerCodec):
-    """The native codec, giving a request of its own for each stats request."""
+    """The native codec, giving ``future`` for each stats request."""
 
-    def __init__(self) -> None:
+    def __init__(self, future: _FutureRequest) -> None:
         self.native = REGISTRY.get("native").server_codec(DEFAULT_MAX_MESSAGE)
+        self.future = future
 
     def feed(self, data: bytes) -> None:
         self.native.feed(data)
 
     def next_request(self) -> Request | None:
         request = self.native.next_request()
-        return _FutureRequest() if type(request) is StatsRequest else request  # type: ignore[return-value]
+        return self.future if type(request) is StatsRequest else request  # type: ignore[return-value]
 
     def encode_reply(self, reply: Reply) -> bytes:
         return self.native.encode_reply(reply)
@@ -489,9 +491,21 @@ class _FutureCodec(ServerCodec):
         return self.native.buffered()
 
 
-def test_a_request_type_the_server_does_not_know_is_refused_and_the_connection_goes_on() -> None:
+@pytest.mark.parametrize(
+    ("op", "lease_id"),
+    [(Op.RENEW, 3), ("renew_all", "seven"), (None, None)],
+    ids=["an-op-and-id", "its-own-op-and-id", "no-op-or-id"],
+)
+def test_a_request_type_the_server_does_not_know_is_refused_and_the_connection_goes_on(
+    op: object, lease_id: object
+) -> None:
     connection = Connection(
-        _FutureCodec(), Service.create(1 << 20), LIMITS, 0.0, peer="test", protocol="native"
+        _FutureCodec(_FutureRequest(op, lease_id)),
+        Service.create(1 << 20),
+        LIMITS,
+        0.0,
+        peer="test",
+        protocol="native",
     )
     client = REGISTRY.get("native").client_codec(DEFAULT_MAX_MESSAGE)
     for request in (StatsRequest(), LeaseRequest(64, 1000)):
@@ -501,4 +515,5 @@ def test_a_request_type_the_server_does_not_know_is_refused_and_the_connection_g
     refusal, granted = client.next_reply(), client.next_reply()
     assert isinstance(refusal, ErrorReply) and refusal.code is ErrorCode.UNSUPPORTED
     assert "_FutureRequest is not supported" in refusal.message
+    assert refusal.op is (op if isinstance(op, Op) else None)
     assert isinstance(granted, Granted) and connection.ending is None

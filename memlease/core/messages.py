@@ -70,10 +70,17 @@ class EndReason(enum.IntEnum):
 
 class _Message:
     """What every message shares: equality and a repr from the fields of ``__match_args__``,
-    as a dataclass's; not hashable, as a dataclass with equality is not."""
+    as a dataclass's; not hashable, as a dataclass with equality is not; pickled and copied
+    through ``__init__``. Slotted: no attribute but its fields, compiled or not."""
 
+    __slots__ = ()
     __match_args__: ClassVar[tuple[str, ...]] = ()
     __hash__: ClassVar[None]  # type: ignore[assignment]
+
+    def __reduce__(self) -> tuple[type[_Message], tuple[Any, ...]]:
+        # Built again through __init__, with the fields in order: compiled, a message has
+        # no __dict__ for pickle's and copy's default way.
+        return type(self), tuple(getattr(self, name) for name in self.__match_args__)
 
     def __eq__(self, other: object) -> bool:
         if type(other) is not type(self):
@@ -98,6 +105,7 @@ class LeaseRequest(_Message):
     released when the connection that asked for it closes."""
 
     op: ClassVar[Op] = Op.LEASE
+    __slots__ = ("bound", "id_kind", "size", "ttl_ms")
     __match_args__ = ("size", "ttl_ms", "id_kind", "bound")
 
     def __init__(
@@ -117,6 +125,7 @@ class GetRequest(_Message):
     """Return the whole leased region."""
 
     op: ClassVar[Op] = Op.GET
+    __slots__ = ("lease_id",)
     __match_args__ = ("lease_id",)
 
     def __init__(self, lease_id: LeaseId) -> None:
@@ -127,6 +136,7 @@ class SetRequest(_Message):
     """Write ``data`` at offset 0 (a prefix; the rest of the region is left as it was)."""
 
     op: ClassVar[Op] = Op.SET
+    __slots__ = ("data", "lease_id")
     __match_args__ = ("lease_id", "data")
 
     def __init__(self, lease_id: LeaseId, data: bytes | memoryview) -> None:
@@ -139,6 +149,7 @@ class ReadRequest(_Message):
     """Return ``length`` bytes from ``offset``."""
 
     op: ClassVar[Op] = Op.READ
+    __slots__ = ("lease_id", "length", "offset")
     __match_args__ = ("lease_id", "offset", "length")
 
     def __init__(self, lease_id: LeaseId, offset: int, length: int) -> None:
@@ -151,6 +162,7 @@ class WriteRequest(_Message):
     """Write ``data`` at ``offset``."""
 
     op: ClassVar[Op] = Op.WRITE
+    __slots__ = ("data", "lease_id", "offset")
     __match_args__ = ("lease_id", "offset", "data")
 
     def __init__(self, lease_id: LeaseId, offset: int, data: bytes | memoryview) -> None:
@@ -164,6 +176,7 @@ class RenewRequest(_Message):
     """Set the lease's deadline to now + ``ttl_ms``."""
 
     op: ClassVar[Op] = Op.RENEW
+    __slots__ = ("lease_id", "ttl_ms")
     __match_args__ = ("lease_id", "ttl_ms")
 
     def __init__(self, lease_id: LeaseId, ttl_ms: int) -> None:
@@ -175,6 +188,7 @@ class ReleaseRequest(_Message):
     """Free the lease at once."""
 
     op: ClassVar[Op] = Op.RELEASE
+    __slots__ = ("lease_id",)
     __match_args__ = ("lease_id",)
 
     def __init__(self, lease_id: LeaseId) -> None:
@@ -185,6 +199,7 @@ class StatRequest(_Message):
     """Return the lease's size and remaining ttl."""
 
     op: ClassVar[Op] = Op.STAT
+    __slots__ = ("lease_id",)
     __match_args__ = ("lease_id",)
 
     def __init__(self, lease_id: LeaseId) -> None:
@@ -195,6 +210,7 @@ class StatsRequest(_Message):
     """Return the server's figures."""
 
     op: ClassVar[Op] = Op.STATS
+    __slots__ = ()
     __match_args__ = ()
 
 
@@ -202,6 +218,7 @@ class ArenaMapRequest(_Message):
     """Return a picture of the arena: how full each stretch of it is (ArenaMapReply)."""
 
     op: ClassVar[Op] = Op.ARENA_MAP
+    __slots__ = ()
     __match_args__ = ()
 
 
@@ -209,6 +226,7 @@ class GetsRequest(_Message):
     """Return the whole leased region and its version."""
 
     op: ClassVar[Op] = Op.GETS
+    __slots__ = ("lease_id",)
     __match_args__ = ("lease_id",)
 
     def __init__(self, lease_id: LeaseId) -> None:
@@ -219,6 +237,7 @@ class CasRequest(_Message):
     """Write ``data`` at ``offset`` only if the lease is at ``version``."""
 
     op: ClassVar[Op] = Op.CAS
+    __slots__ = ("data", "lease_id", "offset", "version")
     __match_args__ = ("lease_id", "version", "offset", "data")
 
     def __init__(
@@ -238,6 +257,7 @@ class LeaseManyRequest(_Message):
     """Lease ``count`` regions of ``size`` bytes for ``ttl_ms``, all or none."""
 
     op: ClassVar[Op] = Op.LEASE_MANY
+    __slots__ = ("bound", "count", "id_kind", "size", "ttl_ms")
     __match_args__ = ("count", "size", "ttl_ms", "id_kind", "bound")
 
     def __init__(
@@ -259,6 +279,7 @@ class RenewManyRequest(_Message):
     """Renew every live lease of ``lease_ids`` to now + ``ttl_ms``."""
 
     op: ClassVar[Op] = Op.RENEW_MANY
+    __slots__ = ("lease_ids", "ttl_ms")
     __match_args__ = ("lease_ids", "ttl_ms")
 
     def __init__(self, lease_ids: list[LeaseId], ttl_ms: int) -> None:
@@ -270,6 +291,7 @@ class ReleaseManyRequest(_Message):
     """Release every live lease of ``lease_ids``."""
 
     op: ClassVar[Op] = Op.RELEASE_MANY
+    __slots__ = ("lease_ids",)
     __match_args__ = ("lease_ids",)
 
     def __init__(self, lease_ids: list[LeaseId]) -> None:
@@ -280,6 +302,7 @@ class WatchRequest(_Message):
     """Send this connection a notice when any of ``lease_ids`` ends (all must be live)."""
 
     op: ClassVar[Op] = Op.WATCH
+    __slots__ = ("lease_ids",)
     __match_args__ = ("lease_ids",)
 
     def __init__(self, lease_ids: list[LeaseId]) -> None:
@@ -290,6 +313,7 @@ class UnwatchRequest(_Message):
     """Stop the notices of ``lease_ids`` to this connection."""
 
     op: ClassVar[Op] = Op.UNWATCH
+    __slots__ = ("lease_ids",)
     __match_args__ = ("lease_ids",)
 
     def __init__(self, lease_ids: list[LeaseId]) -> None:
@@ -327,6 +351,7 @@ class Granted(_Message):
     (native); the client then fills them in from its request."""
 
     op: ClassVar[Op] = Op.LEASE
+    __slots__ = ("lease_id", "size", "ttl_ms")
     __match_args__ = ("lease_id", "size", "ttl_ms")
 
     def __init__(self, lease_id: LeaseId, size: int, ttl_ms: int) -> None:
@@ -342,6 +367,7 @@ class Data(_Message):
     ``data`` is bytes, except in a get's reply from the service: a read-only view of the
     lease's region, valid only until the next request is handled."""
 
+    __slots__ = ("data", "lease_id", "op", "version")
     __match_args__ = ("op", "lease_id", "data", "version")
 
     def __init__(
@@ -361,6 +387,7 @@ class Done(_Message):
     """A set, write, renew or release succeeded; a set or write gives the lease's new
     ``version`` (0 where the protocol does not carry it: the original native set)."""
 
+    __slots__ = ("lease_id", "op", "version")
     __match_args__ = ("op", "lease_id", "version")
 
     def __init__(self, op: Op, lease_id: LeaseId, version: int = 0) -> None:
@@ -374,6 +401,7 @@ class LeaseInfo(_Message):
     version (1 when granted, one more after every set, write or successful cas)."""
 
     op: ClassVar[Op] = Op.STAT
+    __slots__ = ("lease_id", "size", "ttl_ms", "version")
     __match_args__ = ("lease_id", "size", "ttl_ms", "version")
 
     def __init__(self, lease_id: LeaseId, size: int, ttl_ms: int, version: int = 0) -> None:
@@ -387,6 +415,28 @@ class ServerStats(_Message):
     """The server's figures, as of the request."""
 
     op: ClassVar[Op] = Op.STATS
+    __slots__ = (
+        "arena_size",
+        "closed_for_guessing",
+        "connections",
+        "expired",
+        "expiry_behind_us",
+        "expiry_lag_us",
+        "external_fragmentation",
+        "free",
+        "granted",
+        "hits",
+        "internal_fragmentation",
+        "largest_free",
+        "live_leases",
+        "misses",
+        "refused",
+        "released",
+        "requests",
+        "uptime_ms",
+        "used",
+        "version",
+    )
     __match_args__ = (
         "arena_size",
         "used",
@@ -478,6 +528,7 @@ class ArenaMapReply(_Message):
     cells; the top-level blocks follow from ``arena_size`` and ``min_block``."""
 
     op: ClassVar[Op] = Op.ARENA_MAP
+    __slots__ = ("arena_size", "cell_bytes", "cells", "min_block")
     __match_args__ = ("arena_size", "min_block", "cell_bytes", "cells")
 
     def __init__(self, arena_size: int, min_block: int, cell_bytes: int, cells: bytes) -> None:
@@ -492,6 +543,7 @@ class ErrorReply(_Message):
     are not for bytes that could not be parsed), so protocols without error replies (native)
     can give the original's own refusal form."""
 
+    __slots__ = ("code", "lease_id", "message", "op")
     __match_args__ = ("code", "message", "op", "lease_id")
 
     def __init__(
@@ -512,6 +564,7 @@ class CasResult(_Message):
     one) or not (nothing was written and ``version`` is the lease's current one)."""
 
     op: ClassVar[Op] = Op.CAS
+    __slots__ = ("lease_id", "swapped", "version")
     __match_args__ = ("lease_id", "swapped", "version")
 
     def __init__(self, lease_id: LeaseId, swapped: bool, version: int) -> None:
@@ -524,6 +577,7 @@ class GrantedMany(_Message):
     """The leases of a lease_many, each of ``size`` bytes for ``ttl_ms``."""
 
     op: ClassVar[Op] = Op.LEASE_MANY
+    __slots__ = ("lease_ids", "size", "ttl_ms")
     __match_args__ = ("lease_ids", "size", "ttl_ms")
 
     def __init__(self, lease_ids: list[LeaseId], size: int, ttl_ms: int) -> None:
@@ -536,6 +590,7 @@ class IdList(_Message):
     """The answer to a request on many ids: for renew_many and release_many the ids that were
     not found; for unwatch the ids that were not watched; for watch, none."""
 
+    __slots__ = ("lease_ids", "op")
     __match_args__ = ("op", "lease_ids")
 
     def __init__(self, op: Op, lease_ids: list[LeaseId]) -> None:
@@ -546,6 +601,7 @@ class IdList(_Message):
 class Notice(_Message):
     """Pushed, not asked for: a watched lease ended, and why."""
 
+    __slots__ = ("lease_id", "reason")
     __match_args__ = ("lease_id", "reason")
 
     def __init__(self, lease_id: LeaseId, reason: EndReason) -> None:

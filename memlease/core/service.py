@@ -7,6 +7,7 @@ escapes ``handle`` as an exception. No clock and no I/O: the server passes ``now
 from __future__ import annotations
 
 import math
+import uuid
 from collections import deque
 from typing import Final, Protocol
 
@@ -216,11 +217,15 @@ class Service:
                 lease_id=getattr(request, "lease_id", None),
             )
         self.refused_requests += 1
+        # Named only as far as the reply can carry it: any op or id may come with a type
+        # this server does not know.
+        op = getattr(request, "op", None)
+        lease_id = getattr(request, "lease_id", None)
         return ErrorReply(
             ErrorCode.UNSUPPORTED,
             f"request type {type(request).__name__} is not supported by this server",
-            op=getattr(request, "op", None),
-            lease_id=getattr(request, "lease_id", None),
+            op=op if type(op) is Op else None,
+            lease_id=lease_id if type(lease_id) is int or type(lease_id) is uuid.UUID else None,
         )
 
     def expire(self, now: float, limit: int = 1000) -> int:

@@ -78,7 +78,6 @@ request already sent (or readable in the same instant as the signal) is served, 
 
 _MISSES_NAMED: Final = (Op.RENEW_MANY, Op.RELEASE_MANY)
 """Batches whose reply names the ids they did not find."""
-_MISS_BATCHES: Final = (RenewManyRequest, ReleaseManyRequest)
 
 
 class Ending(enum.Enum):
@@ -392,7 +391,9 @@ class Connection:
                 if kinds is not None:
                     kinds.append(type(request))
                 reply: Reply
-                if refusing_batches and isinstance(request, _MISS_BATCHES):
+                if refusing_batches and (
+                    type(request) is RenewManyRequest or type(request) is ReleaseManyRequest
+                ):
                     reply = self._too_many_misses(request)
                 else:
                     reply = service.handle(request, now, session)

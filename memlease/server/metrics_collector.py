@@ -91,6 +91,7 @@ class ServerCollector(Collector):
             closed.add_metric([reason], count)
         yield closed
 
+
     def _requests(self) -> Iterator[Metric]:
         requests = CounterMetricFamily(
             "memlease_requests",
@@ -134,6 +135,7 @@ def server_registry(
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ServerCollector(service, connections, figures))
     return registry
+
 
 
 def _buckets(histogram: SecondsHistogram) -> list[tuple[str, float]]:

@@ -46,7 +46,6 @@ from memlease.core.messages import (
     ReleaseRequest,
     RenewManyRequest,
     RenewRequest,
-    Reply,
     Request,
     ServerStats,
     SetRequest,
@@ -410,8 +409,9 @@ def _encode_error(reply: ErrorReply) -> bytes:
     )
 
 
-def encode_reply(reply: Reply) -> bytes:
-    """The native bytes of ``reply``."""
+def encode_reply(reply: object) -> bytes:
+    """The native bytes of ``reply`` (a Reply: anything else is a ProtocolError, in the
+    compiled build too)."""
     # By exact type, the common replies first: compiled, each test is one comparison and each
     # call a direct one (a table of functions costs a lookup and a generic call per reply).
     try:

@@ -49,10 +49,10 @@ def pack_counts(order: str, counts: Sequence[int]) -> bytes:
 
 def unpack_counts(order: str, buf: bytearray, at: int, room: int) -> tuple[int, ...]:
     """The counts in the ``room`` bytes at ``at``."""
-    if room % 8 or room > 8 * MAX_COUNTS:
+    if room < 0 or room % 8 or room > 8 * MAX_COUNTS:
         raise ProtocolError(
             f"stats carries {room} bytes of request counts: not a whole number of 8-byte "
-            f"counts, or more than {MAX_COUNTS}"
+            f"counts, negative, or more than {MAX_COUNTS}"
         )
     code = "q" if order == "=" else "Q"
     return struct.unpack_from(f"{order}{room // 8}{code}", buf, at)
