@@ -83,6 +83,7 @@ class RunningServer:
 StartServer = Callable[..., Awaitable[RunningServer]]
 
 
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist: pytest -p no:xdist runs too
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
     """``-n auto`` (pytest-xdist): two workers a core. Many tests spend much of their time
     waiting, on servers and subprocesses starting, on sockets, on real-time bounds: with one
