@@ -22,7 +22,7 @@ from memlease.bench.storm import StormTiming, run_storm, storm_case
 from memlease.bench.workload import TargetSpec, Workload, parse_mix
 from memlease.core.errors import ConfigError
 
-SHORT = ["--duration", "700ms", "--warmup", "150ms", "--no-progress"]
+SHORT = ["--duration", "300ms", "--warmup", "100ms", "--no-progress"]
 
 
 def bench(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:

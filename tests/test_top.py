@@ -128,7 +128,7 @@ def test_top_on_a_terminal_follows_load_and_ctrl_c_exits_0(server: ServerProcess
     session = f"memlease-top-{os.getpid()}"
     command = (
         f"{sys.executable} -m memlease.cli.main --server {server.address} --protocol network "
-        'top; echo "top exited $?"; sleep 30'
+        'top --interval 500ms; echo "top exited $?"; sleep 30'
     )
     stop = threading.Event()
     load = threading.Thread(target=_load, args=(server.address, stop), daemon=True)
@@ -154,7 +154,7 @@ def test_top_on_a_terminal_follows_load_and_ctrl_c_exits_0(server: ServerProcess
             raise AssertionError(f"{check!r} not on screen:\n{shown}")
 
         first = wait_for(r"^\s*get\s+[\d,]+\s+[\d,]+")
-        time.sleep(2.2)  # two more refreshes
+        time.sleep(1.1)  # two more refreshes
         second = wait_for(r"^\s*get\s+[\d,]+\s+[\d,]+")
         assert _gets_total(second) > _gets_total(first), (first, second)
         assert re.search(r"^\s*get\s+[1-9][\d,]*\s", second, re.M), second  # ops/s under load
