@@ -218,3 +218,15 @@ def test_a_connection_s_cycle_of_batches_holds_the_mix_exactly(
     total = sum(weights)
     for name, weight in zip(names, weights, strict=True):
         assert counts[name] * total == slots * weight
+
+
+def test_latencies_keep_their_column_narrow_however_slow_the_machine() -> None:
+    from memlease.bench.report import _latency
+
+    assert [_latency(ms) for ms in (0.0421, 9.9994, 11.812, 123.46, 4567.8)] == [
+        "0.042",
+        "9.999",
+        "11.81",
+        "123.5",
+        "4568",
+    ]

@@ -134,14 +134,24 @@ def _rows(results: list[CaseResult]) -> list[list[str]]:
                     result.case.name,
                     target,
                     f"{run.ops_per_s:,.0f}",
-                    f"{run.latency_ms(50):.3f}",
-                    f"{run.latency_ms(99):.3f}",
-                    f"{run.latency_ms(99.9):.3f}",
+                    _latency(run.latency_ms(50)),
+                    _latency(run.latency_ms(99)),
+                    _latency(run.latency_ms(99.9)),
                     str(run.error_count),
                     f"{ratio:.2f}" if ratio is not None else "",
                 ]
             )
     return rows
+
+
+def _latency(ms: float) -> str:
+    """Milliseconds in at most 6 characters, so the table keeps to 80 columns: three decimals
+    below 10 ms, fewer above (a loaded machine's p99.9 reaches tens of ms)."""
+    if ms < 10:
+        return f"{ms:.3f}"
+    if ms < 100:
+        return f"{ms:.2f}"
+    return f"{ms:.1f}" if ms < 1000 else f"{ms:.0f}"
 
 
 HEADERS = ["case", "target", "ops/s", "p50 ms", "p99 ms", "p99.9 ms", "errors", "vs peer"]
