@@ -1,39 +1,162 @@
-"""The build backend: setuptools', asking for mypy as well when MEMLEASE_MYPYC=1 asks for
-the compiled build (setup.py). Without it a build needs nothing but setuptools, and no C
-compiler."""
+"""The build backend: setuptools', deciding whether setup.py compiles with mypyc.
+
+``MEMLEASE_MYPYC`` decides:
+
+- ``1``: compiled; a build without a C compiler fails.
+- ``0``: interpreted.
+- unset: a wheel (``pip install .``, ``pip wheel .``) is compiled where a C compiler can
+  build a Python extension, and interpreted where none can; an editable install
+  (``pip install -e .``) is interpreted, since compiled modules beside their sources would
+  hide later edits of them; an sdist holds the Python sources only, always.
+
+When it compiles, it asks for mypy as well (mypyc comes with it). The decision is passed to
+setup.py as ``MEMLEASE_MYPYC=1`` or ``0``: each hook runs in a process of its own."""
 
 from __future__ import annotations
 
 import os
+import shlex
+import subprocess
+import sys
+import sysconfig
+import tempfile
 import tomllib
-from typing import Any
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
 
-from setuptools.build_meta import *  # noqa: F403  (every hook setuptools gives, unchanged)
+from setuptools import build_meta as _setuptools
+
+MYPYC = "MEMLEASE_MYPYC"
+
+Build = Literal["wheel", "editable", "sdist", "metadata"]
+
+_PROBE = "#include <Python.h>\nint memlease_probe(void) { return Py_IsInitialized(); }\n"
 
 
-def _mypyc_requires() -> list[str]:
+class BuildSettingError(ValueError):
+    """MEMLEASE_MYPYC holds something other than 1, 0 or nothing."""
+
+
+def c_compiler_found() -> bool:
+    """Whether the C compiler a build would use (``$CC``, else the one Python was built
+    with) compiles a file that includes this Python's headers."""
+    command = shlex.split(os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc")
+    include = sysconfig.get_paths()["include"]
+    with tempfile.TemporaryDirectory() as scratch:
+        source = Path(scratch, "probe.c")
+        source.write_text(_PROBE)
+        try:
+            done = subprocess.run(
+                [*command, "-I", include, "-c", str(source), "-o", str(source.with_suffix(".o"))],
+                capture_output=True,
+                timeout=120,
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return False
+    return done.returncode == 0
+
+
+def compiles(build: Build) -> bool:
+    """Whether a build of this kind compiles, by MEMLEASE_MYPYC and the machine."""
+    asked = os.environ.get(MYPYC, "")
+    if asked not in ("", "0", "1"):
+        raise BuildSettingError(
+            f"{MYPYC}={asked!r}: say 1 (compile with mypyc), 0 (do not) or leave it unset "
+            "(compile a wheel where a C compiler is found)"
+        )
+    if build in ("sdist", "metadata"):
+        return False
+    if asked:
+        return asked == "1"
+    if build == "editable":
+        return False
+    if c_compiler_found():
+        return True
+    print(
+        "memlease: no C compiler builds Python extensions here: the modules will run "
+        f"interpreted (set {MYPYC}=1 to require the compiled build)",
+        file=sys.stderr,
+    )
+    return False
+
+
+def _requires(build: Build) -> list[str]:
+    if not compiles(build):
+        return []
     # mypyc type-checks what it compiles as `mypy memlease plugins` does: with the
     # dependencies' own types (trio, pluggy, dnspython...), so those too.
-    if os.environ.get("MEMLEASE_MYPYC") != "1":
-        return []
     with open("pyproject.toml", "rb") as file:
         dependencies: list[str] = tomllib.load(file)["project"]["dependencies"]
     return ["mypy>=1.10", *dependencies]
 
 
-# setuptools' own hooks would run setup.py to ask, which imports mypyc when compiling: the
-# requirement that brings mypyc cannot wait for it. setuptools >= 77 asks for nothing more.
-_MYPYC = _mypyc_requires()
+@contextmanager
+def _deciding(build: Build) -> Iterator[None]:
+    before = os.environ.get(MYPYC)
+    os.environ[MYPYC] = "1" if compiles(build) else "0"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[MYPYC]
+        else:
+            os.environ[MYPYC] = before
 
 
+# setuptools' own get_requires hooks would run setup.py to ask, which imports mypyc when
+# compiling: the requirement that brings mypyc cannot wait for it. setuptools >= 77 asks for
+# nothing more.
 def get_requires_for_build_wheel(config_settings: dict[str, Any] | None = None) -> list[str]:
-    return list(_MYPYC)
+    return _requires("wheel")
 
 
 def get_requires_for_build_editable(config_settings: dict[str, Any] | None = None) -> list[str]:
-    return list(_MYPYC)
+    return _requires("editable")
 
 
 def get_requires_for_build_sdist(config_settings: dict[str, Any] | None = None) -> list[str]:
-    # setup.py imports mypyc whenever MEMLEASE_MYPYC=1, an sdist's build too.
-    return list(_MYPYC)
+    return _requires("sdist")
+
+
+def build_wheel(
+    wheel_directory: str,
+    config_settings: dict[str, Any] | None = None,
+    metadata_directory: str | None = None,
+) -> str:
+    with _deciding("wheel"):
+        return str(_setuptools.build_wheel(wheel_directory, config_settings, metadata_directory))
+
+
+def build_editable(
+    wheel_directory: str,
+    config_settings: dict[str, Any] | None = None,
+    metadata_directory: str | None = None,
+) -> str:
+    with _deciding("editable"):
+        return str(_setuptools.build_editable(wheel_directory, config_settings, metadata_directory))
+
+
+def build_sdist(sdist_directory: str, config_settings: dict[str, Any] | None = None) -> str:
+    with _deciding("sdist"):
+        return str(_setuptools.build_sdist(sdist_directory, config_settings))
+
+
+# The metadata is the same either way: setup.py need not import mypyc to give it.
+def prepare_metadata_for_build_wheel(
+    metadata_directory: str, config_settings: dict[str, Any] | None = None
+) -> str:
+    with _deciding("metadata"):
+        return str(
+            _setuptools.prepare_metadata_for_build_wheel(metadata_directory, config_settings)
+        )
+
+
+def prepare_metadata_for_build_editable(
+    metadata_directory: str, config_settings: dict[str, Any] | None = None
+) -> str:
+    with _deciding("metadata"):
+        return str(
+            _setuptools.prepare_metadata_for_build_editable(metadata_directory, config_settings)
+        )

@@ -4,6 +4,7 @@ as written, and a Python API that takes what a user naturally has (a UUID's stri
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import uuid
@@ -22,13 +23,15 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.parametrize("flag", ["--version", "-V"])
-def test_version_prints_the_package_version(flag: str) -> None:
+def test_version_prints_the_package_version_and_build(flag: str) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "memlease.cli.main", flag], capture_output=True, text=True
     )
+    # the build under test is the one asked for (tests/test_build.py)
+    build = "compiled with mypyc" if os.environ.get("MEMLEASE_MYPYC") == "1" else "interpreted"
     assert (done.returncode, done.stdout, done.stderr) == (
         0,
-        f"memlease {memlease.__version__}\n",
+        f"memlease {memlease.__version__} ({build})\n",
         "",
     )
 

@@ -20,6 +20,7 @@ import trio
 import trio.testing
 from conftest import RunningServer, StartServer, make_config
 
+import memlease
 from memlease import BadSize, ConnectionFailed, LeaseNotFound
 from memlease.client.trio_client import connect
 from memlease.core.errors import ErrorCode
@@ -64,12 +65,14 @@ async def _open_count(server: RunningServer, expected: int) -> None:
     raise AssertionError(f"the server never reached {expected} open connections")
 
 
-async def test_startup_is_logged_per_listener_and_for_the_arena(
+async def test_startup_is_logged_per_listener_and_for_the_arena_and_build(
     start_server: StartServer, caplog: Caplog
 ) -> None:
     caplog.set_level(logging.INFO, logger="memlease")
     server = await start_server("native", "network", arena_size=8192)
     messages = [record.getMessage() for record in caplog.records]
+    build = "compiled with mypyc" if os.environ.get("MEMLEASE_MYPYC") == "1" else "interpreted"
+    assert f"memlease {memlease.__version__} ({build})" in messages
     assert any("arena: 8192 bytes" in m for m in messages), messages
     for bound in server.listeners:
         assert f"listening: {bound.protocol} on 127.0.0.1:{bound.port}" in messages

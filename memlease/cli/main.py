@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from memlease import __version__
+from memlease.build import build_kind
 from memlease.cli.client_commands import (
     EXIT_OK,
     Handler,
@@ -51,7 +52,9 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> _Parser:
     parser = _Parser(prog="memlease", description="Lease remote memory.")
-    parser.add_argument("--version", "-V", action="version", version=f"memlease {__version__}")
+    parser.add_argument(
+        "--version", "-V", action="version", version=f"memlease {__version__} ({build_kind()})"
+    )
     add_global_options(parser, default=True)
     client = _Parser(add_help=False)
     add_global_options(client, default=False)

@@ -19,6 +19,8 @@ from functools import partial
 
 import trio
 
+from memlease import __version__
+from memlease.build import build_kind
 from memlease.core.errors import ConfigError
 from memlease.core.service import Service
 from memlease.core.sessions import Session
@@ -408,6 +410,7 @@ def _log_startup(
     config: Config, service: Service, opened: list[_OpenListener], listening: list[BoundListener]
 ) -> None:
     figures = service.stats(0.0)
+    log.info("memlease %s (%s)", __version__, build_kind())
     log.info(
         "arena: %d bytes (min block %d B, largest lease %d B, max ttl %d ms)",
         figures.arena_size,
