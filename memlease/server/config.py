@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from memlease.core.errors import ConfigError
-from memlease.protocol import ProtocolRegistry, load_protocols
+from memlease.protocol import ProtocolRegistry, default_registry
 from memlease.server.budget import RECEIVE_ROOM, STREAM_SEND_ROOM
 
 # Re-exported: callers import these from here, as they did before config_values.py.
@@ -321,7 +321,7 @@ def validate(
     if not config.listeners:
         raise fail("listeners", "[]", "at least one listener is needed")
     if registry is None:
-        registry = load_protocols(warn=False)
+        registry = default_registry()  # the one the server then serves: loaded once
     seen: set[int] = set()
     for listener in config.listeners:
         text = _listener_text(listener)

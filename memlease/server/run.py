@@ -53,8 +53,6 @@ from memlease.server.connection_task import SCRATCH_SIZE, serve_connection
 from memlease.server.expiry import ExpiryTask
 from memlease.server.glibc_malloc import keep_large_blocks
 from memlease.server.logs import PEER, LogRate, ServerLog, left_out
-from memlease.server.metrics import MetricsEndpoint
-from memlease.server.metrics_collector import server_registry
 from memlease.server.request_figures import RequestFigures
 from memlease.server.signals import RELOADED, ignore_signals_while_starting, watch_signals
 from memlease.tls import server_context
@@ -289,6 +287,11 @@ async def serve(
                     for entry in opened:
                         nursery.start_soon(_accept, entry, service, server, connection_nursery)
                     if metrics:
+                        # Loaded only when asked for: prometheus_client and h11 were a tenth
+                        # of a server's start.
+                        from memlease.server.metrics import MetricsEndpoint
+                        from memlease.server.metrics_collector import server_registry
+
                         metric_registry = server_registry(service, connections, server.figures)
                         endpoint = MetricsEndpoint(metric_registry, config.request_timeout)
                         nursery.start_soon(endpoint.serve, metrics)
