@@ -19,12 +19,16 @@ class ParallelBuildExt(build_ext):  # type: ignore[misc]  (setuptools is untyped
     another, and mypyc's single shared library is one extension of about 40 C files (one per
     module, multi_file below): 90 s one by one, 47 s on 2 cores."""
 
+    def finalize_options(self) -> None:
+        super().finalize_options()
+        self.parallel = None  # build_ext -j would build extensions side by side: one at a time
+
     def build_extension(self, ext: Extension) -> None:
         compiler = self.compiler
         one_by_one = compiler.compile
 
         def on_every_core(sources: list[str], *args: Any, **kwargs: Any) -> list[str]:
-            with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+            with ThreadPoolExecutor(_jobs()) as pool:
                 built = pool.map(lambda source: one_by_one([source], *args, **kwargs), sources)
                 return [obj for objects in built for obj in objects]
 
@@ -35,6 +39,15 @@ class ParallelBuildExt(build_ext):  # type: ignore[misc]  (setuptools is untyped
             compiler.compile = one_by_one
 
 
+def _jobs() -> int:
+    # The cores this process may use, not the machine's: and at most 8 gcc -O3 at once,
+    # each of which can take hundreds of MB on mypyc's larger files.
+    usable = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    return max(1, min(8, len(usable) if usable else os.cpu_count() or 1))
+
+
+# Each build in a build directory of its own: a wheel built interpreted after a compiled one
+# must not pick up the compiled modules left in build/lib.
 if os.environ.get("MEMLEASE_MYPYC") == "1":
     from mypyc.build import mypycify
 
@@ -45,6 +58,10 @@ if os.environ.get("MEMLEASE_MYPYC") == "1":
     # compiled in 90 s on one core; the route's instructions per message are the same
     # (8,186 multi_file, 8,308-8,551 one file: docs/performance.md, "Eighth round").
     extensions = mypycify(modules, opt_level="3", group_name="memlease", multi_file=True)
-    setup(ext_modules=extensions, cmdclass={"build_ext": ParallelBuildExt})
+    setup(
+        ext_modules=extensions,
+        cmdclass={"build_ext": ParallelBuildExt},
+        options={"build": {"build_base": "build/compiled"}},
+    )
 else:
-    setup()
+    setup(options={"build": {"build_base": "build/interpreted"}})

@@ -14,6 +14,7 @@ setup.py as ``MEMLEASE_MYPYC=1`` or ``0``: each hook runs in a process of its ow
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shlex
 import subprocess
@@ -30,7 +31,7 @@ from setuptools import build_meta as _setuptools
 
 MYPYC = "MEMLEASE_MYPYC"
 
-Build = Literal["wheel", "editable", "sdist", "metadata"]
+Build = Literal["wheel", "editable", "sdist"]
 
 _PROBE = "#include <Python.h>\nint memlease_probe(void) { return Py_IsInitialized(); }\n"
 
@@ -43,13 +44,14 @@ def c_compiler_found() -> bool:
     """Whether the C compiler a build would use (``$CC``, else the one Python was built
     with) compiles a file that includes this Python's headers."""
     command = shlex.split(os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc")
-    include = sysconfig.get_paths()["include"]
+    paths = sysconfig.get_paths()
+    includes = [f"-I{paths[name]}" for name in ("include", "platinclude")]
     with tempfile.TemporaryDirectory() as scratch:
         source = Path(scratch, "probe.c")
         source.write_text(_PROBE)
         try:
             done = subprocess.run(
-                [*command, "-I", include, "-c", str(source), "-o", str(source.with_suffix(".o"))],
+                [*command, *includes, "-c", str(source), "-o", str(source.with_suffix(".o"))],
                 capture_output=True,
                 timeout=120,
             )
@@ -58,25 +60,33 @@ def c_compiler_found() -> bool:
     return done.returncode == 0
 
 
-def compiles(build: Build) -> bool:
-    """Whether a build of this kind compiles, by MEMLEASE_MYPYC and the machine."""
+def compiles(build: Build, *, building: bool = False) -> bool:
+    """Whether a build of this kind compiles, by MEMLEASE_MYPYC and the machine.
+
+    ``building``: asked by the build itself, not for its requirements. Unasked, it then also
+    needs mypyc importable: a frontend that skips the requirements step (``pip install
+    --no-build-isolation``) gets the interpreted build, not a failure."""
     asked = os.environ.get(MYPYC, "")
     if asked not in ("", "0", "1"):
         raise BuildSettingError(
             f"{MYPYC}={asked!r}: say 1 (compile with mypyc), 0 (do not) or leave it unset "
             "(compile a wheel where a C compiler is found)"
         )
-    if build in ("sdist", "metadata"):
+    if build == "sdist":
         return False
     if asked:
         return asked == "1"
     if build == "editable":
         return False
-    if c_compiler_found():
+    if not c_compiler_found():
+        why = "no C compiler builds Python extensions here"
+    elif building and importlib.util.find_spec("mypyc") is None:
+        why = "mypyc is not installed where this build runs"
+    else:
         return True
     print(
-        "memlease: no C compiler builds Python extensions here: the modules will run "
-        f"interpreted (set {MYPYC}=1 to require the compiled build)",
+        f"memlease: {why}: the modules will run interpreted "
+        f"(set {MYPYC}=1 to require the compiled build)",
         file=sys.stderr,
     )
     return False
@@ -95,7 +105,7 @@ def _requires(build: Build) -> list[str]:
 @contextmanager
 def _deciding(build: Build) -> Iterator[None]:
     before = os.environ.get(MYPYC)
-    os.environ[MYPYC] = "1" if compiles(build) else "0"
+    os.environ[MYPYC] = "1" if compiles(build, building=True) else "0"
     try:
         yield
     finally:
@@ -143,20 +153,5 @@ def build_sdist(sdist_directory: str, config_settings: dict[str, Any] | None = N
         return str(_setuptools.build_sdist(sdist_directory, config_settings))
 
 
-# The metadata is the same either way: setup.py need not import mypyc to give it.
-def prepare_metadata_for_build_wheel(
-    metadata_directory: str, config_settings: dict[str, Any] | None = None
-) -> str:
-    with _deciding("metadata"):
-        return str(
-            _setuptools.prepare_metadata_for_build_wheel(metadata_directory, config_settings)
-        )
-
-
-def prepare_metadata_for_build_editable(
-    metadata_directory: str, config_settings: dict[str, Any] | None = None
-) -> str:
-    with _deciding("metadata"):
-        return str(
-            _setuptools.prepare_metadata_for_build_editable(metadata_directory, config_settings)
-        )
+# No prepare_metadata_for_build_wheel (or _editable): a frontend then takes the metadata from
+# the built wheel, whose top_level.txt names mypyc's shared library when it was compiled.

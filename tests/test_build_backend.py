@@ -65,8 +65,8 @@ def test_the_compiler_that_built_the_compiled_modules_is_found() -> None:
     assert backend.c_compiler_found()
 
 
-@pytest.mark.parametrize("build", ["editable", "sdist", "metadata"])
-def test_editable_installs_sdists_and_metadata_do_not_compile_unasked(
+@pytest.mark.parametrize("build", ["editable", "sdist"])
+def test_editable_installs_and_sdists_do_not_compile_unasked(
     unset: pytest.MonkeyPatch, build: str
 ) -> None:
     unset.setattr(backend, "c_compiler_found", lambda: True)
@@ -93,6 +93,19 @@ def test_a_setting_that_means_neither_is_refused(unset: pytest.MonkeyPatch) -> N
     unset.setenv("MEMLEASE_MYPYC", "yes")
     with pytest.raises(backend.BuildSettingError, match=r"say 1 .*, 0 .* or leave it unset"):
         backend.compiles("wheel")
+
+
+def test_a_build_without_mypyc_where_it_runs_is_interpreted_unless_asked(
+    unset: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # pip install --no-build-isolation skips the requirements step that brings mypy
+    unset.setattr(backend, "c_compiler_found", lambda: True)
+    unset.setattr(backend.importlib.util, "find_spec", lambda name: None)
+    assert backend.compiles("wheel")  # for the requirements: mypy is asked for
+    assert not backend.compiles("wheel", building=True)
+    assert "mypyc is not installed" in capsys.readouterr().err
+    unset.setenv("MEMLEASE_MYPYC", "1")
+    assert backend.compiles("wheel", building=True)  # asked for: the build fails, and says why
 
 
 def test_setup_py_is_told_the_decision_and_the_setting_is_restored(
