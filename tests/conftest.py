@@ -83,6 +83,41 @@ class RunningServer:
 StartServer = Callable[..., Awaitable[RunningServer]]
 
 
+SUBJECT_INTERPRETED_IN_BOTH_BUILDS = frozenset(
+    {
+        "test_bench.py",
+        "test_bench_cli.py",
+        "test_bench_fleet.py",
+        "test_cli_fleet.py",
+        "test_fleet.py",
+        "test_fleet_dns.py",
+        "test_fleet_partition.py",
+        "test_handle.py",
+        "test_hardening_signals.py",
+        "test_logs.py",
+        "test_shards.py",
+        "test_shards_metrics.py",
+        "test_top.py",
+    }
+)
+"""Test files whose subject (the fleet client and its handles, bench, the shards' supervisor,
+signals, the log, top) is not among the compiled modules: the compiled build's pass
+(MEMLEASE_MYPYC=1, .ci/run's second) skips them, as they would test the same interpreted code
+again. The servers and clients they start reach compiled modules, which every other file tests
+in both builds."""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.environ.get("MEMLEASE_MYPYC") != "1":
+        return
+    skip = pytest.mark.skip(
+        reason="compiled build: its subject is interpreted in both builds (tests/conftest.py)"
+    )
+    for item in items:
+        if item.path.name in SUBJECT_INTERPRETED_IN_BOTH_BUILDS:
+            item.add_marker(skip)
+
+
 @pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist: pytest -p no:xdist runs too
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
     """``-n auto`` (pytest-xdist): two workers a core. Many tests spend much of their time
